@@ -1,0 +1,199 @@
+"""The delayed v1 wire protocol: every Redis key name and every Lua script, in one place.
+
+Keys of a queue named NAME (see PROTOCOL.md):
+
+- ``NAME``             list of serialized tasks; producers push right, workers pop left.
+- ``NAME_noti``        list of tokens (``1``), one per task in ``NAME``; workers block on it.
+- ``NAME_processing``  hash: field = a liveness key, value = the task its holder is running.
+- ``NAME_dead``        adelayed only: capped list of dead letters (tasks that cannot run).
+- ``<liveness key>``   a string with an expiry; while it exists its holder is alive.
+
+adelayed's liveness keys are namespaced (``adelayed:worker:<64 random bits>:<slot>``): one per
+concurrency slot, so every task in flight has its own processing field, under a key that delayed's
+and go-delayed's sweepers see alive for as long as the worker lives.
+
+Every script that moves a task is safe to run twice (redis-py re-sends a command whose reply was
+lost, PROTOCOL.md hole 9): a second run finds its work done and changes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
+
+NOTI_SUFFIX = "_noti"
+PROCESSING_SUFFIX = "_processing"
+DEAD_SUFFIX = "_dead"
+TOKEN = b"1"
+WORKER_KEY_PREFIX = "adelayed:worker:"
+
+# Lua's unpack() is limited by the C stack (LUAI_MAXCSTACK = 8000 slots): scripts that unpack a
+# list of tasks or tokens receive at most this many at a time.
+MAX_ITEMS_PER_CALL = 1000
+
+_HASH_TAG = re.compile(r"\{[^{}]+\}")
+
+
+def hash_tag(queue_name: str) -> str:
+    """The Redis Cluster hash tag of a queue name (``{...}``), or '' when it has none."""
+    match = _HASH_TAG.search(queue_name)
+    return match.group(0) if match else ""
+
+
+def worker_key(worker_hex: str, queue_name: str) -> str:
+    """The liveness key that claims a worker id; it carries the queue's hash tag, if any."""
+    return f"{WORKER_KEY_PREFIX}{hash_tag(queue_name)}{worker_hex}"
+
+
+def slot_key(worker_key_: str, slot: int) -> str:
+    """The liveness key (and processing field) of one concurrency slot of a worker."""
+    return f"{worker_key_}:{slot}"
+
+
+class Script:
+    """A Lua script run by EVALSHA, loaded on the first NOSCRIPT reply."""
+
+    __slots__ = ("name", "sha", "text")
+
+    def __init__(self, name: str, text: str) -> None:
+        self.name = name
+        self.text = text
+        self.sha = hashlib.sha1(text.encode()).hexdigest()
+
+    async def __call__(self, redis: Redis, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        try:
+            return await redis.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            await redis.script_load(self.text)
+            return await redis.evalsha(self.sha, len(keys), *keys, *args)
+
+
+# KEYS: queue, noti.  ARGV: serialized tasks (at most MAX_ITEMS_PER_CALL).
+# Tasks and their tokens are pushed together: no reader ever sees a token without its task.
+ENQUEUE = Script(
+    "enqueue",
+    """
+local queue, noti = KEYS[1], KEYS[2]
+local tokens = {}
+for i = 1, #ARGV do tokens[i] = '1' end
+redis.call('rpush', queue, unpack(ARGV))
+redis.call('rpush', noti, unpack(tokens))
+return #ARGV
+""",
+)
+
+# KEYS: queue, noti, processing.
+# ARGV[1]: tokens the caller already holds (0, or 1 after a BLPOP on noti).
+# ARGV[2..]: free slot fields of the caller, one task each at most.
+# Returns a flat list: slot position (1-based, into ARGV[2..]), task, slot position, task, ...
+#
+# Takes a token and its task in one step, so no sweep can see a task without its token (the
+# window of PROTOCOL.md hole 3 exists only after a BLPOP, and is as short as in v1).
+# An empty LPOP is false in Lua, not nil (hole 1): checked as such.
+# A re-sent call finds its slots already filled and returns what they hold, taking nothing more.
+# Tokens with no task behind them (phantoms left by a sweep, hole 3) are consumed here, and any
+# surplus of tokens over tasks is trimmed: tokens only ever exceed tasks through phantoms.
+FETCH = Script(
+    "fetch",
+    """
+local queue, noti, processing = KEYS[1], KEYS[2], KEYS[3]
+local held = tonumber(ARGV[1])
+local slots = #ARGV - 1
+local out = {}
+local filled = redis.call('hmget', processing, unpack(ARGV, 2))
+for i = 1, slots do
+    if filled[i] then
+        out[#out + 1] = i
+        out[#out + 1] = filled[i]
+    end
+end
+if #out > 0 then return out end
+local tokens = held
+if slots > held then
+    local popped = redis.call('lpop', noti, slots - held)
+    if popped then tokens = tokens + #popped end
+end
+if tokens == 0 then return out end
+local tasks = redis.call('lpop', queue, tokens)
+if tasks then
+    local fields = {}
+    for i = 1, #tasks do
+        fields[#fields + 1] = ARGV[i + 1]
+        fields[#fields + 1] = tasks[i]
+        out[#out + 1] = i
+        out[#out + 1] = tasks[i]
+    end
+    redis.call('hset', processing, unpack(fields))
+end
+local surplus = redis.call('llen', noti) - redis.call('llen', queue)
+if surplus > 0 then redis.call('ltrim', noti, 0, -surplus - 1) end
+return out
+""",
+)
+
+# KEYS: queue, noti, processing.  ARGV: slot field, serialized task, 'head' or 'tail'.
+# Releases the slot and pushes the task back (a retry goes to the tail, a task cancelled by a
+# shutdown to the head) in one step (PROTOCOL.md hole 2). Only a slot that still holds a task
+# pushes one: a re-sent call, or a slot the sweeper already emptied, changes nothing.
+REQUEUE = Script(
+    "requeue",
+    """
+local queue, noti, processing = KEYS[1], KEYS[2], KEYS[3]
+if redis.call('hdel', processing, ARGV[1]) == 0 then return 0 end
+if ARGV[3] == 'head' then
+    redis.call('lpush', queue, ARGV[2])
+else
+    redis.call('rpush', queue, ARGV[2])
+end
+redis.call('rpush', noti, '1')
+return 1
+""",
+)
+
+# KEYS: processing, dead.  ARGV: slot field, dead-letter record, cap of the dead list.
+# Moves the task out of its slot into the dead-letter list in one step; guarded like REQUEUE.
+BURY = Script(
+    "bury",
+    """
+local processing, dead = KEYS[1], KEYS[2]
+if redis.call('hdel', processing, ARGV[1]) == 0 then return 0 end
+redis.call('lpush', dead, ARGV[2])
+redis.call('ltrim', dead, 0, tonumber(ARGV[3]) - 1)
+return 1
+""",
+)
+
+# KEYS: queue, noti, processing.  Returns {tasks requeued, tokens added (negative: trimmed)}.
+# v1's requeue-lost, with EXISTS instead of GET (a field naming an application's hash must not
+# make the script fail), tokens pushed in bounded groups, and a surplus of tokens trimmed.
+REQUEUE_LOST = Script(
+    "requeue_lost",
+    """
+local queue, noti, processing = KEYS[1], KEYS[2], KEYS[3]
+local missing = redis.call('llen', queue) - redis.call('llen', noti)
+local entries = redis.call('hgetall', processing)
+local requeued = 0
+for i = 1, #entries, 2 do
+    if redis.call('exists', entries[i]) == 0 then
+        redis.call('rpush', queue, entries[i + 1])
+        redis.call('hdel', processing, entries[i])
+        requeued = requeued + 1
+    end
+end
+local tokens = missing + requeued
+local left = tokens
+while left > 0 do
+    local group = {}
+    for i = 1, math.min(left, 1000) do group[i] = '1' end
+    redis.call('lpush', noti, unpack(group))
+    left = left - #group
+end
+if tokens < 0 then redis.call('ltrim', noti, 0, tokens - 1) end
+return {requeued, tokens}
+""",
+)

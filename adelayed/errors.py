@@ -1,0 +1,31 @@
+"""adelayed's exceptions: one hierarchy, rooted at AdelayedError."""
+
+from __future__ import annotations
+
+
+class AdelayedError(Exception):
+    """The root of every exception adelayed raises on purpose."""
+
+
+class ConfigurationError(AdelayedError, ValueError):
+    """An argument or setting cannot work; the message says which and how to fix it."""
+
+
+class TaskError(AdelayedError):
+    """A task cannot be run as it stands (it goes to the dead-letter list, never lost)."""
+
+
+class PayloadError(TaskError):
+    """A payload read from a queue is not a task of the delayed v1 protocol."""
+
+
+class FunctionNotAllowedError(TaskError):
+    """The worker was not told it may run this function (see ``Worker(tasks=...)``)."""
+
+
+class TaskCallError(TaskError):
+    """The function does not accept the task's arguments (the task is not retried)."""
+
+
+class UnsupportedTaskError(TaskError):
+    """The task is for another runtime (a Go task reached a Python worker)."""

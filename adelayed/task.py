@@ -1,0 +1,207 @@
+"""Tasks and their msgpack payloads, byte-compatible with delayed 1.2 and go-delayed.
+
+Payload shapes (PROTOCOL.md):
+
+- Python task: ``[func_path, args, kwargs, retry]``; trailing defaults are dropped when writing
+  (retry 0, then empty kwargs, then empty args); readers accept 1 to 4 items, args may be nil.
+- Go task: ``[func_path, payload]`` with payload msgpack *bin* (or nil), or a bare ``func_path``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import msgpack
+
+from .errors import ConfigurationError, PayloadError
+
+FUNC_SEPARATOR = ":"
+
+
+def func_path_of(func: Callable[..., Any]) -> str:
+    """The ``module:name`` path a worker imports to find ``func``."""
+    module = getattr(func, "__module__", None)
+    name = getattr(func, "__name__", None)
+    qualname = getattr(func, "__qualname__", name)
+    if not module or not name or qualname != name or name == "<lambda>":
+        raise ConfigurationError(
+            f"cannot make a task of {func!r}: a task function must be defined at the top level "
+            "of an importable module, or be named by a 'module:func' string"
+        )
+    if module == "__main__":
+        raise ConfigurationError(
+            f"cannot make a task of {name!r}: it is defined in __main__, which a worker cannot "
+            "import; move it to a module, or name it by a 'module:func' string"
+        )
+    return f"{module}{FUNC_SEPARATOR}{name}"
+
+
+class PyTask:
+    """A call of a Python function, to be run by a worker.
+
+    ``func`` is a function defined at a module's top level or a ``"module.path:func"`` string.
+    ``retry`` is how many times a failure raised inside the function is retried (negative:
+    until it succeeds).
+    """
+
+    __slots__ = ("_args", "_func_path", "_kwargs", "_payload", "_retry")
+
+    def __init__(
+        self,
+        func: Callable[..., Any] | str,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        retry: int = 0,
+    ) -> None:
+        if isinstance(func, str):
+            if FUNC_SEPARATOR not in func:
+                raise ConfigurationError(
+                    f"task function path {func!r} has no ':'; write it as 'module.path:func'"
+                )
+            self._func_path = func
+        elif callable(func):
+            self._func_path = func_path_of(func)
+        else:
+            raise ConfigurationError(
+                f"a task needs a function or a 'module:func' path, not {func!r}"
+            )
+        if isinstance(retry, bool) or not isinstance(retry, int):
+            raise ConfigurationError(
+                f"retry of task {self._func_path!r} must be an int, not {retry!r}"
+            )
+        self._args: Sequence[Any] = () if args is None else args
+        self._kwargs: Mapping[str, Any] = {} if kwargs is None else kwargs
+        self._retry = retry
+        self._payload: bytes | None = None
+
+    @property
+    def func_path(self) -> str:
+        return self._func_path
+
+    @property
+    def args(self) -> Sequence[Any]:
+        return self._args
+
+    @property
+    def kwargs(self) -> Mapping[str, Any]:
+        return self._kwargs
+
+    @property
+    def retry(self) -> int:
+        return self._retry
+
+    def serialize(self) -> bytes:
+        """The v1 payload, byte-identical to delayed 1.2's ``PyTask.serialize()``."""
+        if self._payload is None:
+            fields: tuple[Any, ...] = (self._func_path, self._args, self._kwargs, self._retry)
+            if self._retry == 0:
+                fields = fields[:3]
+                if not self._kwargs:
+                    fields = fields[:2]
+                    if not self._args:
+                        fields = fields[:1]
+            try:
+                self._payload = msgpack.packb(fields)
+            except (TypeError, ValueError, OverflowError) as exc:
+                raise ConfigurationError(
+                    f"the arguments of task {self._func_path!r} cannot be serialized with "
+                    f"msgpack ({exc}); pass only None, bool, int, float, str, bytes, lists and "
+                    "dicts with str keys"
+                ) from exc
+        return self._payload
+
+    def retried(self) -> PyTask:
+        """The same call with one retry used up (a negative count stays: retry forever)."""
+        return PyTask(self._func_path, self._args, self._kwargs, self._retry - (self._retry > 0))
+
+    def __repr__(self) -> str:
+        return (
+            f"PyTask({self._func_path!r}, args={self._args!r}, kwargs={self._kwargs!r}, "
+            f"retry={self._retry})"
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, PyTask):
+            return NotImplemented
+        return self.serialize() == other.serialize()
+
+    def __hash__(self) -> int:
+        return hash(self.serialize())
+
+
+class GoTask:
+    """A call of a Go function (``"package.Func"``), run by go-delayed workers only."""
+
+    __slots__ = ("_args", "_func_path", "_payload")
+
+    def __init__(self, func_path: str, args: Any = None) -> None:
+        if not isinstance(func_path, str) or not func_path:
+            raise ConfigurationError(f"a Go task needs a 'package.Func' path, not {func_path!r}")
+        self._func_path = func_path
+        self._args = args
+        self._payload: bytes | None = None
+
+    @property
+    def func_path(self) -> str:
+        return self._func_path
+
+    @property
+    def args(self) -> Any:
+        return self._args
+
+    def serialize(self) -> bytes:
+        """The v1 payload, byte-identical to delayed 1.2's ``GoTask.serialize()``."""
+        if self._payload is None:
+            if self._args is None:
+                self._payload = msgpack.packb(self._func_path)
+            else:
+                self._payload = msgpack.packb((self._func_path, msgpack.packb(self._args)))
+        return self._payload
+
+    def __repr__(self) -> str:
+        return f"GoTask({self._func_path!r}, args={self._args!r})"
+
+
+Task = PyTask | GoTask
+
+
+def _decode_go(func_path: str, packed_args: bytes | None, payload: bytes) -> GoTask:
+    args = None
+    if packed_args is not None:
+        try:
+            args = msgpack.unpackb(packed_args)
+        except (ValueError, msgpack.UnpackException) as exc:
+            raise PayloadError(f"Go task {func_path!r} has undecodable arguments: {exc}") from exc
+    task = GoTask(func_path, args)
+    task._payload = payload
+    return task
+
+
+def decode_task(payload: bytes) -> Task:
+    """The task a payload holds; raises PayloadError naming what is wrong with it."""
+    try:
+        fields = msgpack.unpackb(payload)
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        raise PayloadError(f"payload is not msgpack ({exc}): {payload[:64]!r}") from exc
+    if isinstance(fields, str) and fields:
+        return _decode_go(fields, None, payload)
+    if not isinstance(fields, list) or not 1 <= len(fields) <= 4 or not isinstance(fields[0], str):
+        raise PayloadError(f"payload is not a v1 task array [func_path, ...]: {fields!r:.200}")
+    func_path = fields[0]
+    if len(fields) == 2 and (
+        isinstance(fields[1], bytes) or (fields[1] is None and FUNC_SEPARATOR not in func_path)
+    ):
+        return _decode_go(func_path, fields[1], payload)
+    args, kwargs, retry = [*fields[1:], None, None, 0][:3]
+    if FUNC_SEPARATOR not in func_path:
+        raise PayloadError(f"task function path {func_path!r} has no ':' (module:func)")
+    if args is not None and not isinstance(args, list):
+        raise PayloadError(f"args of task {func_path!r} are not an array: {args!r:.200}")
+    if kwargs is not None and not isinstance(kwargs, dict):
+        raise PayloadError(f"kwargs of task {func_path!r} are not a map: {kwargs!r:.200}")
+    if isinstance(retry, bool) or not isinstance(retry, int):
+        raise PayloadError(f"retry of task {func_path!r} is not an integer: {retry!r:.200}")
+    task = PyTask(func_path, args, kwargs, retry)
+    task._payload = payload
+    return task

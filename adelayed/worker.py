@@ -1,0 +1,295 @@
+"""The Worker: fetch tasks, run them with bounded concurrency, settle each one.
+
+Shape of ``run()``: one task group holds the services (lease keep-alive, signal watcher,
+embedded sweeper); an inner task group holds the running tasks; the fetch loop feeds it while
+slots are free. Whatever moves a task in Redis (settling: release, retry, dead-letter, requeue
+on cancel) runs shielded from cancellation, so a shutdown never strands a task half-moved.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+import anyio
+import anyio.to_thread
+from anyio.abc import TaskGroup
+from redis.exceptions import RedisError
+
+from ._functions import FunctionTable, TaskFunction, is_async
+from ._lease import Lease
+from ._slots import Slots
+from .errors import ConfigurationError, TaskCallError, TaskError, UnsupportedTaskError
+from .queue import Queue
+from .sweeper import Sweeper
+from .task import GoTask, PyTask, decode_task
+
+logger = logging.getLogger(__name__)
+
+_REDIS_ERRORS = (RedisError, OSError)
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+# How long a settle keeps trying once the worker is shutting down; after that the task stays in
+# its processing slot, and a sweep requeues it when the lease expires.
+_SETTLE_TIMEOUT_AT_EXIT = 5.0
+
+# Tasks taken per fetch at most: bounded by what one script call may unpack.
+_MAX_BATCH = 500
+
+Settle = Callable[[], Awaitable[None]]
+
+
+class Worker:
+    """Runs the tasks of ``queue``: ``async def`` functions on the event loop, plain functions
+    in worker threads, never more than ``concurrency`` at once.
+
+    Only functions the worker was told about run (``tasks=``, or decorated with ``delayed``);
+    ``allow_any_function=True`` restores delayed's import-anything behaviour. On SIGTERM,
+    SIGINT or SIGHUP it takes no new tasks and gives running ones ``grace_period`` seconds; a
+    second signal, or the end of the grace period, cancels them and puts them back on the queue.
+    ``sweep_interval`` runs a Sweeper for the queue inside the worker (None: no sweeper).
+    """
+
+    def __init__(
+        self,
+        queue: Queue,
+        concurrency: int = 10,
+        keep_alive_interval: float = 15,
+        *,
+        tasks: Iterable[TaskFunction | str] = (),
+        allow_any_function: bool = False,
+        grace_period: float = 30,
+        sweep_interval: float | None = 60,
+        handle_signals: bool = True,
+    ) -> None:
+        if concurrency < 1:
+            raise ConfigurationError(f"worker of queue {queue.name!r}: concurrency must be >= 1")
+        if not 0 < keep_alive_interval < queue.keep_alive_timeout:
+            raise ConfigurationError(
+                f"worker of queue {queue.name!r}: keep_alive_interval ({keep_alive_interval}s) "
+                f"must be positive and below the queue's keep_alive_timeout "
+                f"({queue.keep_alive_timeout}s), or the lease lapses between refreshes"
+            )
+        self._queue = queue
+        self._concurrency = concurrency
+        self._functions = FunctionTable(tasks, allow_any=allow_any_function)
+        self._grace_period = grace_period
+        self._sweep_interval = sweep_interval
+        self._handle_signals = handle_signals
+        self._lease = Lease(queue, concurrency, keep_alive_interval)
+        self._slots = Slots(concurrency)
+        self._limiter = anyio.CapacityLimiter(concurrency)
+        self._stopping = False
+        self._closing_since: float | None = None
+        self._running_scope: anyio.CancelScope | None = None
+        self._fetch_scope: anyio.CancelScope | None = None
+
+    @property
+    def id(self) -> str:
+        """The worker's liveness key, e.g. ``adelayed:worker:4f1c...`` (set once running)."""
+        return self._lease.worker_id
+
+    def stop(self, *, now: bool = False) -> None:
+        """Takes no new tasks; running ones finish within the grace period (``now``: cancel
+        and requeue them at once). Call it from the worker's event loop."""
+        self._stopping = True
+        self._slots.close()
+        if now:
+            for scope in (self._fetch_scope, self._running_scope):
+                if scope is not None:
+                    scope.cancel()
+
+    async def run(self) -> None:
+        """Runs until ``stop()`` or a signal; Redis errors are logged and outlived."""
+        await self._lease.claim()
+        logger.info(
+            "worker %s started on queue %r, concurrency %d",
+            self.id,
+            self._queue.name,
+            self._concurrency,
+        )
+        try:
+            async with anyio.create_task_group() as services:
+                services.start_soon(self._lease.keep_alive)
+                if self._handle_signals and threading.current_thread() is threading.main_thread():
+                    services.start_soon(self._watch_signals)
+                if self._sweep_interval is not None:
+                    services.start_soon(Sweeper([self._queue], self._sweep_interval).run)
+                await self._work()
+                services.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(_SETTLE_TIMEOUT_AT_EXIT):
+                try:
+                    await self._lease.drop()
+                except _REDIS_ERRORS as exc:
+                    logger.warning("worker %s: lease not deleted (%s); it expires", self.id, exc)
+            logger.info("worker %s stopped", self.id)
+
+    async def _work(self) -> None:
+        async with anyio.create_task_group() as running:
+            self._running_scope = running.cancel_scope
+            with anyio.CancelScope() as self._fetch_scope:
+                await self._fetch_loop(running)
+            with anyio.move_on_after(self._grace_period):
+                await self._slots.wait_all_free()
+            self._closing_since = time.monotonic()
+            running.cancel_scope.cancel()
+
+    async def _fetch_loop(self, running: TaskGroup) -> None:
+        block = False
+        failures = 0
+        while await self._slots.wait_free():
+            try:
+                batch = await self._fetch(block)
+            except _REDIS_ERRORS as exc:
+                failures += 1
+                delay = _backoff(failures)
+                logger.warning(
+                    "worker %s: fetch failed (%s); retrying in %.1fs", self.id, exc, delay
+                )
+                await anyio.sleep(delay)
+                continue
+            failures = 0
+            for slot, payload in batch:
+                self._slots.take(slot)
+                running.start_soon(self._run_task, slot, payload)
+            block = not batch
+
+    async def _fetch(self, block: bool) -> list[tuple[int, bytes]]:
+        """Non-blocking take of up to one task per free slot; when ``block``, first waits
+        for a token (BLPOP) and takes its task with any others ready."""
+        free = self._slots.free()[:_MAX_BATCH]
+        fields = [self._lease.fields[slot] for slot in free]
+        held_token = False
+        if block:
+            if not await self._queue._wait_token():
+                return []
+            if self._stopping:
+                await self._queue._return_token()
+                return []
+            held_token = True
+        taken = await self._queue._fetch(fields, held_token)
+        return [(free[position], payload) for position, payload in taken]
+
+    async def _run_task(self, slot: int, payload: bytes) -> None:
+        field = self._lease.fields[slot]
+        try:
+            settle = await self._execute(field, payload)
+        except anyio.get_cancelled_exc_class():
+            logger.warning("worker %s: task cancelled by shutdown; requeued", self.id)
+            with anyio.CancelScope(shield=True):
+                await self._settle(lambda: self._queue._requeue(field, payload, at_head=True))
+            raise
+        with anyio.CancelScope(shield=True):
+            await self._settle(settle)
+        self._slots.give(slot)
+
+    async def _execute(self, field: str, payload: bytes) -> Settle:
+        """Runs the task; returns how to settle it."""
+        queue = self._queue
+        task: PyTask | None = None
+        try:
+            task = _python_task(decode_task(payload))
+            func = self._functions.resolve(task.func_path)
+            await self._call(func, task)
+        except TaskError as exc:
+            logger.error("queue %r: task sent to the dead-letter list: %s", queue.name, exc)
+            reason = f"{type(exc).__name__}: {exc}"
+            return lambda: queue._bury(field, payload, reason, self.id)
+        except (Exception, SystemExit):
+            assert task is not None
+            if task.retry:
+                logger.warning(
+                    "queue %r: task %s failed; retrying", queue.name, task, exc_info=True
+                )
+                retried = task.retried().serialize()
+                return lambda: queue._requeue(field, retried, at_head=False)
+            logger.exception("queue %r: task %s failed", queue.name, task)
+        return lambda: queue._release((field,))
+
+    async def _call(self, func: TaskFunction, task: PyTask) -> None:
+        if is_async(func):
+            try:
+                coroutine = func(*task.args, **task.kwargs)
+            except TypeError as exc:
+                if _raised_by_call(exc):
+                    raise _call_error(exc, task) from exc
+                raise
+            await coroutine
+        else:
+            await anyio.to_thread.run_sync(
+                _call_in_thread, func, task, limiter=self._limiter, abandon_on_cancel=True
+            )
+
+    async def _settle(self, settle: Settle) -> None:
+        """Retries ``settle`` through Redis errors: while the worker runs, until it lands;
+        at shutdown, for a few seconds (then the lease's expiry hands the task to a sweep)."""
+        failures = 0
+        while True:
+            try:
+                await settle()
+                return
+            except _REDIS_ERRORS as exc:
+                failures += 1
+                closing = self._closing_since
+                if closing is not None and time.monotonic() - closing > _SETTLE_TIMEOUT_AT_EXIT:
+                    logger.error(
+                        "worker %s: could not settle a task (%s); it stays in %r until a "
+                        "sweep requeues it",
+                        self.id,
+                        exc,
+                        self._queue.name + "_processing",
+                    )
+                    return
+                delay = _backoff(failures)
+                logger.warning(
+                    "worker %s: settle failed (%s); retrying in %.1fs", self.id, exc, delay
+                )
+                await anyio.sleep(delay)
+
+    async def _watch_signals(self) -> None:
+        with anyio.open_signal_receiver(*_STOP_SIGNALS) as signals:
+            async for signum in signals:
+                name = signal.Signals(signum).name
+                if not self._stopping:
+                    logger.info(
+                        "worker %s: %s, finishing running tasks (again: stop now)", self.id, name
+                    )
+                    self.stop()
+                else:
+                    logger.warning("worker %s: %s again, requeueing running tasks", self.id, name)
+                    self.stop(now=True)
+
+
+def _python_task(task: PyTask | GoTask) -> PyTask:
+    if isinstance(task, GoTask):
+        raise UnsupportedTaskError(
+            f"Go task {task.func_path!r} reached a Python worker; run Go workers on its queue"
+        )
+    return task
+
+
+def _raised_by_call(exc: TypeError) -> bool:
+    """True when the call itself failed (bad arguments): the traceback, caught in the frame
+    that made the call, holds no frame of the function."""
+    return exc.__traceback__ is not None and exc.__traceback__.tb_next is None
+
+
+def _call_error(exc: TypeError, task: PyTask) -> TaskCallError:
+    return TaskCallError(f"task {task.func_path!r} cannot be called with its arguments: {exc}")
+
+
+def _call_in_thread(func: TaskFunction, task: PyTask) -> Any:
+    try:
+        return func(*task.args, **task.kwargs)
+    except TypeError as exc:
+        if _raised_by_call(exc):
+            raise _call_error(exc, task) from exc
+        raise
+
+
+def _backoff(failures: int) -> float:
+    return min(0.05 * 2.0 ** min(failures, 10), 5.0)
