@@ -193,7 +193,8 @@ def decode_task(payload: bytes) -> Task:
         isinstance(fields[1], bytes) or (fields[1] is None and FUNC_SEPARATOR not in func_path)
     ):
         return _decode_go(func_path, fields[1], payload)
-    args, kwargs, retry = [*fields[1:], None, None, 0][:3]
+    args, kwargs, retry = (*fields[1:], None, None, None)[:3]
+    retry = 0 if retry is None else retry
     if FUNC_SEPARATOR not in func_path:
         raise PayloadError(f"task function path {func_path!r} has no ':' (module:func)")
     if args is not None and not isinstance(args, list):

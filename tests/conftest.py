@@ -1,0 +1,45 @@
+"""Fixtures: a private redis-server for the whole session (never a mock, never localhost:6379),
+flushed before each test."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import redis.asyncio as redis
+
+from adelayed import Queue
+from adelayed.embedded import EmbeddedRedis
+from tests import decorated_tasks, tasks
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[EmbeddedRedis]:
+    with EmbeddedRedis() as server:
+        os.environ["ADELAYED_TEST_REDIS_URL"] = server.url
+        yield server
+
+
+@pytest.fixture
+async def client(redis_server: EmbeddedRedis) -> AsyncIterator[redis.Redis]:
+    conn = redis.Redis.from_url(redis_server.url)
+    await conn.flushall()
+    yield conn
+    await conn.aclose()
+
+
+@pytest.fixture
+def queue(client: redis.Redis) -> Queue:
+    return Queue("jobs", client, dequeue_timeout=0.2, keep_alive_timeout=5)
+
+
+@pytest.fixture(autouse=True)
+def _reset_tasks() -> None:
+    tasks.reset()
+    decorated_tasks.results.clear()
+
+
+@pytest.fixture
+def client_queue_limit(client: redis.Redis) -> Queue:
+    return Queue("jobs", client, dequeue_timeout=0.2, keep_alive_timeout=5, dead_letter_limit=2)

@@ -1,0 +1,114 @@
+"""Task functions the tests enqueue. Process-level tests record runs in Redis
+(``$ADELAYED_TEST_REDIS_URL``); in-process tests read the ``ran`` list."""
+
+from __future__ import annotations
+
+import os
+from os import getpid  # noqa: F401 - imported on purpose: a worker must refuse it
+import threading
+from threading import Lock  # noqa: F401 - imported on purpose: a worker must refuse it
+import time
+
+import anyio
+import redis
+
+ran: list[object] = []
+_active = 0
+_peak = 0
+_lock = threading.Lock()
+_calls: dict[str, int] = {}
+
+
+def reset() -> None:
+    global _active, _peak
+    ran.clear()
+    _calls.clear()
+    _active = _peak = 0
+
+
+def peak() -> int:
+    return _peak
+
+
+def _enter() -> None:
+    global _active, _peak
+    with _lock:
+        _active += 1
+        _peak = max(_peak, _active)
+
+
+def _leave() -> None:
+    global _active
+    with _lock:
+        _active -= 1
+
+
+async def async_record(value: object) -> None:
+    ran.append(value)
+
+
+def sync_record(value: object) -> None:
+    ran.append(value)
+
+
+async def async_sleep(seconds: float, value: object = None) -> None:
+    _enter()
+    try:
+        await anyio.sleep(seconds)
+    finally:
+        _leave()
+    ran.append(value)
+
+
+def sync_sleep(seconds: float, value: object = None) -> None:
+    _enter()
+    try:
+        time.sleep(seconds)
+    finally:
+        _leave()
+    ran.append(value)
+
+
+def fail_until(key: str, successful_call: int) -> None:
+    """Raises on calls 1 .. successful_call-1 (0: always raises), then records ``key``."""
+    _calls[key] = _calls.get(key, 0) + 1
+    ran.append((key, _calls[key]))
+    if successful_call == 0 or _calls[key] < successful_call:
+        raise RuntimeError(f"{key}: planned failure {_calls[key]}")
+
+
+def call_count(key: str) -> int:
+    return _calls.get(key, 0)
+
+
+def len_of_nothing(key: str) -> int:
+    """Raises TypeError from inside the function: a failure of the task, not a bad call."""
+    _calls[key] = _calls.get(key, 0) + 1
+    return len(None)  # type: ignore[arg-type]
+
+
+# Process-level tasks: sync, so that delayed's workers can run them too.
+
+
+def _redis() -> redis.Redis:
+    return redis.Redis.from_url(os.environ["ADELAYED_TEST_REDIS_URL"])
+
+
+def record_run(tag: str, seconds: float = 0.0) -> None:
+    """Records ``tag`` in ``started``, sleeps, then records it in ``finished``."""
+    with _redis() as conn:
+        conn.rpush("started", tag)
+        time.sleep(seconds)
+        conn.rpush("finished", tag)
+
+
+async def async_record_run(tag: str, seconds: float = 0.0) -> None:
+    import redis.asyncio as aredis
+
+    conn = aredis.Redis.from_url(os.environ["ADELAYED_TEST_REDIS_URL"])
+    try:
+        await conn.rpush("started", tag)
+        await anyio.sleep(seconds)
+        await conn.rpush("finished", tag)
+    finally:
+        await conn.aclose()

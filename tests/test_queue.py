@@ -1,0 +1,175 @@
+"""Queue and protocol scripts against a real redis-server: enqueue, fetch, settle, sweep."""
+
+from __future__ import annotations
+
+import redis.asyncio as redis
+
+from adelayed import PyTask, Queue
+from adelayed._protocol import MAX_ITEMS_PER_CALL
+
+FIELD_A = "adelayed:worker:test:0"
+FIELD_B = "adelayed:worker:test:1"
+
+
+async def lengths(client: redis.Redis, queue: Queue) -> tuple[int, int, int]:
+    return (
+        await client.llen(queue.name),
+        await client.llen(queue.name + "_noti"),
+        await client.hlen(queue.name + "_processing"),
+    )
+
+
+async def test_enqueue_pushes_the_payload_and_one_token(client: redis.Redis, queue: Queue) -> None:
+    task = PyTask("mod:f", args=(1,))
+    await queue.enqueue(task)
+    assert await client.lrange("jobs", 0, -1) == [task.serialize()]
+    assert await client.lrange("jobs_noti", 0, -1) == [b"1"]
+    assert await queue.len() == 1
+
+
+async def test_enqueue_many_keeps_order_and_uses_one_script_call_per_group(
+    client: redis.Redis, queue: Queue
+) -> None:
+    count = 2 * MAX_ITEMS_PER_CALL + 5
+    await client.config_resetstat()
+    assert await queue.enqueue_many(PyTask("mod:f", args=(i,)) for i in range(count)) == count
+    payloads = await client.lrange("jobs", 0, -1)
+    assert payloads == [PyTask("mod:f", args=(i,)).serialize() for i in range(count)]
+    assert await lengths(client, queue) == (count, count, 0)
+    stats = await client.info("commandstats")
+    script_calls = stats.get("cmdstat_evalsha", {}).get("calls", 0)
+    assert script_calls == 3
+
+
+async def test_enqueue_many_survives_a_flushed_script_cache(client: redis.Redis, queue: Queue) -> None:
+    await queue.enqueue(PyTask("mod:f"))
+    await client.script_flush()
+    assert await queue.enqueue_many([PyTask("mod:f"), PyTask("mod:g")]) == 2
+    assert await lengths(client, queue) == (3, 3, 0)
+
+
+async def test_enqueue_many_of_nothing_does_nothing(client: redis.Redis, queue: Queue) -> None:
+    assert await queue.enqueue_many([]) == 0
+    assert await client.exists("jobs") == 0
+
+
+async def test_fetch_moves_token_and_task_into_the_slot_in_one_step(
+    client: redis.Redis, queue: Queue
+) -> None:
+    await queue.enqueue_many([PyTask("mod:a"), PyTask("mod:b"), PyTask("mod:c")])
+    taken = await queue._fetch([FIELD_A, FIELD_B], held_token=False)
+    assert taken == [(0, PyTask("mod:a").serialize()), (1, PyTask("mod:b").serialize())]
+    assert await lengths(client, queue) == (1, 1, 2)
+    assert await client.hget("jobs_processing", FIELD_B) == PyTask("mod:b").serialize()
+
+
+async def test_fetch_on_an_empty_queue_with_a_held_token_returns_nothing(
+    client: redis.Redis, queue: Queue
+) -> None:
+    # PROTOCOL.md hole 1: delayed's script fails here ("command arguments must be strings").
+    assert await queue._fetch([FIELD_A], held_token=True) == []
+    assert await lengths(client, queue) == (0, 0, 0)
+
+
+async def test_phantom_tokens_are_consumed_and_trimmed(client: redis.Redis, queue: Queue) -> None:
+    # PROTOCOL.md hole 3: a sweep ran while a worker held a token, so tokens outnumber tasks.
+    await queue.enqueue(PyTask("mod:a"))
+    await client.rpush("jobs_noti", "1", "1")
+    taken = await queue._fetch([FIELD_A], held_token=False)
+    assert [payload for _, payload in taken] == [PyTask("mod:a").serialize()]
+    assert await lengths(client, queue) == (0, 0, 1)
+
+
+async def test_fetch_with_more_tokens_asked_than_tasks_loses_no_token(
+    client: redis.Redis, queue: Queue
+) -> None:
+    await queue.enqueue_many([PyTask("mod:a"), PyTask("mod:b")])
+    await client.lpop("jobs_noti")  # another worker holds one token, between BLPOP and its script
+    taken = await queue._fetch([FIELD_A, FIELD_B], held_token=False)
+    assert len(taken) == 1
+    assert await lengths(client, queue) == (1, 0, 1)  # the remaining task is the other worker's
+
+
+async def test_a_resent_fetch_returns_what_the_first_took_and_takes_nothing(
+    client: redis.Redis, queue: Queue
+) -> None:
+    # PROTOCOL.md hole 9: the reply of the first call was lost, the client sends it again.
+    await queue.enqueue_many([PyTask("mod:a"), PyTask("mod:b"), PyTask("mod:c")])
+    first = await queue._fetch([FIELD_A, FIELD_B], held_token=False)
+    again = await queue._fetch([FIELD_A, FIELD_B], held_token=False)
+    assert again == first
+    assert await lengths(client, queue) == (1, 1, 2)
+
+
+async def test_requeue_releases_and_pushes_in_one_step_and_only_once(
+    client: redis.Redis, queue: Queue
+) -> None:
+    await queue.enqueue(PyTask("mod:a", retry=2))
+    await queue._fetch([FIELD_A], held_token=False)
+    retried = PyTask("mod:a", retry=1).serialize()
+    await queue._requeue(FIELD_A, retried, at_head=False)
+    await queue._requeue(FIELD_A, retried, at_head=False)  # re-sent: changes nothing
+    assert await client.lrange("jobs", 0, -1) == [retried]
+    assert await lengths(client, queue) == (1, 1, 0)
+
+
+async def test_requeue_at_head_goes_before_waiting_tasks(client: redis.Redis, queue: Queue) -> None:
+    await queue.enqueue_many([PyTask("mod:a"), PyTask("mod:b")])
+    [(_, payload)] = await queue._fetch([FIELD_A], held_token=False)
+    await queue._requeue(FIELD_A, payload, at_head=True)
+    assert await client.lrange("jobs", 0, -1) == [payload, PyTask("mod:b").serialize()]
+    assert await lengths(client, queue) == (2, 2, 0)
+
+
+async def test_bury_moves_the_task_to_the_dead_letter_list_with_its_reason(
+    client: redis.Redis, client_queue_limit: Queue
+) -> None:
+    queue = client_queue_limit
+    for name in ("mod:a", "mod:b", "mod:c"):
+        await queue.enqueue(PyTask(name))
+        [(_, payload)] = await queue._fetch([FIELD_A], held_token=False)
+        await queue._bury(FIELD_A, payload, f"refused {name}", "worker-x")
+    await queue._bury(FIELD_A, b"again", "re-sent", "worker-x")  # slot empty: nothing happens
+    dead = await queue.dead_tasks()
+    assert [d.reason for d in dead] == ["refused mod:c", "refused mod:b"]  # capped at 2
+    assert dead[0].payload == PyTask("mod:c").serialize()
+    assert dead[0].worker == "worker-x"
+    assert await lengths(client, queue) == (0, 0, 0)
+
+
+async def test_requeue_lost_recovers_only_tasks_whose_liveness_key_is_gone(
+    client: redis.Redis, queue: Queue
+) -> None:
+    await queue.enqueue_many([PyTask("mod:a"), PyTask("mod:b")])
+    await queue._fetch([FIELD_A, FIELD_B], held_token=False)
+    await client.set(FIELD_B, 1)  # FIELD_B's worker is alive, FIELD_A's is not
+    assert await queue.requeue_lost() == 1
+    assert await client.lrange("jobs", 0, -1) == [PyTask("mod:a").serialize()]
+    assert await client.hkeys("jobs_processing") == [FIELD_B.encode()]
+    assert await lengths(client, queue) == (1, 1, 1)
+
+
+async def test_requeue_lost_restores_tokens_of_a_worker_that_died_holding_one(
+    client: redis.Redis, queue: Queue
+) -> None:
+    await queue.enqueue_many([PyTask("mod:a")] * 3)
+    await client.lpop("jobs_noti", 2)
+    assert await queue.requeue_lost() == 0
+    assert await lengths(client, queue) == (3, 3, 0)
+
+
+async def test_requeue_lost_trims_surplus_tokens(client: redis.Redis, queue: Queue) -> None:
+    await queue.enqueue(PyTask("mod:a"))
+    await client.rpush("jobs_noti", "1", "1", "1")
+    await queue.requeue_lost()
+    assert await lengths(client, queue) == (1, 1, 0)
+
+
+async def test_requeue_lost_ignores_a_field_that_names_an_application_hash(
+    client: redis.Redis, queue: Queue
+) -> None:
+    # delayed's script GETs the field and fails with WRONGTYPE when it names a non-string key.
+    await client.hset("12345", "app", "data")
+    await client.hset("jobs_processing", "12345", PyTask("mod:a").serialize())
+    assert await queue.requeue_lost() == 0
+    assert await lengths(client, queue) == (0, 0, 1)
