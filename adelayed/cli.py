@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import threading
+import time
 from collections.abc import Sequence
 
 import anyio
@@ -71,7 +73,23 @@ async def _main(options: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     options = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=options.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("adelayed").setLevel(options.log_level.upper())
     anyio.run(_main, options)
+    _exit_past_busy_threads()
+
+
+def _exit_past_busy_threads() -> None:
+    """After a stop that cancelled running sync tasks (already requeued), their threads may
+    still be running: exit now instead of waiting for them to finish work nobody awaits."""
+    others = [t for t in threading.enumerate() if t is not threading.main_thread()]
+    deadline = time.monotonic() + 0.5  # idle worker threads are on their way out
+    for thread in others:
+        thread.join(timeout=max(0.0, deadline - time.monotonic()))
+    busy = [t for t in others if t.is_alive() and not t.daemon]
+    if busy:
+        logging.getLogger("adelayed").warning(
+            "exiting with %d task thread(s) still running; their tasks were requeued", len(busy)
+        )
+        logging.shutdown()
+        os._exit(0)

@@ -1,0 +1,78 @@
+"""Real worker processes, stopped with real signals: nothing is lost."""
+
+from __future__ import annotations
+
+import signal
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as redis
+
+from adelayed import PyTask, Queue
+from adelayed.embedded import EmbeddedRedis
+from tests import processes
+from tests.helpers import wait_for
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def log(tmp_path: Path) -> Iterator[Path]:
+    path = tmp_path / "worker.log"
+    yield path
+    if path.exists():
+        print(path.read_text()[-5000:])  # shown by pytest when the test fails
+
+
+async def listed(client: redis.Redis, key: str) -> list[str]:
+    return [item.decode() for item in await client.lrange(key, 0, -1)]
+
+
+async def settled(client: redis.Redis) -> tuple[int, int, int]:
+    return (
+        await client.llen("jobs"),
+        await client.llen("jobs_noti"),
+        await client.hlen("jobs_processing"),
+    )
+
+
+@pytest.mark.parametrize("function", ["tests.tasks:record_run", "tests.tasks:async_record_run"])
+async def test_sigterm_finishes_running_tasks_and_loses_none(
+    client: redis.Redis, queue: Queue, redis_server: EmbeddedRedis, log: Path, function: str
+) -> None:
+    total = 40
+    await queue.enqueue_many(PyTask(function, args=(f"t{i}", 0.3)) for i in range(total))
+    worker = processes.adelayed_worker(redis_server.url, log, concurrency=10)
+    await wait_for(lambda: _length(client, "started", 10), what="10 running tasks")
+    assert processes.stop(worker, signal.SIGTERM) == 0
+
+    started, finished = await listed(client, "started"), await listed(client, "finished")
+    assert sorted(started) == sorted(finished)  # every task it began, it finished
+    waiting, tokens, processing = await settled(client)
+    assert (waiting + len(finished), tokens, processing) == (total, waiting, 0)
+    assert await client.keys("adelayed:worker:*") == []
+
+    worker = processes.adelayed_worker(redis_server.url, log, concurrency=10)
+    await wait_for(lambda: _length(client, "finished", total), what="all tasks")
+    processes.stop(worker, signal.SIGTERM)
+    assert Counter(await listed(client, "finished")) == Counter(f"t{i}" for i in range(total))
+
+
+@pytest.mark.parametrize("function", ["tests.tasks:record_run", "tests.tasks:async_record_run"])
+async def test_a_second_signal_stops_at_once_and_requeues_running_tasks(
+    client: redis.Redis, queue: Queue, redis_server: EmbeddedRedis, log: Path, function: str
+) -> None:
+    await queue.enqueue_many(PyTask(function, args=(f"t{i}", 60)) for i in range(8))
+    worker = processes.adelayed_worker(redis_server.url, log, concurrency=5)
+    await wait_for(lambda: _length(client, "started", 5), what="5 running tasks")
+    worker.send_signal(signal.SIGTERM)
+    await wait_for(lambda: "finishing running tasks" in log.read_text(), what="first signal")
+    assert processes.stop(worker, signal.SIGTERM, timeout=10) == 0
+    assert await listed(client, "finished") == []
+    assert await settled(client) == (8, 8, 0)
+
+
+async def _length(client: redis.Redis, key: str, at_least: int) -> bool:
+    return int(await client.llen(key)) >= at_least
