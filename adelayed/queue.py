@@ -119,6 +119,10 @@ class Queue:
         """How many tasks wait in the queue (not counting those being run)."""
         return int(await self._redis.llen(self._name))
 
+    async def in_flight(self) -> int:
+        """How many tasks workers are running now (entries of the processing hash)."""
+        return int(await self._redis.hlen(self._processing_key))
+
     async def requeue_lost(self) -> int:
         """Puts back the tasks of dead workers and restores missing tokens; returns how many
         tasks were requeued. Run it periodically (a Sweeper does)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -202,9 +203,12 @@ class Worker:
         except (Exception, SystemExit):
             assert task is not None
             if task.retry:
+                error = sys.exc_info()[1]
                 logger.warning(
-                    "queue %r: task %s failed; retrying", queue.name, task, exc_info=True
-                )
+                    "queue %r: task %s failed (%r); retrying, %s",
+                    queue.name, task.func_path, error,
+                    "forever" if task.retry < 0 else f"{task.retry} retries left",
+                )  # fmt: skip
                 retried = task.retried().serialize()
                 return lambda: queue._requeue(field, retried, at_head=False)
             logger.exception("queue %r: task %s failed", queue.name, task)

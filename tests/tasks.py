@@ -4,10 +4,10 @@
 from __future__ import annotations
 
 import os
-from os import getpid  # noqa: F401 - imported on purpose: a worker must refuse it
 import threading
-from threading import Lock  # noqa: F401 - imported on purpose: a worker must refuse it
 import time
+from os import getpid  # noqa: F401 - imported on purpose: a worker must refuse it
+from threading import Lock  # noqa: F401 - imported on purpose: a worker must refuse it
 
 import anyio
 import redis

@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import msgpack
 import pytest
 import redis
@@ -104,7 +105,7 @@ async def test_delayed_sweeper_requeues_the_task_of_our_killed_worker(
     deadline = time.monotonic() + 10
     while their_queue.requeue_lost() == 0:  # once the killed worker's lease has expired
         assert time.monotonic() < deadline, "delayed's sweeper never requeued the task"
-        time.sleep(0.1)
+        await anyio.sleep(0.1)
     assert await settled(client) == (1, 1, 0)
 
     await queue.redis.delete("started")
@@ -129,7 +130,7 @@ async def test_our_sweeper_requeues_the_task_of_a_killed_delayed_worker(
     deadline = time.monotonic() + 10
     while await sweeper.sweep() == 0:
         assert time.monotonic() < deadline, "our sweeper never requeued the task"
-        time.sleep(0.1)
+        await anyio.sleep(0.1)
     assert await settled(client) == (1, 1, 0)
     await client.delete("started")
     tasks_ran = processes.adelayed_worker(redis_server.url, log)
@@ -153,7 +154,7 @@ async def test_a_delayed_sweep_while_our_tasks_run_requeues_none(
         for _ in range(15):  # across several lease refreshes
             assert their_queue.requeue_lost() == 0
             assert await client.hlen("jobs_processing") == 5
-            time.sleep(0.1)
+            await anyio.sleep(0.1)
         await wait_for(lambda: has(client, "finished", 8), what="all tasks", timeout=20)
     finally:
         processes.stop(worker, signal.SIGTERM)

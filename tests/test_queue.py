@@ -41,7 +41,9 @@ async def test_enqueue_many_keeps_order_and_uses_one_script_call_per_group(
     assert script_calls == 3
 
 
-async def test_enqueue_many_survives_a_flushed_script_cache(client: redis.Redis, queue: Queue) -> None:
+async def test_enqueue_many_survives_a_flushed_script_cache(
+    client: redis.Redis, queue: Queue
+) -> None:
     await queue.enqueue(PyTask("mod:f"))
     await client.script_flush()
     assert await queue.enqueue_many([PyTask("mod:f"), PyTask("mod:g")]) == 2

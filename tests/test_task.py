@@ -40,9 +40,9 @@ def test_golden_bytes_decode_to_the_same_task(task: PyTask | GoTask, golden: str
         assert list(decoded.args) == [list(a) if isinstance(a, tuple) else a for a in task.args]
         assert dict(decoded.kwargs) == dict(task.kwargs)
         assert decoded.retry == task.retry
-        assert PyTask(decoded.func_path, decoded.args, decoded.kwargs, decoded.retry).serialize() == (
-            bytes.fromhex(golden)
-        )
+        assert PyTask(
+            decoded.func_path, decoded.args, decoded.kwargs, decoded.retry
+        ).serialize() == (bytes.fromhex(golden))
     else:
         assert decoded.args == (list(task.args) if task.args is not None else None)
 
@@ -71,7 +71,10 @@ def test_go_delayed_three_item_python_task_decodes(
     task = decode_task(msgpack.packb(fields))
     assert isinstance(task, PyTask)
     assert (task.func_path, list(task.args), dict(task.kwargs), task.retry) == (
-        "mod:f", args, kwargs, 0,
+        "mod:f",
+        args,
+        kwargs,
+        0,
     )
 
 
@@ -113,12 +116,12 @@ def test_task_refuses_functions_a_worker_could_not_import() -> None:
         PyTask(local)
     with pytest.raises(ConfigurationError, match="top level"):
         PyTask(lambda: None)
-    with pytest.raises(ConfigurationError, match="module.path:func"):
+    with pytest.raises(ConfigurationError, match=r"module\.path:func"):
         PyTask("no_colon")
 
 
 def test_unserializable_arguments_name_the_task() -> None:
-    with pytest.raises(ConfigurationError, match="mod:f.*msgpack"):
+    with pytest.raises(ConfigurationError, match=r"mod:f.*msgpack"):
         PyTask("mod:f", args=(object(),)).serialize()
 
 

@@ -8,7 +8,7 @@ import anyio
 import pytest
 import redis.asyncio as redis
 
-from adelayed import ConfigurationError, GoTask, PyTask, Queue, Worker, delayed
+from adelayed import ConfigurationError, GoTask, PyTask, Queue, Worker
 from tests import tasks
 from tests.helpers import make_worker, running, wait_for
 
@@ -241,4 +241,3 @@ def test_worker_names_a_missing_task_module() -> None:
     queue = Queue("q", aredis.Redis())
     with pytest.raises(ConfigurationError, match="no_such_module"):
         Worker(queue, tasks=["no_such_module"])
-
