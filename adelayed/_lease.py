@@ -14,6 +14,7 @@ import anyio
 from redis.exceptions import RedisError
 
 from . import _protocol as protocol
+from ._backoff import backoff
 from .queue import Queue
 
 logger = logging.getLogger(__name__)
@@ -29,7 +30,23 @@ class Lease:
         self.fields: list[str] = []
 
     async def claim(self) -> None:
-        """Picks a random id no live worker holds, then makes every slot key live."""
+        """Picks a random id no live worker holds, then makes every slot key live; waits out
+        Redis errors (a worker may well start before its Redis)."""
+        failures = 0
+        while True:
+            try:
+                await self._claim_once()
+                return
+            except (RedisError, OSError) as exc:
+                failures += 1
+                delay = backoff(failures)
+                logger.warning(
+                    "worker on queue %r: cannot reach Redis to start (%s); retrying in %.1fs",
+                    self._queue.name, exc, delay,
+                )  # fmt: skip
+                await anyio.sleep(delay)
+
+    async def _claim_once(self) -> None:
         redis = self._queue.redis
         while True:
             worker_id = protocol.worker_key(secrets.token_hex(8), self._queue.name)

@@ -95,7 +95,8 @@ return #ARGV
 # Takes a token and its task in one step, so no sweep can see a task without its token (the
 # window of PROTOCOL.md hole 3 exists only after a BLPOP, and is as short as in v1).
 # An empty LPOP is false in Lua, not nil (hole 1): checked as such.
-# A re-sent call finds its slots already filled and returns what they hold, taking nothing more.
+# A re-sent call finds its slots already filled and returns what they hold, taking nothing more
+# (a token it holds goes back: it belongs to a task still in the queue).
 # Tokens with no task behind them (phantoms left by a sweep, hole 3) are consumed here, and any
 # surplus of tokens over tasks is trimmed: tokens only ever exceed tasks through phantoms.
 FETCH = Script(
@@ -112,7 +113,10 @@ for i = 1, slots do
         out[#out + 1] = filled[i]
     end
 end
-if #out > 0 then return out end
+if #out > 0 then
+    if held > 0 then redis.call('rpush', noti, '1') end
+    return out
+end
 local tokens = held
 if slots > held then
     local popped = redis.call('lpop', noti, slots - held)

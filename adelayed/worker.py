@@ -21,6 +21,7 @@ import anyio.to_thread
 from anyio.abc import TaskGroup
 from redis.exceptions import RedisError
 
+from ._backoff import backoff
 from ._functions import FunctionTable, TaskFunction, is_async
 from ._lease import Lease
 from ._slots import Slots
@@ -147,7 +148,7 @@ class Worker:
                 batch = await self._fetch(block)
             except _REDIS_ERRORS as exc:
                 failures += 1
-                delay = _backoff(failures)
+                delay = backoff(failures)
                 logger.warning(
                     "worker %s: fetch failed (%s); retrying in %.1fs", self.id, exc, delay
                 )
@@ -248,7 +249,7 @@ class Worker:
                         self._queue.name + "_processing",
                     )
                     return
-                delay = _backoff(failures)
+                delay = backoff(failures)
                 logger.warning(
                     "worker %s: settle failed (%s); retrying in %.1fs", self.id, exc, delay
                 )
@@ -293,7 +294,3 @@ def _call_in_thread(func: TaskFunction, task: PyTask) -> Any:
         if _raised_by_call(exc):
             raise _call_error(exc, task) from exc
         raise
-
-
-def _backoff(failures: int) -> float:
-    return min(0.05 * 2.0 ** min(failures, 10), 5.0)

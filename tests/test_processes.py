@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import pytest
 import redis.asyncio as redis
 
@@ -76,3 +77,65 @@ async def test_a_second_signal_stops_at_once_and_requeues_running_tasks(
 
 async def _length(client: redis.Redis, key: str, at_least: int) -> bool:
     return int(await client.llen(key)) >= at_least
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGHUP])
+async def test_sigint_and_sighup_stop_as_gracefully_as_sigterm(
+    client: redis.Redis, queue: Queue, redis_server: EmbeddedRedis, log: Path, sig: int
+) -> None:
+    await queue.enqueue_many(
+        PyTask("tests.tasks:record_run", args=(f"t{i}", 0.3)) for i in range(6)
+    )
+    worker = processes.adelayed_worker(redis_server.url, log, concurrency=3)
+    await wait_for(lambda: _length(client, "started", 3), what="3 running tasks")
+    assert processes.stop(worker, sig) == 0
+    started, finished = await listed(client, "started"), await listed(client, "finished")
+    assert sorted(started) == sorted(finished)
+    waiting, tokens, processing = await settled(client)
+    assert (waiting + len(finished), tokens, processing) == (6, waiting, 0)
+
+
+async def test_a_worker_outlives_a_redis_restart(log: Path) -> None:
+    with EmbeddedRedis({"appendonly": "yes", "appendfsync": "always"}) as server:
+        client = redis.Redis.from_url(server.url)
+        queue = Queue("jobs", client)
+        worker = processes.adelayed_worker(server.url, log, concurrency=2)
+        try:
+            await queue.enqueue(PyTask("tests.tasks:record_run", args=("before",)))
+            await wait_for(lambda: _length(client, "finished", 1), what="the first task")
+            server.stop()
+            await anyio.sleep(1.5)
+            server.start()
+            await client.connection_pool.disconnect()  # the test's own client: start afresh
+            await queue.enqueue(PyTask("tests.tasks:record_run", args=("after",)))
+            await wait_for(lambda: _length(client, "finished", 2), what="a task after the restart")
+            assert worker.poll() is None
+        finally:
+            assert processes.stop(worker, signal.SIGTERM) == 0
+            await client.aclose()
+        assert await_list(server.url, "finished") == ["before", "after"]
+
+
+def await_list(url: str, key: str) -> list[str]:
+    import redis as sync_redis
+
+    with sync_redis.Redis.from_url(url) as conn:
+        return [item.decode() for item in conn.lrange(key, 0, -1)]
+
+
+async def test_a_worker_started_before_its_redis_waits_for_it(log: Path) -> None:
+    server = EmbeddedRedis()
+    server.start()
+    server.stop()  # the port is known, nothing listens on it yet
+    worker = processes.adelayed_worker(server.url, log, concurrency=2)
+    try:
+        await anyio.sleep(1)
+        assert worker.poll() is None
+        server.start()
+        client = redis.Redis.from_url(server.url)
+        await Queue("jobs", client).enqueue(PyTask("tests.tasks:record_run", args=("late",)))
+        await wait_for(lambda: _length(client, "finished", 1), what="the task", timeout=15)
+        await client.aclose()
+    finally:
+        processes.stop(worker, signal.SIGTERM)
+        server.close()

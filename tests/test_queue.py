@@ -175,3 +175,14 @@ async def test_requeue_lost_ignores_a_field_that_names_an_application_hash(
     await client.hset("jobs_processing", "12345", PyTask("mod:a").serialize())
     assert await queue.requeue_lost() == 0
     assert await lengths(client, queue) == (0, 0, 1)
+
+
+async def test_a_resent_fetch_after_blpop_gives_its_token_back(
+    client: redis.Redis, queue: Queue
+) -> None:
+    await queue.enqueue_many([PyTask("mod:a"), PyTask("mod:b")])
+    await client.lpop("jobs_noti")  # this worker's BLPOP
+    first = await queue._fetch([FIELD_A], held_token=True)
+    await client.lpop("jobs_noti")  # a fresh BLPOP, then the same call again
+    assert await queue._fetch([FIELD_A], held_token=True) == first
+    assert await lengths(client, queue) == (1, 1, 1)

@@ -1,0 +1,8 @@
+"""Backoff between retries of a failed Redis call: 0.1 s doubling to 5 s."""
+
+from __future__ import annotations
+
+
+def backoff(failures: int) -> float:
+    """Seconds to wait after ``failures`` consecutive failures."""
+    return min(0.05 * 2.0 ** min(failures, 10), 5.0)
