@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import signal
-import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -100,6 +99,7 @@ class Worker:
         self._stopping = True
         self._slots.close()
         if now:
+            self._closing_since = time.monotonic()
             for scope in (self._fetch_scope, self._running_scope):
                 if scope is not None:
                     scope.cancel()
@@ -191,29 +191,39 @@ class Worker:
 
     async def _execute(self, field: str, payload: bytes) -> Settle:
         """Runs the task; returns how to settle it."""
-        queue = self._queue
-        task: PyTask | None = None
         try:
             task = _python_task(decode_task(payload))
             func = self._functions.resolve(task.func_path)
-            await self._call(func, task)
         except TaskError as exc:
-            logger.error("queue %r: task sent to the dead-letter list: %s", queue.name, exc)
-            reason = f"{type(exc).__name__}: {exc}"
-            return lambda: queue._bury(field, payload, reason, self.id)
-        except (Exception, SystemExit):
-            assert task is not None
-            if task.retry:
-                error = sys.exc_info()[1]
-                logger.warning(
-                    "queue %r: task %s failed (%r); retrying, %s",
-                    queue.name, task.func_path, error,
-                    "forever" if task.retry < 0 else f"{task.retry} retries left",
-                )  # fmt: skip
-                retried = task.retried().serialize()
-                return lambda: queue._requeue(field, retried, at_head=False)
-            logger.exception("queue %r: task %s failed", queue.name, task)
-        return lambda: queue._release((field,))
+            return self._bury(field, payload, exc)
+        try:
+            await self._call(func, task)
+        except TaskCallError as exc:
+            return self._bury(field, payload, exc)
+        except (Exception, SystemExit) as exc:
+            return self._after_failure(field, task, exc)
+        return lambda: self._queue._release((field,))
+
+    def _bury(self, field: str, payload: bytes, error: TaskError) -> Settle:
+        queue = self._queue
+        logger.error("queue %r: task sent to the dead-letter list: %s", queue.name, error)
+        reason = f"{type(error).__name__}: {error}"
+        return lambda: queue._bury(field, payload, reason, self.id)
+
+    def _after_failure(self, field: str, task: PyTask, error: BaseException) -> Settle:
+        """delayed's retry rule: a failure raised inside the function is retried while the
+        task has retries left (negative: forever); else the task is released."""
+        queue = self._queue
+        if not task.retry:
+            logger.error("queue %r: task %s failed", queue.name, task, exc_info=error)
+            return lambda: queue._release((field,))
+        logger.warning(
+            "queue %r: task %s failed (%r); retrying, %s",
+            queue.name, task.func_path, error,
+            "forever" if task.retry < 0 else f"{task.retry} retries left",
+        )  # fmt: skip
+        retried = task.retried().serialize()
+        return lambda: queue._requeue(field, retried, at_head=False)
 
     async def _call(self, func: TaskFunction, task: PyTask) -> None:
         if is_async(func):
