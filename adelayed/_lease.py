@@ -3,14 +3,22 @@
 Each slot key doubles as the slot's field in ``NAME_processing``. A sweeper (ours, delayed's or
 go-delayed's) requeues a task only when its field's key is gone, so every task a live worker is
 running stays put, however many run at once.
+
+The keys are refreshed from a thread of their own, over a connection of its own: a task that
+blocks the event loop (or a loop too busy to keep up) cannot let the lease lapse, so it cannot
+get its own task requeued and run twice while it is still running.
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
+import threading
 
 import anyio
+import anyio.to_thread
+import redis
+import redis.asyncio
 from redis.exceptions import RedisError
 
 from . import _protocol as protocol
@@ -19,6 +27,38 @@ from .queue import Queue
 
 logger = logging.getLogger(__name__)
 
+_SHARED_SETTINGS = (
+    "host", "port", "db", "username", "password", "credential_provider", "client_name",
+    "socket_connect_timeout", "socket_keepalive", "protocol",
+)  # fmt: skip
+_SSL_SETTINGS = (
+    "ssl_keyfile", "ssl_certfile", "ssl_cert_reqs", "ssl_ca_certs", "ssl_ca_data",
+    "ssl_check_hostname", "ssl_min_version", "ssl_ciphers", "ssl_password",
+)  # fmt: skip
+
+
+def sync_twin(client: redis.asyncio.Redis, socket_timeout: float) -> redis.Redis:
+    """A blocking client for the same server, database and credentials as ``client``."""
+    pool = client.connection_pool
+    settings = pool.connection_kwargs
+    kind = pool.connection_class
+    chosen = {name: settings[name] for name in _SHARED_SETTINGS if name in settings}
+    connection_class: type[redis.Connection] | type[redis.UnixDomainSocketConnection]
+    if issubclass(kind, redis.asyncio.UnixDomainSocketConnection):
+        connection_class = redis.UnixDomainSocketConnection
+        chosen["path"] = settings["path"]
+        chosen.pop("host", None)
+        chosen.pop("port", None)
+    elif issubclass(kind, redis.asyncio.SSLConnection):
+        connection_class = redis.SSLConnection
+        chosen.update({name: settings[name] for name in _SSL_SETTINGS if name in settings})
+    else:
+        connection_class = redis.Connection
+    chosen["socket_timeout"] = socket_timeout
+    return redis.Redis(
+        connection_pool=redis.ConnectionPool(connection_class=connection_class, **chosen)
+    )
+
 
 class Lease:
     def __init__(self, queue: Queue, slots: int, keep_alive_interval: float) -> None:
@@ -26,6 +66,8 @@ class Lease:
         self._slots = slots
         self._interval = keep_alive_interval
         self._ttl_ms = max(1, int(queue.keep_alive_timeout * 1000))
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
         self.worker_id = ""
         self.fields: list[str] = []
 
@@ -47,37 +89,45 @@ class Lease:
                 await anyio.sleep(delay)
 
     async def _claim_once(self) -> None:
-        redis = self._queue.redis
+        client = self._queue.redis
         while True:
             worker_id = protocol.worker_key(secrets.token_hex(8), self._queue.name)
-            if await redis.set(worker_id, 1, px=self._ttl_ms, nx=True):
+            if await client.set(worker_id, 1, px=self._ttl_ms, nx=True):
                 break
         self.worker_id = worker_id
         self.fields = [protocol.slot_key(worker_id, slot) for slot in range(self._slots)]
-        await self.refresh()
-
-    async def refresh(self) -> None:
-        """One round trip: every key of the lease gets a full keep_alive_timeout again."""
-        async with self._queue.redis.pipeline(transaction=False) as pipe:
-            for key in (self.worker_id, *self.fields):
+        async with client.pipeline(transaction=False) as pipe:
+            for key in self.fields:
                 pipe.set(key, 1, px=self._ttl_ms)
             await pipe.execute()
 
-    async def keep_alive(self) -> None:
-        """Refreshes the lease every keep_alive_interval until cancelled."""
-        while True:
-            await anyio.sleep(self._interval)
-            try:
-                await self.refresh()
-            except (RedisError, OSError) as exc:
-                logger.warning(
-                    "worker %s on queue %r: lease refresh failed (%s); retrying in %ss",
-                    self.worker_id,
-                    self._queue.name,
-                    exc,
-                    self._interval,
-                )
+    def start(self) -> None:
+        """Starts refreshing every keep_alive_interval, from a thread of its own."""
+        client = sync_twin(self._queue.redis, socket_timeout=max(1.0, self._interval))
+        self._thread = threading.Thread(
+            target=self._keep_alive, args=(client,), name=f"adelayed lease {self.worker_id}",
+            daemon=True,
+        )  # fmt: skip
+        self._thread.start()
 
-    async def drop(self) -> None:
-        """Deletes the lease's keys: the worker is gone (its slots must be empty by now)."""
+    def _keep_alive(self, client: redis.Redis) -> None:
+        with client:
+            while not self._stop.wait(self._interval):
+                try:
+                    with client.pipeline(transaction=False) as pipe:
+                        for key in (self.worker_id, *self.fields):
+                            pipe.set(key, 1, px=self._ttl_ms)
+                        pipe.execute()
+                except (RedisError, OSError) as exc:
+                    logger.warning(
+                        "worker %s on queue %r: lease refresh failed (%s); retrying in %ss",
+                        self.worker_id, self._queue.name, exc, self._interval,
+                    )  # fmt: skip
+
+    async def stop(self) -> None:
+        """Stops refreshing, then deletes the lease's keys: the worker is gone, and its
+        slots are empty by now (a slot still holding a task is requeued by the next sweep)."""
+        self._stop.set()
+        if self._thread is not None:
+            await anyio.to_thread.run_sync(self._thread.join)
         await self._queue.redis.delete(self.worker_id, *self.fields)

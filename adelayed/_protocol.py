@@ -6,6 +6,8 @@ Keys of a queue named NAME (see PROTOCOL.md):
 - ``NAME_noti``        list of tokens (``1``), one per task in ``NAME``; workers block on it.
 - ``NAME_processing``  hash: field = a liveness key, value = the task its holder is running.
 - ``NAME_dead``        adelayed only: capped list of dead letters (tasks that cannot run).
+- ``NAME_deliveries``  adelayed only: hash counting, per payload digest, deliveries to workers
+                       that died (poison detection); expires when idle.
 - ``<liveness key>``   a string with an expiry; while it exists its holder is alive.
 
 adelayed's liveness keys are namespaced (``adelayed:worker:<64 random bits>:<slot>``): one per
@@ -29,12 +31,13 @@ from redis.exceptions import NoScriptError
 NOTI_SUFFIX = "_noti"
 PROCESSING_SUFFIX = "_processing"
 DEAD_SUFFIX = "_dead"
+DELIVERIES_SUFFIX = "_deliveries"
 TOKEN = b"1"
 WORKER_KEY_PREFIX = "adelayed:worker:"
 
-# Lua's unpack() is limited by the C stack (LUAI_MAXCSTACK = 8000 slots): scripts that unpack a
-# list of tasks or tokens receive at most this many at a time.
-MAX_ITEMS_PER_CALL = 1000
+# Lua's unpack() is limited by the C stack (LUAI_MAXCSTACK = 8000 slots): scripts unpack at most
+# 1000 items at a time. One ENQUEUE call carries up to this many tasks.
+MAX_ITEMS_PER_CALL = 10_000
 
 _HASH_TAG = re.compile(r"\{[^{}]+\}")
 
@@ -73,17 +76,27 @@ class Script:
             return await redis.evalsha(self.sha, len(keys), *keys, *args)
 
 
-# KEYS: queue, noti.  ARGV: serialized tasks (at most MAX_ITEMS_PER_CALL).
+# KEYS: queue, noti.
+# ARGV[1]: the queue's length limit (0: none); ARGV[2]: how many tasks to admit against it
+# (the whole enqueue_many call in its first group, 0 in later ones); ARGV[3..]: the tasks.
+# Returns how many were pushed, or -1 (nothing pushed) when the limit would be passed.
 # Tasks and their tokens are pushed together: no reader ever sees a token without its task.
+# The first RPUSH is the script's first write: under maxmemory Redis refuses it, so a refused
+# call writes nothing.
 ENQUEUE = Script(
     "enqueue",
     """
 local queue, noti = KEYS[1], KEYS[2]
-local tokens = {}
-for i = 1, #ARGV do tokens[i] = '1' end
-redis.call('rpush', queue, unpack(ARGV))
-redis.call('rpush', noti, unpack(tokens))
-return #ARGV
+local limit, admitted = tonumber(ARGV[1]), tonumber(ARGV[2])
+if limit > 0 and redis.call('llen', queue) + admitted > limit then return -1 end
+for first = 3, #ARGV, 1000 do
+    local last = math.min(first + 999, #ARGV)
+    local tokens = {}
+    for i = 1, last - first + 1 do tokens[i] = '1' end
+    redis.call('rpush', queue, unpack(ARGV, first, last))
+    redis.call('rpush', noti, unpack(tokens))
+end
+return #ARGV - 2
 """,
 )
 
@@ -172,21 +185,45 @@ return 1
 """,
 )
 
-# KEYS: queue, noti, processing.  Returns {tasks requeued, tokens added (negative: trimmed)}.
-# v1's requeue-lost, with EXISTS instead of GET (a field naming an application's hash must not
-# make the script fail), tokens pushed in bounded groups, and a surplus of tokens trimmed.
+# KEYS: queue, noti, processing, deliveries, dead.
+# ARGV: max deliveries (0: no limit), now (seconds), dead-list cap, deliveries memory (ms).
+# Returns {tasks requeued, tasks dead-lettered, tokens added (negative: trimmed)}.
+#
+# v1's requeue-lost, plus:
+# - EXISTS instead of GET: a field naming an application's hash must not make the script fail;
+# - poison tasks (PROTOCOL.md hole 7): each requeue of a dead worker's task counts one delivery
+#   in the deliveries hash (field: SHA1 of the payload, so the v1 payload is untouched); the task
+#   whose workers died max-deliveries times goes to the dead-letter list instead. The hash expires
+#   a while after its last count, so it stays small;
+# - tokens pushed in bounded groups, and a surplus of tokens trimmed (tokens beyond tasks are
+#   phantoms, PROTOCOL.md hole 3).
 REQUEUE_LOST = Script(
     "requeue_lost",
     """
-local queue, noti, processing = KEYS[1], KEYS[2], KEYS[3]
+local queue, noti, processing, deliveries, dead = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local max_deliveries, now, cap = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local missing = redis.call('llen', queue) - redis.call('llen', noti)
 local entries = redis.call('hgetall', processing)
-local requeued = 0
+local requeued, buried = 0, 0
 for i = 1, #entries, 2 do
-    if redis.call('exists', entries[i]) == 0 then
-        redis.call('rpush', queue, entries[i + 1])
-        redis.call('hdel', processing, entries[i])
-        requeued = requeued + 1
+    local field, task = entries[i], entries[i + 1]
+    if redis.call('exists', field) == 0 then
+        redis.call('hdel', processing, field)
+        local digest = redis.sha1hex(task)
+        local count = redis.call('hincrby', deliveries, digest, 1)
+        redis.call('pexpire', deliveries, ARGV[4])
+        if max_deliveries > 0 and count >= max_deliveries then
+            redis.call('hdel', deliveries, digest)
+            local reason = 'PoisonTaskError: its worker died on each of its ' .. count ..
+                ' deliveries'
+            redis.call('lpush', dead, cmsgpack.pack(
+                {payload = task, reason = reason, failed_at = now, worker = field}))
+            redis.call('ltrim', dead, 0, cap - 1)
+            buried = buried + 1
+        else
+            redis.call('rpush', queue, task)
+            requeued = requeued + 1
+        end
     end
 end
 local tokens = missing + requeued
@@ -198,6 +235,24 @@ while left > 0 do
     left = left - #group
 end
 if tokens < 0 then redis.call('ltrim', noti, 0, tokens - 1) end
-return {requeued, tokens}
+return {requeued, buried, tokens}
+""",
+)
+
+# KEYS: queue, noti, dead.  ARGV: how many dead letters to requeue, oldest first.
+# Moves them back to the queue, each with its token; returns how many.
+REQUEUE_DEAD = Script(
+    "requeue_dead",
+    """
+local queue, noti, dead = KEYS[1], KEYS[2], KEYS[3]
+local moved = 0
+for i = 1, tonumber(ARGV[1]) do
+    local record = redis.call('rpop', dead)
+    if not record then break end
+    redis.call('rpush', queue, cmsgpack.unpack(record).payload)
+    redis.call('rpush', noti, '1')
+    moved = moved + 1
+end
+return moved
 """,
 )

@@ -29,3 +29,15 @@ class TaskCallError(TaskError):
 
 class UnsupportedTaskError(TaskError):
     """The task is for another runtime (a Go task reached a Python worker)."""
+
+
+class EnqueueError(AdelayedError):
+    """A task could not be enqueued; the message says whether anything was added."""
+
+
+class QueueFullError(EnqueueError):
+    """The queue holds ``max_length`` tasks already; nothing was added."""
+
+
+class PayloadTooLargeError(PayloadError, EnqueueError):
+    """A serialized task is larger than the queue's ``max_payload_size``."""

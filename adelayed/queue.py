@@ -6,17 +6,24 @@ import logging
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import msgpack
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, OutOfMemoryError
 
 from . import _protocol as protocol
-from .errors import ConfigurationError
+from .errors import (
+    ConfigurationError,
+    EnqueueError,
+    PayloadTooLargeError,
+    QueueFullError,
+)
 from .task import Task
 
 logger = logging.getLogger(__name__)
+
+_DELIVERIES_MEMORY_MS = 24 * 3600 * 1000
 
 
 @dataclass(frozen=True)
@@ -32,9 +39,13 @@ class DeadTask:
 class Queue:
     """A named task queue on Redis, compatible with delayed's and go-delayed's.
 
-    ``dequeue_timeout`` is how long a worker blocks waiting for a task before it looks around
-    (seconds); ``keep_alive_timeout`` is how long a worker's lease outlives its last refresh,
-    so how long a dead worker's tasks wait before a sweep requeues them.
+    ``dequeue_timeout``: how long a worker blocks waiting for a task before it looks around.
+    ``keep_alive_timeout``: how long a worker's lease outlives its last refresh, so how long a
+    dead worker's tasks wait before a sweep requeues them (seconds).
+    ``max_length``: enqueue refuses (QueueFullError) past this many waiting tasks (None: no
+    limit). ``max_payload_size``: largest serialized task, in bytes, on enqueue and on dequeue.
+    ``max_deliveries``: a task whose worker died this many times is dead-lettered, not requeued
+    (None: requeue forever, as delayed does). ``dead_letter_limit``: the dead-letter list's cap.
     """
 
     def __init__(
@@ -44,25 +55,35 @@ class Queue:
         dequeue_timeout: float = 1,
         keep_alive_timeout: float = 60,
         *,
+        max_length: int | None = None,
+        max_payload_size: int = 1 << 20,
+        max_deliveries: int | None = 5,
         dead_letter_limit: int = 10_000,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ConfigurationError(f"a queue needs a non-empty name, not {name!r}")
-        if dequeue_timeout <= 0 or keep_alive_timeout <= 0:
-            raise ConfigurationError(
-                f"queue {name!r}: dequeue_timeout and keep_alive_timeout must be positive "
-                f"seconds, not {dequeue_timeout!r} and {keep_alive_timeout!r}"
-            )
-        if dead_letter_limit < 1:
-            raise ConfigurationError(f"queue {name!r}: dead_letter_limit must be at least 1")
+        for setting, value in (
+            ("dequeue_timeout", dequeue_timeout),
+            ("keep_alive_timeout", keep_alive_timeout),
+            ("max_length", max_length or 1),
+            ("max_payload_size", max_payload_size),
+            ("max_deliveries", max_deliveries or 1),
+            ("dead_letter_limit", dead_letter_limit),
+        ):
+            if value <= 0:
+                raise ConfigurationError(f"queue {name!r}: {setting} must be positive, not {value}")
         self._name = name
         self._redis = redis
         self._dequeue_timeout = dequeue_timeout
         self._keep_alive_timeout = keep_alive_timeout
+        self._max_length = max_length or 0
+        self.max_payload_size = max_payload_size
+        self._max_deliveries = max_deliveries or 0
         self._dead_letter_limit = dead_letter_limit
         self._noti_key = name + protocol.NOTI_SUFFIX
         self._processing_key = name + protocol.PROCESSING_SUFFIX
         self._dead_key = name + protocol.DEAD_SUFFIX
+        self._deliveries_key = name + protocol.DELIVERIES_SUFFIX
 
     @property
     def name(self) -> str:
@@ -84,36 +105,26 @@ class Queue:
         return f"Queue({self._name!r})"
 
     async def enqueue(self, task: Task) -> None:
-        """Adds one task: its payload and its token in one script call (one round trip)."""
-        await protocol.ENQUEUE(self._redis, (self._name, self._noti_key), (task.serialize(),))
+        """Adds one task: its payload and its token in one script call (one round trip).
+        Raises QueueFullError, PayloadTooLargeError or EnqueueError; then nothing was added."""
+        await self._push([self._payload_of(task)], admitted=1)
 
     async def enqueue_many(self, tasks: Iterable[Task]) -> int:
-        """Adds many tasks in one round trip; returns how many. Each group of
-        MAX_ITEMS_PER_CALL tasks is atomic; a failure part-way leaves whole groups only."""
-        payloads = [task.serialize() for task in tasks]
-        if not payloads:
-            return 0
+        """Adds many tasks in one round trip; returns how many. Up to MAX_ITEMS_PER_CALL
+        (10,000) tasks go in one atomic script call: all of them or, on an error, none."""
+        payloads = [self._payload_of(task) for task in tasks]
         step = protocol.MAX_ITEMS_PER_CALL
         groups = [payloads[i : i + step] for i in range(0, len(payloads), step)]
-        pending = list(range(len(groups)))
-        for _ in range(2):  # the second pass runs only the groups that met an unloaded script
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for index in pending:
-                    pipe.evalsha(
-                        protocol.ENQUEUE.sha, 2, self._name, self._noti_key, *groups[index]
-                    )
-                replies = await pipe.execute(raise_on_error=False)
-            failed = [
-                i for i, reply in zip(pending, replies, strict=True) if isinstance(reply, Exception)
-            ]
-            errors = [reply for reply in replies if isinstance(reply, Exception)]
-            if not errors:
-                return len(payloads)
-            if not all(isinstance(error, NoScriptError) for error in errors):
-                raise next(e for e in errors if not isinstance(e, NoScriptError))
-            await self._redis.script_load(protocol.ENQUEUE.text)
-            pending = failed
-        raise errors[0]
+        if len(groups) <= 1:
+            if groups:
+                await self._push(groups[0], admitted=len(payloads))
+            return len(payloads)
+        if self._max_length:
+            # The first group is admitted against the whole call; the rest follow it only then.
+            await self._push(groups[0], admitted=len(payloads))
+            groups = groups[1:]
+        await self._push(*groups, admitted=0)
+        return len(payloads)
 
     async def len(self) -> int:
         """How many tasks wait in the queue (not counting those being run)."""
@@ -124,21 +135,102 @@ class Queue:
         return int(await self._redis.hlen(self._processing_key))
 
     async def requeue_lost(self) -> int:
-        """Puts back the tasks of dead workers and restores missing tokens; returns how many
-        tasks were requeued. Run it periodically (a Sweeper does)."""
-        requeued, tokens = await protocol.REQUEUE_LOST(
-            self._redis, (self._name, self._noti_key, self._processing_key), ()
+        """Puts back the tasks of dead workers (dead-lettering those whose workers died
+        max_deliveries times) and restores missing tokens; returns how many tasks were
+        requeued. Run it periodically: a Sweeper does."""
+        keys = (
+            self._name,
+            self._noti_key,
+            self._processing_key,
+            self._deliveries_key,
+            self._dead_key,
         )
+        args = (self._max_deliveries, time.time(), self._dead_letter_limit, _DELIVERIES_MEMORY_MS)
+        requeued, buried, tokens = await protocol.REQUEUE_LOST(self._redis, keys, args)
+        if buried:
+            logger.error(
+                "queue %r: %d task(s) dead-lettered: their workers died on each of %d deliveries",
+                self._name, buried, self._max_deliveries,
+            )  # fmt: skip
         if requeued or tokens:
             logger.info(
                 "queue %r: requeued %d lost task(s); tokens %+d", self._name, requeued, tokens
             )
         return int(requeued)
 
+    # The dead-letter list.
+
     async def dead_tasks(self, limit: int = 100) -> list[DeadTask]:
         """The newest dead letters, newest first."""
-        records = cast(list[bytes], await self._redis.lrange(self._dead_key, 0, limit - 1))
-        return [_decode_dead(record) for record in records]
+        records = await self._redis.lrange(self._dead_key, 0, limit - 1)
+        return [_decode_dead(record) for record in cast(list[bytes], records)]
+
+    async def requeue_dead(self, count: int | None = None) -> int:
+        """Moves up to ``count`` dead letters (all when None), oldest first, back onto the
+        queue; returns how many. Fix what killed them first."""
+        if count is None:
+            count = int(await self._redis.llen(self._dead_key))
+        keys = (self._name, self._noti_key, self._dead_key)
+        return int(await protocol.REQUEUE_DEAD(self._redis, keys, (count,)))
+
+    async def purge_dead(self) -> int:
+        """Deletes every dead letter; returns how many there were."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.llen(self._dead_key)
+            pipe.delete(self._dead_key)
+            count, _ = await pipe.execute()
+        return int(count)
+
+    # Internals.
+
+    def _payload_of(self, task: Task) -> bytes:
+        payload = task.serialize()
+        if len(payload) > self.max_payload_size:
+            raise PayloadTooLargeError(
+                f"task {task.func_path!r} for queue {self._name!r} is {len(payload)} bytes, over "
+                f"max_payload_size ({self.max_payload_size}); pass a reference to the data (a "
+                "key, an id, a URL) instead of the data, or raise Queue(max_payload_size=...)"
+            )
+        return payload
+
+    async def _push(self, *groups: list[bytes], admitted: int) -> None:
+        """One round trip: each group of payloads in one ENQUEUE call, pipelined."""
+        args = [(self._max_length, admitted, *group) for group in groups]
+        try:
+            replies = await self._run_pipelined(
+                protocol.ENQUEUE, (self._name, self._noti_key), args
+            )
+        except OutOfMemoryError as exc:
+            raise EnqueueError(
+                f"queue {self._name!r}: Redis refused the task(s) for lack of memory ({exc}); "
+                "nothing was added. Let workers drain the queue, or raise Redis's maxmemory"
+            ) from exc
+        if -1 in replies:
+            raise QueueFullError(
+                f"queue {self._name!r} is full: adding {admitted} task(s) would pass its "
+                f"max_length of {self._max_length}; nothing was added. Retry later, add workers, "
+                "or raise Queue(max_length=...)"
+            )
+
+    async def _run_pipelined(
+        self, script: protocol.Script, keys: Sequence[str], calls: Sequence[Sequence[Any]]
+    ) -> list[Any]:
+        if len(calls) == 1:
+            return [await script(self._redis, keys, calls[0])]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for args in calls:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            replies = await pipe.execute(raise_on_error=False)
+        unloaded = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if unloaded:  # those calls did not run: load the script and send them again
+            await self._redis.script_load(script.text)
+            again = await self._run_pipelined(script, keys, [calls[i] for i in unloaded])
+            for i, reply in zip(unloaded, again, strict=True):
+                replies[i] = reply
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
 
     # The worker's side of the protocol; one round trip each.
 
@@ -171,5 +263,12 @@ class Queue:
 
 
 def _decode_dead(record: bytes) -> DeadTask:
-    fields = msgpack.unpackb(record)
-    return DeadTask(fields["payload"], fields["reason"], fields["failed_at"], fields["worker"])
+    # raw=True: records written by Lua's cmsgpack carry the payload as a str, not a bin.
+    fields = msgpack.unpackb(record, raw=True)
+
+    def text(name: bytes) -> str:
+        return bytes(fields.get(name, b"")).decode("utf-8", "replace")
+
+    return DeadTask(
+        bytes(fields[b"payload"]), text(b"reason"), float(fields[b"failed_at"]), text(b"worker")
+    )

@@ -24,7 +24,14 @@ from ._backoff import backoff
 from ._functions import FunctionTable, TaskFunction, is_async
 from ._lease import Lease
 from ._slots import Slots
-from .errors import ConfigurationError, TaskCallError, TaskError, UnsupportedTaskError
+from ._watchdog import LoopWatchdog
+from .errors import (
+    ConfigurationError,
+    PayloadTooLargeError,
+    TaskCallError,
+    TaskError,
+    UnsupportedTaskError,
+)
 from .queue import Queue
 from .sweeper import Sweeper
 from .task import GoTask, PyTask, decode_task
@@ -52,6 +59,7 @@ class Worker:
     SIGINT or SIGHUP it takes no new tasks and gives running ones ``grace_period`` seconds; a
     second signal, or the end of the grace period, cancels them and puts them back on the queue.
     ``sweep_interval`` runs a Sweeper for the queue inside the worker (None: no sweeper).
+    While the event loop lags by more than ``max_loop_lag`` seconds, no new task is taken.
     """
 
     def __init__(
@@ -65,6 +73,7 @@ class Worker:
         grace_period: float = 30,
         sweep_interval: float | None = 60,
         handle_signals: bool = True,
+        max_loop_lag: float = 1.0,
     ) -> None:
         if concurrency < 1:
             raise ConfigurationError(f"worker of queue {queue.name!r}: concurrency must be >= 1")
@@ -80,6 +89,8 @@ class Worker:
         self._grace_period = grace_period
         self._sweep_interval = sweep_interval
         self._handle_signals = handle_signals
+        self._max_loop_lag = max_loop_lag
+        self._watchdog = LoopWatchdog("", max_loop_lag)
         self._lease = Lease(queue, concurrency, keep_alive_interval)
         self._slots = Slots(concurrency)
         self._limiter = anyio.CapacityLimiter(concurrency)
@@ -107,15 +118,15 @@ class Worker:
     async def run(self) -> None:
         """Runs until ``stop()`` or a signal; Redis errors are logged and outlived."""
         await self._lease.claim()
+        self._lease.start()
+        self._watchdog = LoopWatchdog(self.id, self._max_loop_lag)
         logger.info(
             "worker %s started on queue %r, concurrency %d",
-            self.id,
-            self._queue.name,
-            self._concurrency,
-        )
+            self.id, self._queue.name, self._concurrency,
+        )  # fmt: skip
         try:
             async with anyio.create_task_group() as services:
-                services.start_soon(self._lease.keep_alive)
+                services.start_soon(self._watchdog.run)
                 if self._handle_signals and threading.current_thread() is threading.main_thread():
                     services.start_soon(self._watch_signals)
                 if self._sweep_interval is not None:
@@ -125,7 +136,7 @@ class Worker:
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(_SETTLE_TIMEOUT_AT_EXIT):
                 try:
-                    await self._lease.drop()
+                    await self._lease.stop()
                 except _REDIS_ERRORS as exc:
                     logger.warning("worker %s: lease not deleted (%s); it expires", self.id, exc)
             logger.info("worker %s stopped", self.id)
@@ -144,6 +155,9 @@ class Worker:
         block = False
         failures = 0
         while await self._slots.wait_free():
+            if self._watchdog.stalled():
+                await anyio.sleep(self._watchdog.period)
+                continue
             try:
                 batch = await self._fetch(block)
             except _REDIS_ERRORS as exc:
@@ -192,7 +206,7 @@ class Worker:
     async def _execute(self, field: str, payload: bytes) -> Settle:
         """Runs the task; returns how to settle it."""
         try:
-            task = _python_task(decode_task(payload))
+            task = self._decode(payload)
             func = self._functions.resolve(task.func_path)
         except TaskError as exc:
             return self._bury(field, payload, exc)
@@ -203,6 +217,19 @@ class Worker:
         except (Exception, SystemExit) as exc:
             return self._after_failure(field, task, exc)
         return lambda: self._queue._release((field,))
+
+    def _decode(self, payload: bytes) -> PyTask:
+        limit = self._queue.max_payload_size
+        if len(payload) > limit:
+            raise PayloadTooLargeError(
+                f"payload of {len(payload)} bytes is over the queue's max_payload_size ({limit})"
+            )
+        task = decode_task(payload)
+        if isinstance(task, GoTask):
+            raise UnsupportedTaskError(
+                f"Go task {task.func_path!r} reached a Python worker; run Go workers on its queue"
+            )
+        return task
 
     def _bury(self, field: str, payload: bytes, error: TaskError) -> Settle:
         queue = self._queue
@@ -277,14 +304,6 @@ class Worker:
                 else:
                     logger.warning("worker %s: %s again, requeueing running tasks", self.id, name)
                     self.stop(now=True)
-
-
-def _python_task(task: PyTask | GoTask) -> PyTask:
-    if isinstance(task, GoTask):
-        raise UnsupportedTaskError(
-            f"Go task {task.func_path!r} reached a Python worker; run Go workers on its queue"
-        )
-    return task
 
 
 def _raised_by_call(exc: TypeError) -> bool:
