@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -48,6 +49,23 @@ def adelayed_worker(
         url,
         log,
     )  # fmt: skip
+
+
+def adelayed_sweeper(
+    url: str, log: Path, *, queue: str = "jobs", interval: float = 0.3
+) -> subprocess.Popen[bytes]:
+    return _spawn(
+        [sys.executable, "-m", "adelayed", "--url", url, "-q", queue, "--log-level", "DEBUG",
+         "sweep", "--interval", str(interval)],
+        url,
+        log,
+    )  # fmt: skip
+
+
+def worker_id_in(log: Path) -> str | None:
+    """The id an adelayed worker logged at start, or None if it logged none (yet)."""
+    found = re.search(r"worker (adelayed:worker:[0-9a-f]+) started", log.read_text())
+    return found.group(1) if found else None
 
 
 def delayed_worker(

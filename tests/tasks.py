@@ -8,6 +8,7 @@ import threading
 import time
 from os import getpid  # noqa: F401 - imported on purpose: a worker must refuse it
 from threading import Lock  # noqa: F401 - imported on purpose: a worker must refuse it
+from typing import Any
 
 import anyio
 import redis
@@ -112,3 +113,33 @@ async def async_record_run(tag: str, seconds: float = 0.0) -> None:
         await conn.rpush("finished", tag)
     finally:
         await conn.aclose()
+
+
+_shared: dict[int, object] = {}
+
+
+def _async_redis() -> object:
+    """One asyncio client per worker process (a worker process runs one event loop)."""
+    import redis.asyncio as aredis
+
+    if os.getpid() not in _shared:
+        _shared[os.getpid()] = aredis.Redis.from_url(os.environ["ADELAYED_TEST_REDIS_URL"])
+    return _shared[os.getpid()]
+
+
+async def chaos_run(tag: str, seconds: float) -> None:
+    """Records each run in Redis: ``runs`` on start and ``done`` on finish, as tag|pid."""
+    conn: Any = _async_redis()
+    run = f"{tag}|{os.getpid()}"
+    await conn.rpush("runs", run)
+    await anyio.sleep(seconds)
+    await conn.rpush("done", run)
+
+
+def kill_my_worker(tag: str) -> None:
+    """A poison task: records its run, then kills the worker process running it."""
+    import signal
+
+    with _redis() as conn:
+        conn.rpush("runs", tag)
+    os.kill(os.getpid(), signal.SIGKILL)
