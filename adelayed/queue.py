@@ -10,7 +10,7 @@ from typing import Any, cast
 
 import msgpack
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError, OutOfMemoryError
+from redis.exceptions import NoScriptError, OutOfMemoryError, ResponseError
 
 from . import _protocol as protocol
 from .errors import (
@@ -200,7 +200,11 @@ class Queue:
             replies = await self._run_pipelined(
                 protocol.ENQUEUE, (self._name, self._noti_key), args
             )
-        except OutOfMemoryError as exc:
+        except ResponseError as exc:
+            # Redis 7 replies OOM; 6.2 wraps it in a script error. Either way the first write
+            # was refused, so nothing was added.
+            if not isinstance(exc, OutOfMemoryError) and "OOM command not allowed" not in str(exc):
+                raise
             raise EnqueueError(
                 f"queue {self._name!r}: Redis refused the task(s) for lack of memory ({exc}); "
                 "nothing was added. Let workers drain the queue, or raise Redis's maxmemory"

@@ -95,12 +95,25 @@ def _redis() -> redis.Redis:
     return redis.Redis.from_url(os.environ["ADELAYED_TEST_REDIS_URL"])
 
 
-def record_run(tag: str, seconds: float = 0.0) -> None:
+def record_run(tag: str, seconds: float = 0.0, ballast: str = "") -> None:
     """Records ``tag`` in ``started``, sleeps, then records it in ``finished``."""
-    with _redis() as conn:
-        conn.rpush("started", tag)
-        time.sleep(seconds)
-        conn.rpush("finished", tag)
+    _push_through_faults("started", tag)
+    time.sleep(seconds)
+    _push_through_faults("finished", tag)
+
+
+def _push_through_faults(key: str, value: str) -> None:
+    """RPUSH that waits out a Redis outage, so a fault test's task does not fail of it."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with _redis() as conn:
+                conn.rpush(key, value)
+                return
+        except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 async def async_record_run(tag: str, seconds: float = 0.0) -> None:

@@ -95,34 +95,6 @@ async def test_sigint_and_sighup_stop_as_gracefully_as_sigterm(
     assert (waiting + len(finished), tokens, processing) == (6, waiting, 0)
 
 
-async def test_a_worker_outlives_a_redis_restart(log: Path) -> None:
-    with EmbeddedRedis({"appendonly": "yes", "appendfsync": "always"}) as server:
-        client = redis.Redis.from_url(server.url)
-        queue = Queue("jobs", client)
-        worker = processes.adelayed_worker(server.url, log, concurrency=2)
-        try:
-            await queue.enqueue(PyTask("tests.tasks:record_run", args=("before",)))
-            await wait_for(lambda: _length(client, "finished", 1), what="the first task")
-            server.stop()
-            await anyio.sleep(1.5)
-            server.start()
-            await client.connection_pool.disconnect()  # the test's own client: start afresh
-            await queue.enqueue(PyTask("tests.tasks:record_run", args=("after",)))
-            await wait_for(lambda: _length(client, "finished", 2), what="a task after the restart")
-            assert worker.poll() is None
-        finally:
-            assert processes.stop(worker, signal.SIGTERM) == 0
-            await client.aclose()
-        assert await_list(server.url, "finished") == ["before", "after"]
-
-
-def await_list(url: str, key: str) -> list[str]:
-    import redis as sync_redis
-
-    with sync_redis.Redis.from_url(url) as conn:
-        return [item.decode() for item in conn.lrange(key, 0, -1)]
-
-
 async def test_a_worker_started_before_its_redis_waits_for_it(log: Path) -> None:
     server = EmbeddedRedis()
     server.start()
