@@ -259,15 +259,15 @@ class Queue:
         await protocol.REQUEUE(self._redis, keys, (field, payload, "head" if at_head else "tail"))
 
     async def _bury(self, field: str, payload: bytes, reason: str, worker: str) -> None:
-        record = msgpack.packb(
-            {"payload": payload, "reason": reason, "failed_at": time.time(), "worker": worker}
-        )
+        # use_bin_type=False: Redis's Lua cmsgpack (REQUEUE_DEAD) reads no bin type.
+        fields = {"payload": payload, "reason": reason, "failed_at": time.time(), "worker": worker}
+        record = msgpack.packb(fields, use_bin_type=False)
         keys = (self._processing_key, self._dead_key)
         await protocol.BURY(self._redis, keys, (field, record, self._dead_letter_limit))
 
 
 def _decode_dead(record: bytes) -> DeadTask:
-    # raw=True: records written by Lua's cmsgpack carry the payload as a str, not a bin.
+    # raw=True: records carry the payload as a msgpack str (Lua's cmsgpack has no bin type).
     fields = msgpack.unpackb(record, raw=True)
 
     def text(name: bytes) -> str:

@@ -44,7 +44,7 @@ async def fleet(
             concurrency=10,
             keep_alive_timeout=keep_alive_timeout,
             keep_alive_interval=0.5,
-        )  # fmt: skip
+        )
         for i in range(workers)
     ]
     started.append(processes.adelayed_sweeper(server.url, tmp_path / "sweeper.log"))
