@@ -183,7 +183,7 @@ class Worker:
         if block:
             if not await self._queue._wait_token():
                 return []
-            if self._stopping:
+            if self._stopping or self._watchdog.stalled():
                 await self._queue._return_token()
                 return []
             held_token = True

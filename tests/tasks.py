@@ -156,3 +156,14 @@ def kill_my_worker(tag: str) -> None:
     with _redis() as conn:
         conn.rpush("runs", tag)
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+async def block_the_loop(seconds: float) -> None:
+    """Blocking code in an ``async def``: the mistake the lease thread and watchdog are for."""
+    _push_through_faults("started", f"blocker {time.time()}")
+    time.sleep(seconds)  # noqa: ASYNC251 - on purpose
+    _push_through_faults("finished", f"blocker {time.time()}")
+
+
+def stamp(tag: str) -> None:
+    _push_through_faults("started", f"{tag} {time.time()}")
