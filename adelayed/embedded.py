@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -50,11 +51,19 @@ def _free_port() -> int:
 
 class EmbeddedRedis:
     """``with EmbeddedRedis() as server: ... server.url ...``; the server and its files go
-    away on exit. ``config`` adds redis.conf directives, e.g. ``{"appendonly": "yes"}``."""
+    away on exit. ``config`` adds redis.conf directives, e.g. ``{"appendonly": "yes"}``;
+    ``tls=(certificate_file, key_file)`` serves TLS only (``rediss://``; the binary must have
+    been built with TLS)."""
 
-    def __init__(self, config: dict[str, str] | None = None, binary: str | None = None) -> None:
+    def __init__(
+        self,
+        config: dict[str, str] | None = None,
+        binary: str | None = None,
+        tls: tuple[str, str] | None = None,
+    ) -> None:
         self.binary = binary or find_redis_server()
         self.config = dict(config or {})
+        self.tls = tls
         self.port = 0
         self._dir: tempfile.TemporaryDirectory[str] | None = None
         self._process: subprocess.Popen[bytes] | None = None
@@ -63,7 +72,8 @@ class EmbeddedRedis:
     def url(self) -> str:
         password = self.config.get("requirepass")
         auth = f":{password}@" if password else ""
-        return f"redis://{auth}127.0.0.1:{self.port}/0"
+        scheme = "rediss" if self.tls else "redis"
+        return f"{scheme}://{auth}127.0.0.1:{self.port}/0"
 
     @property
     def pid(self) -> int:
@@ -83,6 +93,12 @@ class EmbeddedRedis:
             "logfile": "redis.log",
             **self.config,
         }
+        if self.tls:
+            certificate, key = self.tls
+            settings.update(
+                {"port": "0", "tls-port": str(self.port), "tls-cert-file": certificate,
+                 "tls-key-file": key, "tls-ca-cert-file": certificate, "tls-auth-clients": "no"}
+            )  # fmt: skip
         args = [self.binary]
         for name, value in settings.items():
             args += [f"--{name}", value]
@@ -109,14 +125,23 @@ class EmbeddedRedis:
         assert self._process is not None
         while time.monotonic() < deadline and self._process.poll() is None:
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as conn:
-                    conn.sendall(b"PING\r\n")
-                    reply = conn.recv(64)
-                    if reply.startswith((b"+PONG", b"-NOAUTH")):
-                        return True
+                if self._answers_ping():
+                    return True
             except OSError:
-                time.sleep(0.02)
+                pass  # not listening yet
+            time.sleep(0.02)
         return False
+
+    def _answers_ping(self) -> bool:
+        conn = socket.create_connection(("127.0.0.1", self.port), timeout=0.5)
+        if self.tls:
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            conn = context.wrap_socket(conn)
+        with conn:
+            conn.sendall(b"PING\r\n")
+            return conn.recv(64).startswith((b"+PONG", b"-NOAUTH"))
 
     def stop(self, *, kill: bool = False) -> None:
         """Stops the server: SIGTERM (it saves, if so configured) or SIGKILL."""

