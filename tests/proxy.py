@@ -4,7 +4,7 @@ It reads the RESP stream both ways. Client to server, it splits the bytes into c
 ``classify`` which ones are of interest (a name, or None). Server to client, it splits the bytes
 into replies and matches each with its command (Redis answers in order). The reply of a command
 of interest is held back until it has fully arrived: Redis writes a reply only after it ran the
-command, so by then the server certainly ran it. ``decide(kind, reply)`` then says whether to
+command, so by then the server certainly ran it. ``decide(kind, command, reply)`` then says whether to
 cut: the reply is dropped and both sides of that connection are closed, so the client sees a
 connection error for a command that did run. Error replies (a NOSCRIPT: nothing ran) are always
 passed on. Everything else passes through untouched.
@@ -26,7 +26,7 @@ import anyio
 from anyio.abc import SocketAttribute, SocketStream
 
 Classify = Callable[[list[bytes]], "str | None"]
-Decide = Callable[[str, Any], bool]
+Decide = Callable[[str, list[bytes], Any], bool]
 
 _STREAM_ENDED = (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
 
@@ -182,7 +182,7 @@ class RedisProxy:
                         await client.send(raw)
                         continue
                     pending = connection.pending.popleft()
-                    if pending.kind is not None and self._cut(pending.kind, reply):
+                    if pending.kind is not None and self._cut(pending, reply):
                         return  # the reply is dropped; finally closes both sides
                     await client.send(raw)
                     if pending.kind is not None and connection.reply_decided is not None:
@@ -192,11 +192,13 @@ class RedisProxy:
         finally:
             scope.cancel()
 
-    def _cut(self, kind: str, reply: Any) -> bool:
+    def _cut(self, pending: _Pending, reply: Any) -> bool:
+        kind = pending.kind
+        assert kind is not None
         if isinstance(reply, ErrorReply):
             return False
         self.seen[kind] += 1
-        if not self._decide(kind, reply):
+        if not self._decide(kind, pending.command, reply):
             return False
         self.cuts[kind] += 1
         return True
