@@ -102,24 +102,31 @@ return #ARGV - 2
 
 # KEYS: queue, noti, processing.
 # ARGV[1]: tokens the caller already holds (0, or 1 after a BLPOP on noti).
-# ARGV[2..]: free slot fields of the caller, one task each at most.
-# Returns a flat list: slot position (1-based, into ARGV[2..]), task, slot position, task, ...
+# ARGV[2]: r, how many slot fields follow to release (their tasks are done).
+# ARGV[3 .. r+2]: the slot fields to release.  ARGV[r+3 ..]: free slot fields to fill.
+# Returns a flat list: slot position (1-based, among the fields to fill), task, position, ...
 #
+# One round trip per cycle of a busy worker: it releases what finished and takes new work.
 # Takes a token and its task in one step, so no sweep can see a task without its token (the
 # window of PROTOCOL.md hole 3 exists only after a BLPOP, and is as short as in v1).
 # An empty LPOP is false in Lua, not nil (hole 1): checked as such.
-# A re-sent call finds its slots already filled and returns what they hold, taking nothing more
-# (a token it holds goes back: it belongs to a task still in the queue).
-# Tokens with no task behind them (phantoms left by a sweep, hole 3) are consumed here, and any
-# surplus of tokens over tasks is trimmed: tokens only ever exceed tasks through phantoms.
+# Safe to run twice: releasing is idempotent, and the caller never asks to fill a field it is
+# releasing, so a re-sent call finds its fields to fill already filled and returns what they
+# hold, taking nothing more (a token it holds goes back: it belongs to a task still queued).
+# Tokens with no task behind them (phantoms left by a sweep, hole 3) are consumed here; when
+# any were, the surplus of tokens over tasks is trimmed (only phantoms make tokens outnumber
+# tasks).
 FETCH = Script(
     "fetch",
     """
 local queue, noti, processing = KEYS[1], KEYS[2], KEYS[3]
-local held = tonumber(ARGV[1])
-local slots = #ARGV - 1
+local held, released = tonumber(ARGV[1]), tonumber(ARGV[2])
+if released > 0 then redis.call('hdel', processing, unpack(ARGV, 3, released + 2)) end
+local first = released + 3
+local slots = #ARGV - first + 1
 local out = {}
-local filled = redis.call('hmget', processing, unpack(ARGV, 2))
+if slots == 0 then return out end
+local filled = redis.call('hmget', processing, unpack(ARGV, first))
 for i = 1, slots do
     if filled[i] then
         out[#out + 1] = i
@@ -137,18 +144,22 @@ if slots > held then
 end
 if tokens == 0 then return out end
 local tasks = redis.call('lpop', queue, tokens)
+local taken = 0
 if tasks then
+    taken = #tasks
     local fields = {}
-    for i = 1, #tasks do
-        fields[#fields + 1] = ARGV[i + 1]
+    for i = 1, taken do
+        fields[#fields + 1] = ARGV[first + i - 1]
         fields[#fields + 1] = tasks[i]
         out[#out + 1] = i
         out[#out + 1] = tasks[i]
     end
     redis.call('hset', processing, unpack(fields))
 end
-local surplus = redis.call('llen', noti) - redis.call('llen', queue)
-if surplus > 0 then redis.call('ltrim', noti, 0, -surplus - 1) end
+if taken < tokens then
+    local surplus = redis.call('llen', noti) - redis.call('llen', queue)
+    if surplus > 0 then redis.call('ltrim', noti, 0, -surplus - 1) end
+end
 return out
 """,
 )

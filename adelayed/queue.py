@@ -238,10 +238,14 @@ class Queue:
 
     # The worker's side of the protocol; one round trip each.
 
-    async def _fetch(self, fields: Sequence[str], held_token: bool) -> list[tuple[int, bytes]]:
-        """Takes up to len(fields) tasks into the given slot fields: (position, payload)."""
+    async def _fetch(
+        self, fields: Sequence[str], held_token: bool, release: Sequence[str] = ()
+    ) -> list[tuple[int, bytes]]:
+        """Releases the ``release`` fields, then takes up to len(fields) tasks into the given
+        slot fields; returns (position in fields, payload) pairs."""
         keys = (self._name, self._noti_key, self._processing_key)
-        flat = await protocol.FETCH(self._redis, keys, (int(held_token), *fields))
+        args = (int(held_token), len(release), *release, *fields)
+        flat = await protocol.FETCH(self._redis, keys, args)
         return [(int(flat[i]) - 1, flat[i + 1]) for i in range(0, len(flat), 2)]
 
     async def _wait_token(self) -> bool:

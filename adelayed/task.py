@@ -186,7 +186,12 @@ def decode_task(payload: bytes) -> Task:
         raise PayloadError(f"payload is not msgpack ({exc}): {payload[:64]!r}") from exc
     if isinstance(fields, str) and fields:
         return _decode_go(fields, None, payload)
-    if not isinstance(fields, list) or not 1 <= len(fields) <= 4 or not isinstance(fields[0], str):
+    if (
+        not isinstance(fields, list)
+        or not 1 <= len(fields) <= 4
+        or not isinstance(fields[0], str)
+        or not fields[0]
+    ):
         raise PayloadError(f"payload is not a v1 task array [func_path, ...]: {fields!r:.200}")
     func_path = fields[0]
     if len(fields) == 2 and (

@@ -13,7 +13,7 @@ import signal
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -27,6 +27,7 @@ from ._slots import Slots
 from ._watchdog import LoopWatchdog
 from .errors import (
     ConfigurationError,
+    PayloadError,
     PayloadTooLargeError,
     TaskCallError,
     TaskError,
@@ -46,6 +47,9 @@ _SETTLE_TIMEOUT_AT_EXIT = 5.0
 
 # Tasks taken per fetch at most: bounded by what one script call may unpack.
 _MAX_BATCH = 500
+# How long a finished task's release may wait for a busy fetch loop to carry it (seconds).
+_RELEASE_DELAY = 0.005
+T = TypeVar("T")
 
 Settle = Callable[[], Awaitable[None]]
 
@@ -97,6 +101,7 @@ class Worker:
         self._stopping = False
         self._closing_since: float | None = None
         self._running_scope: anyio.CancelScope | None = None
+        self._fetch_parked = False
         self._fetch_scope: anyio.CancelScope | None = None
 
     @property
@@ -127,6 +132,7 @@ class Worker:
         try:
             async with anyio.create_task_group() as services:
                 services.start_soon(self._watchdog.run)
+                services.start_soon(self._release_finished)
                 if self._handle_signals and threading.current_thread() is threading.main_thread():
                     services.start_soon(self._watch_signals)
                 if self._sweep_interval is not None:
@@ -146,49 +152,84 @@ class Worker:
             self._running_scope = running.cancel_scope
             with anyio.CancelScope() as self._fetch_scope:
                 await self._fetch_loop(running)
+            self._fetch_parked = True  # from now on the releaser sends every release
             with anyio.move_on_after(self._grace_period):
                 await self._slots.wait_all_free()
             self._closing_since = time.monotonic()
             running.cancel_scope.cancel()
+        await self._release_slots(self._slots.take_finished())  # a hard stop leaves some
 
     async def _fetch_loop(self, running: TaskGroup) -> None:
         block = False
         failures = 0
         while await self._slots.wait_free():
             if self._watchdog.stalled():
-                await anyio.sleep(self._watchdog.period)
+                await self._parked(anyio.sleep(self._watchdog.period))
                 continue
             try:
-                batch = await self._fetch(block)
+                batch, block = await self._fetch(block)
             except _REDIS_ERRORS as exc:
                 failures += 1
                 delay = backoff(failures)
                 logger.warning(
                     "worker %s: fetch failed (%s); retrying in %.1fs", self.id, exc, delay
                 )
-                await anyio.sleep(delay)
+                await self._parked(anyio.sleep(delay))
                 continue
             failures = 0
             for slot, payload in batch:
                 self._slots.take(slot)
                 running.start_soon(self._run_task, slot, payload)
-            block = not batch
 
-    async def _fetch(self, block: bool) -> list[tuple[int, bytes]]:
-        """Non-blocking take of up to one task per free slot; when ``block``, first waits
-        for a token (BLPOP) and takes its task with any others ready."""
+    async def _fetch(self, block: bool) -> tuple[list[tuple[int, bytes]], bool]:
+        """One cycle: releases finished slots and takes up to one task per free slot, in one
+        script call. With ``block`` (the last cycle found nothing), first waits for a token.
+        Returns the (slot, payload) pairs taken, and whether the next cycle should block."""
         free = self._slots.free()[:_MAX_BATCH]
-        fields = [self._lease.fields[slot] for slot in free]
         held_token = False
-        if block:
-            if not await self._queue._wait_token():
-                return []
+        if block and free:
+            if not await self._parked(self._queue._wait_token()):
+                return [], True
             if self._stopping or self._watchdog.stalled():
                 await self._queue._return_token()
-                return []
+                return [], True
             held_token = True
-        taken = await self._queue._fetch(fields, held_token)
-        return [(free[position], payload) for position, payload in taken]
+        finished = self._slots.take_finished()
+        fields = self._lease.fields
+        try:
+            taken = await self._queue._fetch(
+                [fields[slot] for slot in free], held_token, [fields[slot] for slot in finished]
+            )
+        except BaseException:
+            self._slots.unreleased(finished)
+            raise
+        self._slots.released(finished)
+        return [(free[position], payload) for position, payload in taken], bool(free) and not taken
+
+    async def _parked(self, waiting: Awaitable[T]) -> T:
+        """Awaits ``waiting`` with the fetch loop marked idle, so the releaser acts at once."""
+        self._fetch_parked = True
+        try:
+            return await waiting
+        finally:
+            self._fetch_parked = False
+
+    async def _release_finished(self) -> None:
+        """Sends the releases a busy fetch loop did not carry within _RELEASE_DELAY, and all
+        of them at once while it is idle (waiting for a token, backing off, or stopped)."""
+        while True:
+            await self._slots.wait_finished()
+            if not self._fetch_parked:
+                await anyio.sleep(_RELEASE_DELAY)
+            await self._release_slots(self._slots.take_finished())
+
+    async def _release_slots(self, slots: list[int]) -> None:
+        if not slots:
+            return
+        fields = [self._lease.fields[slot] for slot in slots]
+        with anyio.CancelScope(shield=True):
+            await self._settle(lambda: self._queue._release(fields))
+        self._slots.released(slots)
 
     async def _run_task(self, slot: int, payload: bytes) -> None:
         field = self._lease.fields[slot]
@@ -199,24 +240,29 @@ class Worker:
             with anyio.CancelScope(shield=True):
                 await self._settle(lambda: self._queue._requeue(field, payload, at_head=True))
             raise
+        if settle is None:  # done: released in a batch by the next fetch or the releaser
+            self._slots.finish(slot)
+            return
         with anyio.CancelScope(shield=True):
             await self._settle(settle)
         self._slots.give(slot)
 
-    async def _execute(self, field: str, payload: bytes) -> Settle:
-        """Runs the task; returns how to settle it."""
+    async def _execute(self, field: str, payload: bytes) -> Settle | None:
+        """Runs the task; returns how to settle it, or None when a release will do."""
         try:
             task = self._decode(payload)
             func = self._functions.resolve(task.func_path)
         except TaskError as exc:
             return self._bury(field, payload, exc)
+        except Exception as exc:  # a decoder or import bug must not end the worker
+            return self._bury(field, payload, PayloadError(f"unreadable task: {exc!r}"))
         try:
             await self._call(func, task)
         except TaskCallError as exc:
             return self._bury(field, payload, exc)
         except (Exception, SystemExit) as exc:
             return self._after_failure(field, task, exc)
-        return lambda: self._queue._release((field,))
+        return None
 
     def _decode(self, payload: bytes) -> PyTask:
         limit = self._queue.max_payload_size
@@ -237,13 +283,13 @@ class Worker:
         reason = f"{type(error).__name__}: {error}"
         return lambda: queue._bury(field, payload, reason, self.id)
 
-    def _after_failure(self, field: str, task: PyTask, error: BaseException) -> Settle:
+    def _after_failure(self, field: str, task: PyTask, error: BaseException) -> Settle | None:
         """delayed's retry rule: a failure raised inside the function is retried while the
         task has retries left (negative: forever); else the task is released."""
         queue = self._queue
         if not task.retry:
             logger.error("queue %r: task %s failed", queue.name, task, exc_info=error)
-            return lambda: queue._release((field,))
+            return None
         logger.warning(
             "queue %r: task %s failed (%r); retrying, %s",
             queue.name, task.func_path, error,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import uuid
 from os import getpid  # noqa: F401 - imported on purpose: a worker must refuse it
 from threading import Lock  # noqa: F401 - imported on purpose: a worker must refuse it
 from typing import Any
@@ -102,13 +103,21 @@ def record_run(tag: str, seconds: float = 0.0, ballast: str = "") -> None:
     _push_through_faults("finished", tag)
 
 
+# RPUSH once per marker: a re-sent record (its reply lost to a fault) is not counted twice.
+_RECORD_ONCE = """
+if redis.call('set', KEYS[2], 1, 'NX', 'EX', 600) then redis.call('rpush', KEYS[1], ARGV[1]) end
+"""
+
+
 def _push_through_faults(key: str, value: str) -> None:
-    """RPUSH that waits out a Redis outage, so a fault test's task does not fail of it."""
+    """Records ``value`` exactly once, waiting out a Redis outage, so a fault test's task
+    neither fails of the fault nor is counted twice when its reply is lost."""
+    marker = f"record:{uuid.uuid4().hex}"
     deadline = time.monotonic() + 60
     while True:
         try:
             with _redis() as conn:
-                conn.rpush(key, value)
+                conn.eval(_RECORD_ONCE, 2, key, marker, value)
                 return
         except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError):
             if time.monotonic() > deadline:

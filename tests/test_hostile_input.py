@@ -134,7 +134,7 @@ async def test_a_full_queue_refuses_a_large_batch_whole(client: redis.Redis) -> 
 async def test_dead_letters_can_be_listed_requeued_and_purged(client: redis.Redis) -> None:
     queue = Queue("jobs", client, dequeue_timeout=0.1)
     await queue.enqueue_many(PyTask("tests.tasks:not_a_function", args=(i,)) for i in range(3))
-    async with running(make_worker(queue)):
+    async with running(make_worker(queue, concurrency=1)):  # one at a time: a known order
         await wait_for(lambda: _dead_count(queue, 3))
     dead = await queue.dead_tasks()
     assert [msgpack.unpackb(d.payload)[1] for d in dead] == [[2], [1], [0]]  # newest first

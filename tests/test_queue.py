@@ -79,6 +79,7 @@ async def test_phantom_tokens_are_consumed_and_trimmed(client: redis.Redis, queu
     await client.rpush("jobs_noti", "1", "1")
     taken = await queue._fetch([FIELD_A], held_token=False)
     assert [payload for _, payload in taken] == [PyTask("mod:a").serialize()]
+    assert await queue._fetch([FIELD_B], held_token=False) == []  # pops a phantom, trims
     assert await lengths(client, queue) == (0, 0, 1)
 
 
@@ -186,3 +187,16 @@ async def test_a_resent_fetch_after_blpop_gives_its_token_back(
     await client.lpop("jobs_noti")  # a fresh BLPOP, then the same call again
     assert await queue._fetch([FIELD_A], held_token=True) == first
     assert await lengths(client, queue) == (1, 1, 1)
+
+
+async def test_fetch_releases_finished_slots_in_the_same_call(
+    client: redis.Redis, queue: Queue
+) -> None:
+    await queue.enqueue_many([PyTask("mod:a"), PyTask("mod:b")])
+    await queue._fetch([FIELD_A], held_token=False)
+    taken = await queue._fetch([FIELD_B], held_token=False, release=[FIELD_A])
+    assert taken == [(0, PyTask("mod:b").serialize())]
+    assert await client.hkeys("jobs_processing") == [FIELD_B.encode()]
+    again = await queue._fetch([FIELD_B], held_token=False, release=[FIELD_A])  # re-sent
+    assert again == taken
+    assert await lengths(client, queue) == (0, 0, 1)

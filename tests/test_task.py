@@ -98,6 +98,8 @@ def test_go_delayed_go_task_with_nil_payload_decodes_as_go_task() -> None:
         msgpack.packb(["nocolon", [1]]),
         msgpack.packb({"a": 1}),
         msgpack.packb(["mod:f"])[:-2],
+        msgpack.packb(["", None]),
+        msgpack.packb(""),
     ],
 )
 def test_malformed_payloads_raise_payload_error(payload: bytes) -> None:
