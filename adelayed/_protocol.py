@@ -112,7 +112,9 @@ return #ARGV - 2
 # An empty LPOP is false in Lua, not nil (hole 1): checked as such.
 # Safe to run twice: releasing is idempotent, and the caller never asks to fill a field it is
 # releasing, so a re-sent call finds its fields to fill already filled and returns what they
-# hold, taking nothing more (a token it holds goes back: it belongs to a task still queued).
+# hold, taking nothing more. Its held token is not given back: the first run took a task with
+# it. (The worker never holds a fresh token while slots it offers are secretly filled: after a
+# fetch whose reply it lost, it fetches again without blocking first, and learns of them.)
 # Tokens with no task behind them (phantoms left by a sweep, hole 3) are consumed here; when
 # any were, the surplus of tokens over tasks is trimmed (only phantoms make tokens outnumber
 # tasks).
@@ -133,10 +135,7 @@ for i = 1, slots do
         out[#out + 1] = filled[i]
     end
 end
-if #out > 0 then
-    if held > 0 then redis.call('rpush', noti, '1') end
-    return out
-end
+if #out > 0 then return out end
 local tokens = held
 if slots > held then
     local popped = redis.call('lpop', noti, slots - held)

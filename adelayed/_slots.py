@@ -1,30 +1,60 @@
-"""A worker's concurrency slots: which are free, running, or finished awaiting release."""
+"""A worker's concurrency slots: which are free, running, or finished awaiting release, and
+the hand-over of a fetched task to the slot's runner."""
 
 from __future__ import annotations
 
-import anyio
+import asyncio
 
 
 class Slots:
     """Slot numbers 0..n-1. A slot is free, running a task, or finished: its task is done and
     its release not yet sent (the next fetch, or the releaser, sends it). A slot is refilled
-    only once its release has landed in Redis."""
+    only once its release has landed in Redis.
+
+    Each slot has a long-lived runner that waits for its next task (``next_task``): handing
+    a task over costs an event set, not a new task. Plain asyncio events, created once: this
+    is the per-task hot path, and redis.asyncio already ties the worker to asyncio."""
 
     def __init__(self, count: int) -> None:
         self._count = count
         self._free = list(range(count))
         self._finished: list[int] = []
-        self._changed = anyio.Event()
+        self._changed: asyncio.Event | None = None
         self._closed = False
+        self._inbox: list[bytes | None] = [None] * count
+        self._ready: list[asyncio.Event | None] = [None] * count
 
     def free(self) -> list[int]:
         return list(self._free)
 
-    def take(self, slot: int) -> None:
+    def hand(self, slot: int, payload: bytes) -> None:
+        """Gives ``payload`` to the runner of the free ``slot``, which is now running."""
         self._free.remove(slot)
+        self._inbox[slot] = payload
+        self._event(slot).set()
+
+    async def next_task(self, slot: int) -> bytes:
+        """The next payload handed to ``slot`` (its runner calls this)."""
+        ready = self._event(slot)
+        await ready.wait()
+        ready.clear()
+        payload, self._inbox[slot] = self._inbox[slot], None
+        assert payload is not None
+        return payload
+
+    def _event(self, slot: int) -> asyncio.Event:
+        ready = self._ready[slot]
+        if ready is None:  # made on first use, inside the event loop that runs the worker
+            ready = self._ready[slot] = asyncio.Event()
+        return ready
+
+    def unclaimed(self, slot: int) -> bytes | None:
+        """A payload handed to ``slot`` that its runner has not picked up (at shutdown)."""
+        payload, self._inbox[slot] = self._inbox[slot], None
+        return payload
 
     def give(self, slot: int) -> None:
-        """A running (or released) slot is free again."""
+        """A running slot is free again."""
         self._free.append(slot)
         self._wake()
 
@@ -47,9 +77,6 @@ class Slots:
         """The release of these slots failed: they are finished again, to be retried."""
         self._finished.extend(slots)
 
-    def has_finished(self) -> bool:
-        return bool(self._finished)
-
     def close(self) -> None:
         """Makes wait_free() return False from now on."""
         self._closed = True
@@ -70,8 +97,11 @@ class Slots:
             await self._wait_change()
 
     async def _wait_change(self) -> None:
+        if self._changed is None:
+            self._changed = asyncio.Event()
         await self._changed.wait()
 
     def _wake(self) -> None:
-        self._changed.set()
-        self._changed = anyio.Event()
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None

@@ -17,7 +17,6 @@ from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
-from anyio.abc import TaskGroup
 from redis.exceptions import RedisError
 
 from ._backoff import backoff
@@ -150,8 +149,10 @@ class Worker:
     async def _work(self) -> None:
         async with anyio.create_task_group() as running:
             self._running_scope = running.cancel_scope
+            for slot in range(self._concurrency):
+                running.start_soon(self._run_slot, slot)
             with anyio.CancelScope() as self._fetch_scope:
-                await self._fetch_loop(running)
+                await self._fetch_loop()
             self._fetch_parked = True  # from now on the releaser sends every release
             with anyio.move_on_after(self._grace_period):
                 await self._slots.wait_all_free()
@@ -159,7 +160,7 @@ class Worker:
             running.cancel_scope.cancel()
         await self._release_slots(self._slots.take_finished())  # a hard stop leaves some
 
-    async def _fetch_loop(self, running: TaskGroup) -> None:
+    async def _fetch_loop(self) -> None:
         block = False
         failures = 0
         while await self._slots.wait_free():
@@ -175,11 +176,13 @@ class Worker:
                     "worker %s: fetch failed (%s); retrying in %.1fs", self.id, exc, delay
                 )
                 await self._parked(anyio.sleep(delay))
+                # The lost call may have filled slots: the next fetch, without blocking,
+                # finds and returns them (a fetch is safe to run twice).
+                block = False
                 continue
             failures = 0
             for slot, payload in batch:
-                self._slots.take(slot)
-                running.start_soon(self._run_task, slot, payload)
+                self._slots.hand(slot, payload)
 
     async def _fetch(self, block: bool) -> tuple[list[tuple[int, bytes]], bool]:
         """One cycle: releases finished slots and takes up to one task per free slot, in one
@@ -231,14 +234,29 @@ class Worker:
             await self._settle(lambda: self._queue._release(fields))
         self._slots.released(slots)
 
+    async def _run_slot(self, slot: int) -> None:
+        """The runner of one slot: runs each task handed to it, one after the other."""
+        try:
+            while True:
+                await self._run_task(slot, await self._slots.next_task(slot))
+        except anyio.get_cancelled_exc_class():
+            payload = self._slots.unclaimed(slot)  # handed over, never started: put it back
+            if payload is not None:
+                await self._requeue_at_shutdown(slot, payload)
+            raise
+
+    async def _requeue_at_shutdown(self, slot: int, payload: bytes) -> None:
+        field = self._lease.fields[slot]
+        logger.warning("worker %s: task cancelled by shutdown; requeued", self.id)
+        with anyio.CancelScope(shield=True):
+            await self._settle(lambda: self._queue._requeue(field, payload, at_head=True))
+
     async def _run_task(self, slot: int, payload: bytes) -> None:
         field = self._lease.fields[slot]
         try:
             settle = await self._execute(field, payload)
         except anyio.get_cancelled_exc_class():
-            logger.warning("worker %s: task cancelled by shutdown; requeued", self.id)
-            with anyio.CancelScope(shield=True):
-                await self._settle(lambda: self._queue._requeue(field, payload, at_head=True))
+            await self._requeue_at_shutdown(slot, payload)
             raise
         if settle is None:  # done: released in a batch by the next fetch or the releaser
             self._slots.finish(slot)

@@ -4,10 +4,10 @@ It reads the RESP stream both ways. Client to server, it splits the bytes into c
 ``classify`` which ones are of interest (a name, or None). Server to client, it splits the bytes
 into replies and matches each with its command (Redis answers in order). The reply of a command
 of interest is held back until it has fully arrived: Redis writes a reply only after it ran the
-command, so by then the server certainly ran it. ``decide(kind, command, reply)`` then says whether to
-cut: the reply is dropped and both sides of that connection are closed, so the client sees a
-connection error for a command that did run. Error replies (a NOSCRIPT: nothing ran) are always
-passed on. Everything else passes through untouched.
+command, so by then the server certainly ran it. ``decide(kind, command, reply)`` then says
+whether to cut: the reply is dropped and both sides of that connection are closed, so the client
+sees a connection error for a command that did run. Error replies (a NOSCRIPT: nothing ran) are
+always passed on. Everything else passes through untouched.
 
 While a command of interest waits for its reply, the proxy sends nothing more of that client's
 bytes to the server, so a cut loses only that reply (and commands pipelined after it never
@@ -31,7 +31,7 @@ Decide = Callable[[str, list[bytes], Any], bool]
 _STREAM_ENDED = (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
 
 
-class Incomplete(Exception):
+class IncompleteError(Exception):
     """The buffer ends before the message does."""
 
 
@@ -46,39 +46,43 @@ _AGGREGATE_TYPES = b"*~>%|"  # array; RESP3 set, push, map, attribute
 
 
 def parse(buf: bytes | bytearray, pos: int = 0) -> tuple[Any, int]:
-    """One RESP2/RESP3 message at ``pos``: (value, position after it); raises Incomplete.
+    """One RESP2/RESP3 message at ``pos``: (value, position after it); raises IncompleteError.
 
     Values: bytes for strings and numbers, ErrorReply for errors, None for nulls, lists for
-    aggregates (a map flattened to key, value, ...)."""
-    start, end = pos, buf.find(b"\r\n", pos)
+    aggregates (a map flattened to key, value, ...). A line that starts with no type byte is an
+    inline command: its words."""
+    end = buf.find(b"\r\n", pos)
     if end < 0:
-        raise Incomplete
-    kind, line, pos = buf[start], bytes(buf[start + 1 : end]), end + 2
+        raise IncompleteError
+    kind, line, after = buf[pos], bytes(buf[pos + 1 : end]), end + 2
     if kind in _LINE_TYPES:
         if kind == ord("-"):
-            return ErrorReply(line), pos
-        return (None if kind == ord("_") else line), pos
+            return ErrorReply(line), after
+        return (None if kind == ord("_") else line), after
     if kind in _BULK_TYPES:
-        size = int(line)
-        if size < 0:
-            return None, pos
-        if len(buf) < pos + size + 2:
-            raise Incomplete
-        value = bytes(buf[pos : pos + size])
-        return (ErrorReply(value) if kind == ord("!") else value), pos + size + 2
+        return _bulk(buf, kind, int(line), after)
     if kind in _AGGREGATE_TYPES:
-        count = int(line)
-        if count < 0:
-            return None, pos
-        if kind in b"%|":
-            count *= 2
-        items = []
-        for _ in range(count):
-            item, pos = parse(buf, pos)
-            items.append(item)
-        return items, pos
-    # An inline command (a client typing into telnet): words up to the end of the line.
-    return bytes(buf[start:end]).split(), pos
+        return _aggregate(buf, kind, int(line), after)
+    return bytes(buf[pos:end]).split(), after
+
+
+def _bulk(buf: bytes | bytearray, kind: int, size: int, pos: int) -> tuple[Any, int]:
+    if size < 0:
+        return None, pos
+    if len(buf) < pos + size + 2:
+        raise IncompleteError
+    value = bytes(buf[pos : pos + size])
+    return (ErrorReply(value) if kind == ord("!") else value), pos + size + 2
+
+
+def _aggregate(buf: bytes | bytearray, kind: int, count: int, pos: int) -> tuple[Any, int]:
+    if count < 0:
+        return None, pos
+    items = []
+    for _ in range(count * 2 if kind in b"%|" else count):
+        item, pos = parse(buf, pos)
+        items.append(item)
+    return items, pos
 
 
 @dataclass
@@ -133,7 +137,7 @@ class RedisProxy:
                 while buf:
                     try:
                         command, end = parse(buf)
-                    except Incomplete:
+                    except IncompleteError:
                         break
                     raw = bytes(buf[:end])
                     del buf[:end]
@@ -174,7 +178,7 @@ class RedisProxy:
                 while buf:
                     try:
                         reply, end = parse(buf)
-                    except Incomplete:
+                    except IncompleteError:
                         break
                     raw = bytes(buf[:end])
                     del buf[:end]
