@@ -89,6 +89,11 @@ ENQUEUE = Script(
 local queue, noti = KEYS[1], KEYS[2]
 local limit, admitted = tonumber(ARGV[1]), tonumber(ARGV[2])
 if limit > 0 and redis.call('llen', queue) + admitted > limit then return -1 end
+if #ARGV == 3 then
+    redis.call('rpush', queue, ARGV[3])
+    redis.call('rpush', noti, '1')
+    return 1
+end
 for first = 3, #ARGV, 1000 do
     local last = math.min(first + 999, #ARGV)
     local tokens = {}

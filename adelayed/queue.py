@@ -107,7 +107,14 @@ class Queue:
     async def enqueue(self, task: Task) -> None:
         """Adds one task: its payload and its token in one script call (one round trip).
         Raises QueueFullError, PayloadTooLargeError or EnqueueError; then nothing was added."""
-        await self._push([self._payload_of(task)], admitted=1)
+        payload = self._payload_of(task)
+        keys = (self._name, self._noti_key)
+        try:
+            pushed = await protocol.ENQUEUE(self._redis, keys, (self._max_length, 1, payload))
+        except ResponseError as exc:
+            raise self._enqueue_error(exc) from exc
+        if pushed == -1:
+            raise self._full_error(1)
 
     async def enqueue_many(self, tasks: Iterable[Task]) -> int:
         """Adds many tasks in one round trip; returns how many. Up to MAX_ITEMS_PER_CALL
@@ -201,20 +208,26 @@ class Queue:
                 protocol.ENQUEUE, (self._name, self._noti_key), args
             )
         except ResponseError as exc:
-            # Redis 7 replies OOM; 6.2 wraps it in a script error. Either way the first write
-            # was refused, so nothing was added.
-            if not isinstance(exc, OutOfMemoryError) and "OOM command not allowed" not in str(exc):
-                raise
-            raise EnqueueError(
-                f"queue {self._name!r}: Redis refused the task(s) for lack of memory ({exc}); "
-                "nothing was added. Let workers drain the queue, or raise Redis's maxmemory"
-            ) from exc
+            raise self._enqueue_error(exc) from exc
         if -1 in replies:
-            raise QueueFullError(
-                f"queue {self._name!r} is full: adding {admitted} task(s) would pass its "
-                f"max_length of {self._max_length}; nothing was added. Retry later, add workers, "
-                "or raise Queue(max_length=...)"
-            )
+            raise self._full_error(admitted)
+
+    def _enqueue_error(self, exc: ResponseError) -> Exception:
+        # Redis 7 replies OOM; 6.2 wraps it in a script error. Either way the script's first
+        # write was refused, so nothing was added.
+        if not isinstance(exc, OutOfMemoryError) and "OOM command not allowed" not in str(exc):
+            return exc
+        return EnqueueError(
+            f"queue {self._name!r}: Redis refused the task(s) for lack of memory ({exc}); "
+            "nothing was added. Let workers drain the queue, or raise Redis's maxmemory"
+        )
+
+    def _full_error(self, admitted: int) -> QueueFullError:
+        return QueueFullError(
+            f"queue {self._name!r} is full: adding {admitted} task(s) would pass its "
+            f"max_length of {self._max_length}; nothing was added. Retry later, add workers, "
+            "or raise Queue(max_length=...)"
+        )
 
     async def _run_pipelined(
         self, script: protocol.Script, keys: Sequence[str], calls: Sequence[Sequence[Any]]
