@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 import redis.asyncio as redis
@@ -32,6 +33,15 @@ async def client(redis_server: EmbeddedRedis) -> AsyncIterator[redis.Redis]:
 @pytest.fixture
 def queue(client: redis.Redis) -> Queue:
     return Queue("jobs", client, dequeue_timeout=0.2, keep_alive_timeout=5)
+
+
+@pytest.fixture
+def log(tmp_path: Path) -> Iterator[Path]:
+    """A log file for a worker process; its tail is printed (shown when the test fails)."""
+    path = tmp_path / "worker.log"
+    yield path
+    if path.exists():
+        print(path.read_text()[-5000:])
 
 
 @pytest.fixture(autouse=True)

@@ -26,14 +26,6 @@ pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture
-def log(tmp_path: Path) -> Iterator[Path]:
-    path = tmp_path / "worker.log"
-    yield path
-    if path.exists():
-        print(path.read_text()[-5000:])
-
-
-@pytest.fixture
 def their_queue(redis_server: EmbeddedRedis) -> Iterator[DelayedQueue]:
     conn = redis.Redis.from_url(redis_server.url)
     yield DelayedQueue("jobs", conn, dequeue_timeout=0.2, keep_alive_timeout=2)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -17,14 +16,6 @@ from tests import processes
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture
-def log(tmp_path: Path) -> Iterator[Path]:
-    path = tmp_path / "worker.log"
-    yield path
-    if path.exists():
-        print(path.read_text()[-5000:])  # shown by pytest when the test fails
 
 
 async def listed(client: redis.Redis, key: str) -> list[str]:
