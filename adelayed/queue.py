@@ -120,17 +120,16 @@ class Queue:
         """Adds many tasks in one round trip; returns how many. Up to MAX_ITEMS_PER_CALL
         (10,000) tasks go in one atomic script call: all of them or, on an error, none."""
         payloads = [self._payload_of(task) for task in tasks]
+        if not payloads:
+            return 0
         step = protocol.MAX_ITEMS_PER_CALL
         groups = [payloads[i : i + step] for i in range(0, len(payloads), step)]
-        if len(groups) <= 1:
-            if groups:
-                await self._push(groups[0], admitted=len(payloads))
-            return len(payloads)
-        if self._max_length:
+        if self._max_length and len(groups) > 1:
             # The first group is admitted against the whole call; the rest follow it only then.
-            await self._push(groups[0], admitted=len(payloads))
-            groups = groups[1:]
-        await self._push(*groups, admitted=0)
+            await self._push(groups.pop(0), admitted=len(payloads))
+            await self._push(*groups, admitted=0)
+        else:
+            await self._push(*groups, admitted=len(payloads))
         return len(payloads)
 
     async def len(self) -> int:

@@ -1,9 +1,11 @@
 """The Worker: fetch tasks, run them with bounded concurrency, settle each one.
 
-Shape of ``run()``: one task group holds the services (lease keep-alive, signal watcher,
-embedded sweeper); an inner task group holds the running tasks; the fetch loop feeds it while
-slots are free. Whatever moves a task in Redis (settling: release, retry, dead-letter, requeue
-on cancel) runs shielded from cancellation, so a shutdown never strands a task half-moved.
+Shape of ``run()``: the lease is refreshed from its own thread; one task group holds the
+services (loop watchdog, releaser, signal watcher, embedded sweeper); an inner group holds one
+runner per concurrency slot. The fetch loop hands tasks to free slots, and each fetch's script
+call also releases the slots whose tasks finished: one round trip per cycle, not per task.
+Whatever moves a task in Redis (release, retry, dead-letter, requeue on cancel) runs shielded
+from cancellation, so a shutdown never strands a task half-moved.
 """
 
 from __future__ import annotations

@@ -1,0 +1,84 @@
+"""arq, in benchmarks/.venvs/arq: its defaults (poll_delay 0.5 s, results kept 1 h).
+
+arq runs coroutine functions only (a plain function is refused at start-up), and has no bulk
+enqueue: ``sync`` and ``bulk`` are unsupported."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+import redis.asyncio as redis
+from arq import Worker, create_pool
+from arq.connections import ArqRedis, RedisSettings
+from arq.worker import func
+
+from systems import common
+
+POLL_DELAY = 0.5  # arq's default Worker(poll_delay=...)
+_sink: list[redis.Redis] = []
+
+
+async def noop(ctx: dict[str, Any]) -> None:
+    common.DONE.hit()
+
+
+async def probe(ctx: dict[str, Any], sent: float) -> None:
+    lag = time.time() - sent
+    await _sink[0].rpush(common.SINK_KEY, repr(lag))
+
+
+async def _pool(args: argparse.Namespace) -> ArqRedis:
+    return await create_pool(RedisSettings.from_dsn(args.url), default_queue_name=args.queue)
+
+
+async def worker(args: argparse.Namespace) -> common.Result:
+    if args.kind != "async":
+        return {"unsupported": "arq runs coroutine functions only"}
+    _sink.append(redis.Redis.from_url(args.url))
+    runner = Worker(
+        functions=[func(noop, name="noop"), func(probe, name="probe")],
+        redis_settings=RedisSettings.from_dsn(args.url),
+        queue_name=args.queue,
+        max_jobs=args.concurrency,
+        handle_signals=False,
+    )
+    return await common.drive_worker(runner.async_run, args)
+
+
+async def fill(args: argparse.Namespace) -> common.Result:
+    pool = await _pool(args)
+    await common.in_chunks(args.count, lambda: pool.enqueue_job("noop"))
+    return {"filled": await pool.zcard(args.queue)}
+
+
+async def enqueue(args: argparse.Namespace) -> common.Result:
+    pool = await _pool(args)
+
+    async def body() -> None:
+        for _ in range(args.count):
+            await pool.enqueue_job("noop")
+
+    return await common.timed_rate(args.count, body)
+
+
+async def latency(args: argparse.Namespace) -> common.Result:
+    pool = await _pool(args)
+
+    async def send(sent: float) -> None:
+        await pool.enqueue_job("probe", sent)
+
+    async def pop() -> float | None:
+        reply = await pool.blpop([common.SINK_KEY], common.POP_TIMEOUT)
+        return float(reply[1]) if reply else None
+
+    return await common.latency_loop(send, pop, args.count, jitter=POLL_DELAY)
+
+
+HANDLERS: dict[str, common.Handler] = {
+    "worker": worker,
+    "fill": fill,
+    "enqueue": enqueue,
+    "latency": latency,
+}

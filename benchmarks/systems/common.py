@@ -1,0 +1,202 @@
+"""What every system runner shares: arguments, the completion counter, timing, JSON output.
+
+Standard library only: this module runs inside each peer's own virtualenv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import os
+import random
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+Result = dict[str, Any]
+Handler = Callable[[argparse.Namespace], Awaitable[Result]]
+
+SINK_KEY = "bench:latency"  # probe tasks RPUSH their measured latency (seconds) here
+WARMUP_SAMPLES = 5  # latency probes sent and dropped before the measured ones
+SAMPLE_GAP = 0.02  # seconds between one probe's completion and the next probe: worker idles
+POP_TIMEOUT = 10  # seconds a latency probe may take before the run is declared failed
+FILL_CHUNK = 200  # concurrent single enqueues per batch when a system has no bulk API
+
+
+class Completion:
+    """Counts finished no-op tasks in-process and timestamps the first and the latest.
+
+    The no-op tasks call ``hit()``: one C-level ``next()`` on an itertools counter (atomic under
+    the GIL, so safe from task threads), one clock read and two comparisons. It costs no Redis
+    command, and the same for every system."""
+
+    def __init__(self) -> None:
+        self.arm(0, None)
+
+    def arm(self, target: int, on_done: Callable[[], None] | None) -> None:
+        self.target = target
+        self.seen = 0
+        self.first = 0.0
+        self.last = 0.0
+        self._on_done = on_done
+        self._counter = itertools.count(1)
+
+    def hit(self) -> None:
+        seen = next(self._counter)
+        now = time.perf_counter()
+        if seen == 1:
+            self.first = now
+        if seen > self.seen:
+            self.seen = seen
+            if seen <= self.target:
+                self.last = now
+        if seen == self.target and self._on_done is not None:
+            self._on_done()
+
+    def result(self, capped: bool = False) -> Result:
+        """Tasks per second from the first task to the latest one (the target-th at most):
+        (tasks - 1) / elapsed. ``extra``: runs past the target (a task run twice)."""
+        seconds = self.last - self.first
+        tasks = min(self.seen, self.target)
+        return {
+            "tasks": tasks,
+            "extra": self.seen - tasks,
+            "capped": capped,
+            "seconds": seconds,
+            "rate": (tasks - 1) / seconds if seconds > 0 else 0.0,
+            "rss_peak_mb": peak_rss_mb(),
+        }
+
+
+DONE = Completion()
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size (VmHWM), in MiB."""
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def rate_result(tasks: int, seconds: float) -> Result:
+    return {"tasks": tasks, "seconds": seconds, "rate": tasks / seconds}
+
+
+def latency_result(lags: Sequence[float]) -> Result:
+    """p50 and p99 (nearest rank) of the measured latencies, in milliseconds."""
+    ordered = sorted(lags)
+
+    def rank(p: float) -> float:
+        index = max(0, min(len(ordered) - 1, int(-(-p * len(ordered) // 100)) - 1))
+        return ordered[index] * 1000
+
+    return {
+        "samples": len(ordered),
+        "p50_ms": rank(50),
+        "p99_ms": rank(99),
+        "max_ms": ordered[-1] * 1000,
+        "mean_ms": sum(ordered) / len(ordered) * 1000,
+    }
+
+
+async def timed_rate(tasks: int, body: Callable[[], Awaitable[None]]) -> Result:
+    start = time.perf_counter()
+    await body()
+    return rate_result(tasks, time.perf_counter() - start)
+
+
+async def in_chunks(count: int, one: Callable[[], Awaitable[Any]]) -> None:
+    """``count`` calls of ``one``, FILL_CHUNK at a time concurrently (filling a queue fast)."""
+    for start in range(0, count, FILL_CHUNK):
+        await asyncio.gather(*(one() for _ in range(min(FILL_CHUNK, count - start))))
+
+
+async def drive_worker(run: Callable[[], Awaitable[Any]], args: argparse.Namespace) -> Result:
+    """Runs a worker coroutine until ``args.count`` no-op tasks finished (forever with 0), or
+    ``args.max_seconds`` after the first one (a capped run); then lets it settle
+    ``args.settle`` seconds (the last acknowledgements land) and returns the rate."""
+    loop = asyncio.get_running_loop()
+    finished = asyncio.Event()
+    DONE.arm(args.count, lambda: loop.call_soon_threadsafe(finished.set))
+    worker = asyncio.ensure_future(run())
+    waiter = asyncio.ensure_future(finished.wait())
+    deadline = time.perf_counter() + args.timeout
+    while not finished.is_set() and not worker.done():
+        now = time.perf_counter()
+        if now > deadline:
+            return {"error": f"timeout after {args.timeout}s", "completed": DONE.seen}
+        if DONE.seen and args.max_seconds and now - DONE.first > args.max_seconds:
+            return DONE.result(capped=True)
+        # Five wake-ups a second at most: a negligible cost, the same for every system.
+        await asyncio.wait({worker, waiter}, timeout=0.2, return_when="FIRST_COMPLETED")
+    if not finished.is_set():
+        return {"error": f"worker ended: {worker.exception()!r}", "completed": DONE.seen}
+    await asyncio.sleep(args.settle)
+    return DONE.result()
+
+
+async def latency_loop(
+    enqueue: Callable[[float], Awaitable[Any]],
+    pop: Callable[[], Awaitable[float | None]],
+    samples: int,
+    jitter: float = 0.0,
+) -> Result:
+    """Sends one probe at a time (its argument: time.time() at sending) and waits for the
+    latency it reports before sending the next; drops WARMUP_SAMPLES first.
+
+    ``jitter``: for a worker that polls every ``jitter`` seconds, a random extra pause of up to
+    that long between probes, so probes arrive at random points of its polling cycle (a fixed
+    pause would lock onto one phase of it)."""
+    lags: list[float] = []
+    for index in range(WARMUP_SAMPLES + samples):
+        await enqueue(time.time())
+        lag = await pop()
+        if lag is None:
+            return {"error": f"probe {index} not run within {POP_TIMEOUT}s"}
+        if index >= WARMUP_SAMPLES:
+            lags.append(lag)
+        await asyncio.sleep(SAMPLE_GAP + random.uniform(0, jitter))
+    return latency_result(lags)
+
+
+def parse(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="one benchmark measurement of one system")
+    parser.add_argument("command", choices=("worker", "fill", "enqueue", "bulk", "latency"))
+    parser.add_argument("--url", required=True, help="Redis URL")
+    parser.add_argument("--queue", default="bench", help="queue name")
+    parser.add_argument("--count", type=int, default=0, help="tasks (worker: 0 runs forever)")
+    parser.add_argument("--concurrency", type=int, default=10)
+    parser.add_argument("--kind", choices=("async", "sync"), default="async")
+    parser.add_argument("--timeout", type=float, default=600, help="worker: give up after (s)")
+    parser.add_argument("--settle", type=float, default=0.2, help="worker: wait after the last")
+    parser.add_argument(
+        "--max-seconds", type=float, default=0, help="worker: stop measuring after (0: never)"
+    )
+    return parser.parse_args(argv)
+
+
+def finish(result: Result) -> None:
+    """Prints the result as the last stdout line and exits at once: no library shutdown runs
+    (its cost and duration differ per system and are not what is measured)."""
+    sys.stdout.write(json.dumps(result) + "\n")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0 if "error" not in result else 3)
+
+
+def main(handlers: dict[str, Handler], argv: Sequence[str]) -> None:
+    args = parse(argv)
+    handler = handlers.get(args.command)
+    if handler is None:
+        finish({"unsupported": args.command})
+        return
+
+    async def run() -> None:
+        finish(await handler(args))
+
+    asyncio.run(run())

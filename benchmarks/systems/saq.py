@@ -1,0 +1,84 @@
+"""saq, in benchmarks/.venvs/saq, with its Redis queue and its defaults.
+
+saq runs plain functions in a ThreadPoolExecutor of its own (default size: min(32, CPUs + 4)).
+It has no bulk enqueue (``Queue.map`` enqueues one by one concurrently, then waits for the
+results), so ``bulk`` is unsupported."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+import redis.asyncio as redis
+from saq import Queue, Worker
+
+from systems import common
+
+FUNCTIONS = {"async": "noop", "sync": "noop_sync"}
+_sink: list[redis.Redis] = []
+
+
+async def noop(ctx: dict[str, Any]) -> None:
+    common.DONE.hit()
+
+
+def noop_sync(ctx: dict[str, Any]) -> None:
+    common.DONE.hit()
+
+
+async def probe(ctx: dict[str, Any], *, sent: float) -> None:
+    lag = time.time() - sent
+    await _sink[0].rpush(common.SINK_KEY, repr(lag))
+
+
+async def _queue(args: argparse.Namespace) -> Queue:
+    queue = Queue.from_url(args.url, name=args.queue)
+    await queue.connect()
+    return queue
+
+
+async def worker(args: argparse.Namespace) -> common.Result:
+    _sink.append(redis.Redis.from_url(args.url))
+    runner = Worker(
+        await _queue(args), functions=[noop, noop_sync, probe], concurrency=args.concurrency
+    )
+    return await common.drive_worker(runner.start, args)
+
+
+async def fill(args: argparse.Namespace) -> common.Result:
+    queue = await _queue(args)
+    await common.in_chunks(args.count, lambda: queue.enqueue(FUNCTIONS[args.kind]))
+    return {"filled": await queue.count("queued")}
+
+
+async def enqueue(args: argparse.Namespace) -> common.Result:
+    queue = await _queue(args)
+
+    async def body() -> None:
+        for _ in range(args.count):
+            await queue.enqueue("noop")
+
+    return await common.timed_rate(args.count, body)
+
+
+async def latency(args: argparse.Namespace) -> common.Result:
+    queue = await _queue(args)
+    client = redis.Redis.from_url(args.url)
+
+    async def send(sent: float) -> None:
+        await queue.enqueue("probe", sent=sent)
+
+    async def pop() -> float | None:
+        reply = await client.blpop([common.SINK_KEY], common.POP_TIMEOUT)
+        return float(reply[1]) if reply else None
+
+    return await common.latency_loop(send, pop, args.count)
+
+
+HANDLERS: dict[str, common.Handler] = {
+    "worker": worker,
+    "fill": fill,
+    "enqueue": enqueue,
+    "latency": latency,
+}
