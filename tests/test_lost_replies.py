@@ -4,6 +4,10 @@ reply came back, many times over a run. Both kinds of re-send are exercised: red
 client built with the constructor retries ConnectionError) and adelayed's (``from_url`` gives
 a client with no retries, so only the worker's fetch and settle loops send again).
 
+adelayed sends its scripts without redis-py's retry layer (``_protocol.send``), so redis-py
+re-sends only plain commands (the standalone release HDEL, BLPOP); the worker re-sends fetches
+and settles itself.
+
 No worker dies and no lease lapses here, so the at-least-once promise allows no second run:
 every task runs exactly as often as its retries say, and nothing is lost.
 """
@@ -308,9 +312,12 @@ async def test_a_resent_fetch_with_a_held_token_leaves_no_phantom_token(
         try:
             queue = Queue("jobs", worker_client)
             assert await queue._wait_token()  # the worker's BLPOP
-            taken = await queue._fetch(["adelayed:worker:test:0"], held_token=True)
+            fields = ["adelayed:worker:test:0"]
+            with pytest.raises(redis.ConnectionError):  # adelayed's scripts skip redis-py's retry
+                await queue._fetch(fields, held_token=True)
+            taken = await queue._fetch(fields, held_token=True)  # the very same call, again
         finally:
             await worker_client.aclose()
-    assert proxy.cuts == {"fetch": 1}  # the first run's reply was lost; redis-py sent it again
+    assert proxy.cuts == {"fetch": 1}  # the first run's reply was lost
     assert taken == [(0, task.serialize())]
     assert await queue_state(client) == (0, 0, 1)  # no token without its task
