@@ -26,7 +26,7 @@ async def noop(ctx: dict[str, Any]) -> None:
 
 async def probe(ctx: dict[str, Any], sent: float) -> None:
     lag = time.time() - sent
-    await _sink[0].rpush(common.SINK_KEY, repr(lag))
+    await _sink[0].rpush(common.SINK_KEY, repr(lag))  # type: ignore[misc]  # redis-py 5 typing
 
 
 async def _pool(args: argparse.Namespace) -> ArqRedis:
@@ -70,7 +70,7 @@ async def latency(args: argparse.Namespace) -> common.Result:
         await pool.enqueue_job("probe", sent)
 
     async def pop() -> float | None:
-        reply = await pool.blpop([common.SINK_KEY], common.POP_TIMEOUT)
+        reply = await pool.blpop([common.SINK_KEY], common.POP_TIMEOUT)  # type: ignore[misc]
         return float(reply[1]) if reply else None
 
     return await common.latency_loop(send, pop, args.count, jitter=POLL_DELAY)

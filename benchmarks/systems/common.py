@@ -36,7 +36,7 @@ class Completion:
     def __init__(self) -> None:
         self.arm(0, None)
 
-    def arm(self, target: int, on_done: Callable[[], None] | None) -> None:
+    def arm(self, target: int, on_done: Callable[[], object] | None) -> None:
         self.target = target
         self.seen = 0
         self.first = 0.0

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Any
 
 import redis.asyncio as redis
 from saq import Queue, Worker
+from saq.types import Context
 
 from systems import common
 
@@ -19,17 +19,17 @@ FUNCTIONS = {"async": "noop", "sync": "noop_sync"}
 _sink: list[redis.Redis] = []
 
 
-async def noop(ctx: dict[str, Any]) -> None:
+async def noop(ctx: Context) -> None:
     common.DONE.hit()
 
 
-def noop_sync(ctx: dict[str, Any]) -> None:
+def noop_sync(ctx: Context) -> None:
     common.DONE.hit()
 
 
-async def probe(ctx: dict[str, Any], *, sent: float) -> None:
+async def probe(ctx: Context, *, sent: float) -> None:
     lag = time.time() - sent
-    await _sink[0].rpush(common.SINK_KEY, repr(lag))
+    await _sink[0].rpush(common.SINK_KEY, repr(lag))  # type: ignore[misc]  # redis-py 7 typing
 
 
 async def _queue(args: argparse.Namespace) -> Queue:
@@ -40,7 +40,7 @@ async def _queue(args: argparse.Namespace) -> Queue:
 
 async def worker(args: argparse.Namespace) -> common.Result:
     _sink.append(redis.Redis.from_url(args.url))
-    runner = Worker(
+    runner: Worker[Context] = Worker(
         await _queue(args), functions=[noop, noop_sync, probe], concurrency=args.concurrency
     )
     return await common.drive_worker(runner.start, args)
@@ -70,7 +70,7 @@ async def latency(args: argparse.Namespace) -> common.Result:
         await queue.enqueue("probe", sent=sent)
 
     async def pop() -> float | None:
-        reply = await client.blpop([common.SINK_KEY], common.POP_TIMEOUT)
+        reply = await client.blpop([common.SINK_KEY], common.POP_TIMEOUT)  # type: ignore[misc]
         return float(reply[1]) if reply else None
 
     return await common.latency_loop(send, pop, args.count)

@@ -1,0 +1,1 @@
+"""The benchmark orchestrator: Redis, venvs, measurements, report (see run.py)."""

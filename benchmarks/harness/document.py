@@ -1,0 +1,285 @@
+"""RESULTS.md: what ran, on what, the tables, and exactly how each number was measured."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from importlib import metadata, util
+from pathlib import Path
+from typing import Any
+
+from . import report
+from .measure import Settings
+from .systems import System
+from .venvs import BENCH_DIR, PINS_DIR
+
+# The packages worth naming for each system (the rest of its pins are transitive).
+_KEY_PACKAGES = {
+    "arq": ("arq", "redis", "hiredis"),
+    "saq": ("saq", "redis", "hiredis"),
+    "taskiq": ("taskiq", "taskiq-redis", "redis", "hiredis"),
+    "streaq": ("streaq", "coredis", "anyio"),
+    "delayed": ("delayed", "redis", "hiredis"),
+}
+
+
+@dataclass
+class Run:
+    command: str
+    date: datetime
+    settings: Settings
+    repetitions: int
+    out_dir: Path
+    started: float = field(default_factory=time.monotonic)
+    results: report.Results = field(default_factory=dict)
+    unavailable: dict[str, str] = field(default_factory=dict)
+    setup_log: list[str] = field(default_factory=list)
+    systems: list[System] = field(default_factory=list)
+    redis_version: str = ""
+    redis_binary: str = ""
+    profile: dict[str, Any] | None = None
+    seconds: float = 0.0
+    adelayed_at_start: str = field(default_factory=lambda: adelayed_source())
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "command": self.command,
+            "date": self.date.isoformat(),
+            "settings": asdict(self.settings),
+            "repetitions": self.repetitions,
+            "seconds": self.seconds,
+            "redis": self.redis_version,
+            "unavailable": self.unavailable,
+            "results": self.results,
+            "profile": self.profile,
+        }
+
+
+def _cpu_model() -> str:
+    with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+        for line in cpuinfo:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def _memory_gib() -> float:
+    with open("/proc/meminfo", encoding="ascii") as meminfo:
+        for line in meminfo:
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) / 1024 / 1024
+    return 0.0
+
+
+def adelayed_source() -> str:
+    """The commit, and a digest of adelayed's source files as they are on disk (the package
+    is installed editable: an edit during a run changes what later processes run)."""
+    spec = util.find_spec("adelayed")
+    assert spec is not None and spec.origin is not None
+    digest = hashlib.sha256()
+    for path in sorted(Path(spec.origin).parent.glob("*.py")):
+        digest.update(path.read_bytes())
+    return f"commit {_commit()}, source digest {digest.hexdigest()[:12]}"
+
+
+def _commit() -> str:
+    done = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=BENCH_DIR, capture_output=True, text=True,
+        check=False,
+    )  # fmt: skip
+    return done.stdout.strip() or "unknown"
+
+
+def _pins(name: str) -> dict[str, str]:
+    pins: dict[str, str] = {}
+    for line in (PINS_DIR / f"{name}.txt").read_text().splitlines():
+        package, _, version = line.partition("==")
+        if version and not line.startswith("#"):
+            pins[package.lower().replace("_", "-")] = version
+    return pins
+
+
+def _versions(systems: list[System]) -> list[str]:
+    ours = ", ".join(f"{p} {metadata.version(p)}" for p in ("redis", "hiredis", "anyio", "msgpack"))
+    lines = [f"- adelayed {metadata.version('adelayed')}, {adelayed_source()} ({ours})"]
+    for system in systems:
+        if system.peer:
+            pins = _pins(system.name)
+            named = ", ".join(f"{p} {pins[p]}" for p in _KEY_PACKAGES[system.name] if p in pins)
+            lines.append(f"- {system.name}: {named} (all pins: `peers/{system.name}.txt`)")
+    return lines
+
+
+def _machine(run: Run) -> list[str]:
+    changed = []
+    if run.adelayed_at_start != adelayed_source():
+        changed = [
+            f"- **adelayed's source changed during the run**: {run.adelayed_at_start} at the "
+            "start; processes started later ran the newer code"
+        ]
+    return [
+        *changed,
+        f"- CPU: {_cpu_model()}, {os.cpu_count()} cores (nproc); {_memory_gib():.0f} GiB RAM; "
+        f"Linux {platform.release()}",
+        f"- Redis {run.redis_version} ({run.redis_binary}), one server for the whole run, on "
+        "loopback TCP, no persistence",
+        f"- Python {platform.python_version()} ({sys.executable}) for adelayed, the orchestrator "
+        "and the raw baseline; the peers' venvs are made from the same interpreter",
+    ]
+
+
+def render(run: Run) -> str:
+    s = run.settings
+    systems = run.systems
+    parts = [
+        "# adelayed benchmarks",
+        f"Command: `{run.command}` — {run.date:%Y-%m-%d %H:%M} UTC — took {run.seconds:.0f} s.  ",
+        f"N = {s.tasks:,} tasks per measurement; median of {run.repetitions} repetition(s); "
+        f"{s.samples} latency probes per repetition; throughput runs capped at {s.max_seconds:g} s "
+        "after their first task.",
+        "## Machine and versions",
+        "\n".join(_machine(run) + _versions(systems)),
+    ]
+    if run.unavailable:
+        missing = "\n".join(f"- **{name}**: {error}" for name, error in run.unavailable.items())
+        parts += ["## Not measured", missing]
+    parts += [
+        "## Processing throughput (tasks/s; higher is better)",
+        report.table(run.results, systems, report.THROUGHPUT),
+        MARKS,
+        "## Enqueue throughput (tasks/s; higher is better)",
+        report.enqueue_table(run.results, systems),
+        'Ratios above 1: adelayed enqueues faster. "none": the system has no bulk enqueue API.',
+        "## Idle end-to-end latency (ms; lower is better)",
+        report.table(run.results, systems, report.LATENCY),
+        "Ratios below 1: adelayed's latency is lower.",
+        "## Redis commands per task and worker memory (lower is better)",
+        report.table(run.results, systems, report.RESOURCES),
+        report.total_commands(run.results, systems),
+        "Ratios below 1: adelayed uses fewer commands / less memory.",
+        METHODS,
+        CAVEATS,
+        "## Appendix: commands per task, by command (first repetition)",
+        report.command_breakdown(run.results, systems),
+    ]
+    anomalies = _anomalies(run)
+    if anomalies:
+        parts += ["## Anomalies", anomalies]
+    if run.profile:
+        parts += ["## Profile: adelayed's worker, async no-op, c=100", _profile(run.profile)]
+    return "\n\n".join(parts) + "\n"
+
+
+def _anomalies(run: Run) -> str:
+    """Failed measurements, and tasks that ran more often than they were enqueued."""
+    lines = []
+    for name, metrics in run.results.items():
+        for metric, reps in metrics.items():
+            for number, result in enumerate(reps, 1):
+                if "error" in result:
+                    lines.append(f"- {name} {metric}, repetition {number}: {result['error']}")
+                elif result.get("extra"):
+                    lines.append(
+                        f"- {name} {metric}, repetition {number}: {result['extra']} task run(s) "
+                        "beyond the N enqueued (a task run twice)"
+                    )
+    return "\n".join(lines)
+
+
+def _profile(profile: dict[str, Any]) -> str:
+    if "error" in profile:
+        return f"Not profiled: {profile['error']}"
+    rows = [["cumulative share", "function (file)"]]
+    rows += [[f"{share:.1%}", f"`{frame}`"] for frame, share in profile["top"]]
+    return (
+        f"py-spy (`record --format raw --nolineno --rate 500`, the project venv's py-spy) over "
+        f"{profile['tasks']:,} pre-filled tasks ({profile['rate']:,.0f} tasks/s under the "
+        f"profiler); {profile['samples']} samples of the running event loop (start-up imports "
+        "and idle waits excluded). Share: samples with the function anywhere on the stack. "
+        "Frames on every sample (runpy, asyncio's run loop) are left out. Raw stacks: "
+        f"`{Path(profile['raw']).relative_to(BENCH_DIR)}`.\n\n" + report._markdown(rows)
+    )
+
+
+MARKS = (
+    f"`{report.SEQUENTIAL}` delayed: one worker process running one task at a time (it has no "
+    "concurrency setting and runs plain functions only), so each column shows the same "
+    f"sync no-op run. `{report.CAPPED}` capped: the worker had not finished N tasks "
+    "max-seconds after its first task; the rate is over the tasks it did finish (arq's rate "
+    'is bounded by its default `poll_delay` of 0.5 s). "n/a": the system cannot run that '
+    "variant (arq refuses plain functions). Ratios above 1: adelayed processes faster."
+)
+
+METHODS = """## Methods
+
+Everything runs on one machine against one private `redis-server` started for the run
+(`FLUSHALL` and `CONFIG RESETSTAT` before each measurement). Every worker, producer and baseline
+is a separate process started for that one measurement, from its system's own virtualenv
+(`python -m systems NAME COMMAND` from `benchmarks/`; peers cannot import adelayed, which
+run.py checks). Each figure is the median over the repetitions. Libraries run with their
+defaults except where stated; no process is pinned to a core; no uvloop.
+
+- **Processing throughput.** N no-op tasks are enqueued first (bulk API where there is one,
+  else concurrent single enqueues). Then a fresh worker process starts. The no-op task
+  (`async def noop()`, or `def noop_sync()` for the threads variant) only calls a shared
+  in-process counter (`systems/common.py`, `Completion.hit`: one `itertools.count` step and
+  one clock read, no Redis command), the same for every system. Rate = (tasks - 1) / (time of
+  the last task - time of the first task), both read inside the worker process: start-up
+  is excluded. A run stops after N tasks, or max-seconds after the first task (capped, `*`).
+  Variants: coroutines at concurrency 10 and 100; plain functions in threads at concurrency
+  10 (adelayed: anyio worker threads; saq: its ThreadPoolExecutor, default size min(32,
+  CPUs + 4) = 6 here; taskiq: `sync_workers` = 10; streaq: `sync_concurrency` = 10).
+  Concurrency means: adelayed `Worker(concurrency=)`, arq `max_jobs`, saq `concurrency`,
+  taskiq `max_async_tasks`, streaq `concurrency` (prefetch defaults to the same again).
+- **Enqueue, one at a time.** One producer process awaits N single enqueues in a loop
+  (adelayed `Queue.enqueue`, arq `enqueue_job`, saq `Queue.enqueue`, taskiq `.kiq()`, streaq
+  `await task.enqueue()`, delayed's blocking `Queue.enqueue`), timed from the first call to
+  the last reply. **Bulk**: one call of the bulk API with N tasks (adelayed
+  `enqueue_many`, streaq `Worker.enqueue_many`), task construction included.
+  **Raw RPUSH**: redis.asyncio (with hiredis) RPUSH of a 22-byte payload, N awaited one at a
+  time, and N pipelined 100 per round trip.
+- **Idle end-to-end latency.** A worker (concurrency 10) idles in its own process. The
+  producer sends one probe task at a time carrying `time.time()` at sending; the task's first
+  act is `time.time() - sent`, which it RPUSHes to a Redis list; the producer BLPOPs it, waits
+  20 ms (the worker goes back to idle), and sends the next. The first 5 probes are dropped.
+  p50/p99: nearest rank over the probes of one repetition (with 50 probes, p99 is the
+  maximum). For arq, which polls every `poll_delay` (0.5 s) instead of blocking, a random
+  extra pause of 0 to 0.5 s spreads the probes over its polling cycle (a fixed pause would lock
+  onto one phase of it).
+- **Redis commands per task**, from `INFO commandstats` (calls of every command, those run
+  inside Lua scripts and functions included; the orchestrator's own `INFO`, `CONFIG
+  RESETSTAT` and `FLUSHALL` excluded): *enqueue* = the commands of the one-at-a-time enqueue
+  run ÷ N (connection set-up included); *processing* = the commands from worker start to its
+  exit in the concurrency-100 run ÷ tasks run (start-up, idle polling and acknowledgements
+  included; the pre-fill excluded). The total is their sum.
+- **Worker peak RSS**: `VmHWM` from the worker's `/proc/<pid>/status`, read by the worker
+  process itself when its concurrency-100 run ends.
+- After the last task the worker waits 0.2 s (so its last acknowledgements reach Redis and
+  are counted), prints its result and exits with `os._exit`: no system's shutdown is timed
+  or counted."""
+
+CAVEATS = """## Fairness caveats
+
+- Completion is detected the same way for every system: the in-process counter above, so no
+  system pays a Redis command or a poll for being measured. It counts tasks *run*; a
+  system's acknowledgement of the last few tasks may land after the clock stops.
+- Defaults are kept, and they differ in what they promise. arq and streaq keep each task's
+  result in Redis (arq 1 h, streaq 5 min); saq keeps job records; adelayed and delayed keep
+  nothing after success. taskiq's ListQueueBroker pops with BRPOP and acknowledges nothing:
+  a task is lost if its worker dies, so it does the least Redis work per task. adelayed, saq,
+  streaq and delayed keep a running task recoverable; arq re-runs jobs whose worker died.
+- arq's worker polls (poll_delay 0.5 s): its throughput and latency are bounded by that
+  default, not by its per-task cost; a smaller poll_delay would change both.
+- delayed is synchronous: one process runs one task at a time; its throughput would scale by
+  running more processes, which no other column does.
+- Everything shares 2 cores with redis-server; the producer or worker and Redis compete for
+  them. Absolute figures depend on the machine; compare ratios.
+- saq's thread pool (6 threads here) is below the concurrency of 10 in the sync variant.
+- The pre-fill for processing runs uses the fastest enqueue path each system has; its cost is
+  not in the processing figures."""

@@ -1,0 +1,133 @@
+"""One measurement each: runs a system's runner (``python -m systems NAME ...``) in its own
+process and interpreter, against the run's Redis, and returns the JSON it printed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .redis_server import Server
+from .venvs import BENCH_DIR
+
+Result = dict[str, Any]
+QUEUE = "bench"
+_SCRUBBED_ENV = ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP")
+
+
+@dataclass(frozen=True)
+class Settings:
+    tasks: int  # N
+    samples: int  # latency probes per repetition
+    max_seconds: float  # a throughput run stops measuring this long after its first task
+    worker_timeout: float  # a run that has not finished by then failed
+
+
+@dataclass
+class Runner:
+    """Runs one system's measurements."""
+
+    name: str
+    python: Path
+    server: Server
+    log: Path  # the runners' stderr, appended
+
+    def _args(self, command: str, options: dict[str, Any]) -> list[str]:
+        args = [str(self.python), "-m", "systems", self.name, command, "--url", self.server.url]
+        args += ["--queue", QUEUE]
+        for key, value in options.items():
+            args += [f"--{key.replace('_', '-')}", str(value)]
+        return args
+
+    def _env(self) -> dict[str, str]:
+        return {k: v for k, v in os.environ.items() if k not in _SCRUBBED_ENV}
+
+    def call(
+        self, command: str, limit: float, prefix: tuple[str, ...] = (), **options: Any
+    ) -> Result:
+        """Runs one command to its end (``limit``: seconds); its last JSON line is the result."""
+        args = [*prefix, *self._args(command, options)]
+        with self.log.open("a") as log:
+            log.write(f"$ {' '.join(args)}\n")
+            log.flush()
+            try:
+                done = subprocess.run(
+                    args, cwd=BENCH_DIR, env=self._env(), stdout=subprocess.PIPE, stderr=log,
+                    text=True, timeout=limit, check=False,
+                )  # fmt: skip
+            except subprocess.TimeoutExpired:
+                return {"error": f"{self.name} {command}: no result within {limit:.0f}s"}
+        for line in reversed(done.stdout.strip().splitlines()):  # a profiler may print after it
+            if line.startswith("{"):
+                return dict(json.loads(line))
+        return {"error": f"{self.name} {command}: exit {done.returncode}, see {self.log.name}"}
+
+    def spawn(self, command: str, **options: Any) -> subprocess.Popen[bytes]:
+        args = self._args(command, options)
+        with self.log.open("a") as log:
+            log.write(f"$ {' '.join(args)} &\n")
+            log.flush()
+            return subprocess.Popen(
+                args, cwd=BENCH_DIR, env=self._env(), stdout=subprocess.DEVNULL, stderr=log
+            )
+
+
+def _commands(server: Server, tasks: int) -> Result:
+    calls = server.command_calls()
+    per_task = {name: count / tasks for name, count in sorted(calls.items())} if tasks else {}
+    return {"commands": sum(calls.values()) / tasks if tasks else 0.0, "by_command": per_task}
+
+
+def enqueue(runner: Runner, settings: Settings) -> Result:
+    """N awaited single enqueues from one producer; counts the commands they cost."""
+    runner.server.reset()
+    result = runner.call("enqueue", limit=600, count=settings.tasks)
+    if "error" not in result and "unsupported" not in result:
+        result |= _commands(runner.server, settings.tasks)
+    return result
+
+
+def bulk(runner: Runner, settings: Settings) -> Result:
+    runner.server.reset()
+    return runner.call("bulk", limit=600, count=settings.tasks)
+
+
+def throughput(
+    runner: Runner, settings: Settings, concurrency: int, kind: str, prefix: tuple[str, ...] = ()
+) -> Result:
+    """Pre-fills N no-op tasks, then runs a fresh worker process until all ran (or the time
+    cap); counts the commands of the processing (fill excluded: enqueue() counts those)."""
+    runner.server.reset()
+    filled = runner.call("fill", limit=600, count=settings.tasks, kind=kind)
+    if "error" in filled or "unsupported" in filled:
+        return filled
+    runner.server.reset_stats()
+    result = runner.call(
+        "worker",
+        limit=settings.worker_timeout + 30,
+        prefix=prefix,
+        count=settings.tasks,
+        concurrency=concurrency,
+        kind=kind,
+        max_seconds=settings.max_seconds,
+        timeout=settings.worker_timeout,
+    )
+    if "error" not in result and "unsupported" not in result:
+        result |= _commands(runner.server, int(result["tasks"]))
+    return result
+
+
+def latency(runner: Runner, settings: Settings, kind: str) -> Result:
+    """An idle worker (concurrency 10) in its own process; the producer sends one probe at a
+    time and waits for it (see systems/common.py latency_loop)."""
+    runner.server.reset()
+    worker = runner.spawn("worker", count=0, kind=kind, timeout=3600)
+    try:
+        return runner.call("latency", limit=120 + settings.samples * 2, count=settings.samples)
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()

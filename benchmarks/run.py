@@ -1,0 +1,147 @@
+"""Benchmarks adelayed against arq, saq, taskiq, streaq and delayed on one private Redis.
+
+    .venv/bin/python benchmarks/run.py [--quick] [--only NAME[,NAME]] [--tasks N] [--profile]
+
+Each peer runs from its own virtualenv (benchmarks/.venvs/NAME, pinned by peers/NAME.txt);
+every worker, producer and baseline runs in a process of its own. Writes RESULTS.md beside
+this file and the raw results under .results/; prints the tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import datetime, timezone
+
+from harness import measure
+from harness.document import Run, render
+from harness.measure import Runner, Settings
+from harness.profile import profile_adelayed
+from harness.redis_server import Server
+from harness.systems import BY_NAME, RAW, SYSTEMS, System, project_python
+from harness.venvs import BENCH_DIR, PeerUnavailableError, ensure
+
+# (metric, concurrency, kind) of the throughput runs.
+VARIANTS = (("c10", 10, "async"), ("c100", 100, "async"), ("sync", 10, "sync"))
+
+
+def _options(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="N=2000, 1 repetition, 50 probes")
+    parser.add_argument("--only", help="comma-separated systems: " + ",".join(BY_NAME))
+    parser.add_argument("--tasks", type=int, help="N, tasks per measurement")
+    parser.add_argument("--profile", action="store_true", help="py-spy adelayed's c=100 worker")
+    options = parser.parse_args(argv)
+    unknown = set((options.only or "").split(",")) - set(BY_NAME) - {""}
+    if unknown:
+        parser.error(f"unknown system(s): {', '.join(sorted(unknown))}")
+    return options
+
+
+def _say(run: Run, text: str) -> None:
+    print(f"[{time.monotonic() - run.started:6.1f}s] {text}", flush=True)
+
+
+def _summary(result: dict[str, object]) -> str:
+    if "error" in result or "unsupported" in result:
+        return str(result.get("error") or "n/a")
+    if "p50_ms" in result:
+        return f"p50 {result['p50_ms']:.2f} ms, p99 {result['p99_ms']:.2f} ms"
+    return f"{result['rate']:,.0f}/s" + (" (capped)" if result.get("capped") else "")
+
+
+def _measure_system(run: Run, system: System, runner: Runner) -> None:
+    found = run.results.setdefault(system.name, {})
+
+    def keep(metric: str, result: dict[str, object]) -> None:
+        found.setdefault(metric, []).append(result)
+        _say(run, f"{system.name} {metric}: {_summary(result)}")
+
+    keep("enqueue", measure.enqueue(runner, run.settings))
+    if system.bulk:
+        keep("bulk", measure.bulk(runner, run.settings))
+    if system.sequential:  # one process, one task at a time: one figure for every column
+        result = measure.throughput(runner, run.settings, 1, "sync")
+        for metric, _, _ in VARIANTS:
+            keep(metric, result)
+        return
+    for metric, concurrency, kind in VARIANTS:
+        if kind in system.kinds:
+            keep(metric, measure.throughput(runner, run.settings, concurrency, kind))
+        else:
+            keep(metric, {"unsupported": kind})
+
+
+def _runners(run: Run, server: Server, systems: list[System]) -> dict[str, Runner]:
+    runners: dict[str, Runner] = {}
+    for system in [RAW, *systems]:
+        try:
+            python = ensure(system.name, run.setup_log) if system.peer else project_python()
+        except PeerUnavailableError as exc:
+            run.unavailable[system.name] = str(exc)
+            _say(run, f"{system.name}: unavailable: {exc}")
+            continue
+        log = run.out_dir / f"{system.name}.log"
+        runners[system.name] = Runner(system.name, python, server, log)
+    return runners
+
+
+def main(argv: list[str]) -> None:
+    options = _options(argv)
+    quick = options.quick
+    settings = Settings(
+        tasks=options.tasks or (2_000 if quick else 20_000),
+        samples=50 if quick else 200,
+        max_seconds=5 if quick else 10,
+        worker_timeout=120 if quick else 300,
+    )
+    chosen = [BY_NAME[name] for name in options.only.split(",")] if options.only else list(SYSTEMS)
+    systems = [s for s in SYSTEMS if s in chosen]  # the catalogue's order
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    out_dir = BENCH_DIR / ".results" / stamp
+    out_dir.mkdir(parents=True)
+    run = Run(
+        command="python benchmarks/run.py " + " ".join(argv),
+        date=datetime.now(timezone.utc),
+        settings=settings,
+        repetitions=1 if quick else 3,
+        out_dir=out_dir,
+    )
+    server = Server.start()
+    try:
+        run.redis_version, run.redis_binary = server.version(), server.binary
+        runners = _runners(run, server, systems)
+        measured = [s for s in systems if s.name in runners]
+        for repetition in range(run.repetitions):
+            _say(run, f"repetition {repetition + 1}/{run.repetitions}")
+            if RAW.name in runners:
+                for metric, body in (("enqueue", measure.enqueue), ("bulk", measure.bulk)):
+                    result = body(runners[RAW.name], settings)
+                    run.results.setdefault(RAW.name, {}).setdefault(metric, []).append(result)
+                    _say(run, f"raw {metric}: {_summary(result)}")
+            for system in measured:
+                _measure_system(run, system, runners[system.name])
+        for repetition in range(run.repetitions):
+            for system in measured:
+                kind = "sync" if system.sequential else "async"
+                result = measure.latency(runners[system.name], settings, kind)
+                run.results[system.name].setdefault("latency", []).append(result)
+                _say(run, f"{system.name} latency {repetition + 1}: {_summary(result)}")
+        if options.profile and "adelayed" in runners:
+            _say(run, "profiling adelayed's worker (c=100) under py-spy")
+            run.profile = profile_adelayed(runners["adelayed"], settings, out_dir)
+    finally:
+        server.close()
+    run.seconds = time.monotonic() - run.started
+    run.systems = measured
+    (out_dir / "results.json").write_text(json.dumps(run.as_json(), indent=1))
+    text = render(run)
+    (BENCH_DIR / "RESULTS.md").write_text(text)
+    print(text)
+    print(f"\nwrote {BENCH_DIR / 'RESULTS.md'} and {out_dir / 'results.json'}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

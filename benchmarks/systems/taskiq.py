@@ -1,0 +1,104 @@
+"""taskiq with taskiq-redis's ListQueueBroker (LPUSH / BRPOP), in benchmarks/.venvs/taskiq.
+
+The worker is taskiq's programmatic receiver (``taskiq.api.run_receiver_task``) with
+``max_async_tasks`` = concurrency and a thread pool of the same size for plain functions; no
+result backend (taskiq's default). taskiq has no bulk enqueue: ``bulk`` is unsupported."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import redis.asyncio as redis
+from taskiq.api import run_receiver_task
+from taskiq_redis import ListQueueBroker
+
+from systems import common
+
+FUNCTIONS = {"async": "noop", "sync": "noop_sync"}
+_sink: list[redis.Redis] = []
+
+
+async def noop() -> None:
+    common.DONE.hit()
+
+
+def noop_sync() -> None:
+    common.DONE.hit()
+
+
+async def probe(sent: float) -> None:
+    lag = time.time() - sent
+    await _sink[0].rpush(common.SINK_KEY, repr(lag))
+
+
+def _broker(args: argparse.Namespace) -> ListQueueBroker:
+    broker = ListQueueBroker(args.url, queue_name=args.queue)
+    for function in (noop, noop_sync, probe):
+        broker.register_task(function, task_name=function.__name__)
+    return broker
+
+
+async def _client(args: argparse.Namespace) -> ListQueueBroker:
+    broker = _broker(args)
+    await broker.startup()
+    return broker
+
+
+async def worker(args: argparse.Namespace) -> common.Result:
+    _sink.append(redis.Redis.from_url(args.url))
+    broker = _broker(args)
+
+    async def run() -> None:
+        await run_receiver_task(
+            broker,
+            max_async_tasks=args.concurrency,
+            sync_workers=args.concurrency,
+            run_startup=True,
+        )
+
+    return await common.drive_worker(run, args)
+
+
+async def fill(args: argparse.Namespace) -> common.Result:
+    broker = await _client(args)
+    task = broker.find_task(FUNCTIONS[args.kind])
+    assert task is not None
+    await common.in_chunks(args.count, task.kiq)
+    return {"filled": await redis.Redis.from_url(args.url).llen(args.queue)}
+
+
+async def enqueue(args: argparse.Namespace) -> common.Result:
+    broker = await _client(args)
+    task = broker.find_task("noop")
+    assert task is not None
+
+    async def body() -> None:
+        for _ in range(args.count):
+            await task.kiq()
+
+    return await common.timed_rate(args.count, body)
+
+
+async def latency(args: argparse.Namespace) -> common.Result:
+    broker = await _client(args)
+    task = broker.find_task("probe")
+    assert task is not None
+    client = redis.Redis.from_url(args.url)
+
+    async def send(sent: float) -> None:
+        await task.kiq(sent)
+
+    async def pop() -> float | None:
+        reply = await client.blpop([common.SINK_KEY], common.POP_TIMEOUT)
+        return float(reply[1]) if reply else None
+
+    return await common.latency_loop(send, pop, args.count)
+
+
+HANDLERS: dict[str, common.Handler] = {
+    "worker": worker,
+    "fill": fill,
+    "enqueue": enqueue,
+    "latency": latency,
+}
