@@ -130,25 +130,16 @@ class RedisProxy:
         connection: _Connection,
         scope: anyio.CancelScope,
     ) -> None:
-        buf = bytearray()
         try:
-            while True:
-                buf += await client.receive()
-                while buf:
-                    try:
-                        command, end = parse(buf)
-                    except IncompleteError:
-                        break
-                    raw = bytes(buf[:end])
-                    del buf[:end]
-                    kind = self._of_interest(connection, command)
-                    if kind is not None:
-                        connection.reply_decided = anyio.Event()
-                    connection.pending.append(_Pending(kind, command))
-                    await upstream.send(raw)
-                    if connection.reply_decided is not None:
-                        await connection.reply_decided.wait()  # sends nothing after it meanwhile
-                        connection.reply_decided = None
+            async for command, raw in _messages(client):
+                kind = self._of_interest(connection, command)
+                if kind is not None:
+                    connection.reply_decided = anyio.Event()
+                connection.pending.append(_Pending(kind, command))
+                await upstream.send(raw)
+                if connection.reply_decided is not None:
+                    await connection.reply_decided.wait()  # sends nothing after it meanwhile
+                    connection.reply_decided = None
         except _STREAM_ENDED:
             pass
         finally:
@@ -171,26 +162,17 @@ class RedisProxy:
         connection: _Connection,
         scope: anyio.CancelScope,
     ) -> None:
-        buf = bytearray()
         try:
-            while True:
-                buf += await upstream.receive()
-                while buf:
-                    try:
-                        reply, end = parse(buf)
-                    except IncompleteError:
-                        break
-                    raw = bytes(buf[:end])
-                    del buf[:end]
-                    if raw.startswith(b">"):  # a RESP3 push answers no command
-                        await client.send(raw)
-                        continue
-                    pending = connection.pending.popleft()
-                    if pending.kind is not None and self._cut(pending, reply):
-                        return  # the reply is dropped; finally closes both sides
+            async for reply, raw in _messages(upstream):
+                if raw.startswith(b">"):  # a RESP3 push answers no command
                     await client.send(raw)
-                    if pending.kind is not None and connection.reply_decided is not None:
-                        connection.reply_decided.set()
+                    continue
+                pending = connection.pending.popleft()
+                if pending.kind is not None and self._cut(pending, reply):
+                    return  # the reply is dropped; finally closes both sides
+                await client.send(raw)
+                if pending.kind is not None and connection.reply_decided is not None:
+                    connection.reply_decided.set()
         except _STREAM_ENDED:
             pass
         finally:
@@ -206,6 +188,21 @@ class RedisProxy:
             return False
         self.cuts[kind] += 1
         return True
+
+
+async def _messages(stream: SocketStream) -> AsyncIterator[tuple[Any, bytes]]:
+    """Each whole RESP message read from ``stream``: (parsed, raw bytes)."""
+    buf = bytearray()
+    while True:
+        buf += await stream.receive()
+        while buf:
+            try:
+                message, end = parse(buf)
+            except IncompleteError:
+                break
+            raw = bytes(buf[:end])
+            del buf[:end]
+            yield message, raw
 
 
 @asynccontextmanager
