@@ -9,6 +9,8 @@ Keys of a queue named NAME (see PROTOCOL.md):
 - ``NAME_deliveries``  adelayed only: hash counting, per payload digest, deliveries to workers
                        that died (poison detection); expires when idle.
 - ``<liveness key>``   a string with an expiry; while it exists its holder is alive.
+- ``<worker key>:hand`` adelayed only: the token an idle worker's BLMOVE took, for a moment
+                       (see FETCH).
 
 adelayed's liveness keys are namespaced (``adelayed:worker:<64 random bits>:<slot>``): one per
 concurrency slot, so every task in flight has its own processing field, under a key that delayed's
@@ -27,6 +29,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
+
+from ._wire import Wire
 
 NOTI_SUFFIX = "_noti"
 PROCESSING_SUFFIX = "_processing"
@@ -58,6 +62,11 @@ def slot_key(worker_key_: str, slot: int) -> str:
     return f"{worker_key_}:{slot}"
 
 
+def hand_key(worker_key_: str) -> str:
+    """The list an idle worker's BLMOVE puts a token in, for the FETCH right behind it."""
+    return f"{worker_key_}:hand"
+
+
 class Script:
     """A Lua script run by EVALSHA, loaded on the first NOSCRIPT reply."""
 
@@ -68,21 +77,26 @@ class Script:
         self.text = text
         self.sha = hashlib.sha1(text.encode()).hexdigest()
 
-    async def __call__(self, redis: Redis, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    async def __call__(self, target: Redis | Wire, keys: Sequence[str], args: Sequence[Any]) -> Any:
         try:
-            return await send(redis, "EVALSHA", self.sha, len(keys), *keys, *args)
+            return await send(target, "EVALSHA", self.sha, len(keys), *keys, *args)
         except NoScriptError:
-            await redis.script_load(self.text)
-            return await send(redis, "EVALSHA", self.sha, len(keys), *keys, *args)
+            await send(target, "SCRIPT", "LOAD", self.text)
+            return await send(target, "EVALSHA", self.sha, len(keys), *keys, *args)
 
 
-async def send(redis: Redis, *command: Any) -> Any:
+async def send(target: Redis | Wire, *command: Any) -> Any:
     """Sends one command on a pooled connection and reads its reply, without redis-py's retry
     and instrumentation layers: adelayed decides itself what may be sent again (its scripts are
     safe to run twice; an enqueue is not), and the hot path costs less.
 
     A pooled connection the server closed meanwhile (a restart) is reconnected before sending,
-    so the usual stale-connection case never sends a command into the void."""
+    so the usual stale-connection case never sends a command into the void.
+
+    A worker's fetch loop sends on its own Wire instead."""
+    if isinstance(target, Wire):
+        return await target.call(*command)
+    redis = target
     if redis.connection is not None:  # a single-connection client: keep its locking
         return await redis.execute_command(*command)  # type: ignore[no-untyped-call]
     pool = redis.connection_pool
@@ -127,42 +141,50 @@ return #ARGV - 2
 """,
 )
 
-# KEYS: queue, noti, processing.
-# ARGV[1]: tokens the caller already holds (0, or 1 after a BLPOP on noti).
+# KEYS: queue, noti, processing, the worker's hand (see hand_key).
+# ARGV[1]: 1 when sent behind a BLMOVE into the hand, else 0.
 # ARGV[2]: r, how many slot fields follow to release (their tasks are done).
 # ARGV[3 .. r+2]: the slot fields to release.  ARGV[r+3 ..]: free slot fields to fill.
 # Returns a flat list: slot position (1-based, among the fields to fill), task, position, ...
 #
 # One round trip per cycle of a busy worker: it releases what finished and takes new work.
-# Takes a token and its task in one step, so no sweep can see a task without its token (the
-# window of PROTOCOL.md hole 3 exists only after a BLPOP, and is as short as in v1).
+# Takes tokens and their tasks in one step, so no sweep can see a task without its token.
+# An idle worker sends ``BLMOVE noti hand`` with this script right behind it, in one write:
+# Redis runs the script the moment the BLMOVE is served, and the token in between sits in a
+# key, not in a client (PROTOCOL.md hole 3's window is closed, and a pickup costs one round
+# trip). A token in the hand counts as held; one left there by a call that failed is used by
+# the next. An empty hand behind a BLMOVE means it timed out: nothing to do.
 # An empty LPOP is false in Lua, not nil (hole 1): checked as such.
 # Safe to run twice: releasing is idempotent, and the caller never asks to fill a field it is
 # releasing, so a re-sent call finds its fields to fill already filled and returns what they
-# hold, taking nothing more. Its held token is not given back: the first run took a task with
-# it. (The worker never holds a fresh token while slots it offers are secretly filled: after a
-# fetch whose reply it lost, it fetches again without blocking first, and learns of them.)
+# hold, taking nothing more (a token in the hand goes back to noti).
 # Tokens with no task behind them (phantoms left by a sweep, hole 3) are consumed here; when
 # any were, the surplus of tokens over tasks is trimmed (only phantoms make tokens outnumber
 # tasks).
 FETCH = Script(
     "fetch",
     """
-local queue, noti, processing = KEYS[1], KEYS[2], KEYS[3]
-local held, released = tonumber(ARGV[1]), tonumber(ARGV[2])
+local queue, noti, processing, hand = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local waited, released = ARGV[1] == '1', tonumber(ARGV[2])
 if released > 0 then redis.call('hdel', processing, unpack(ARGV, 3, released + 2)) end
 local first = released + 3
 local slots = #ARGV - first + 1
+local held = 0
+if redis.call('lpop', hand) then held = 1 elseif waited then return {} end
 local out = {}
-if slots == 0 then return out end
-local filled = redis.call('hmget', processing, unpack(ARGV, first))
-for i = 1, slots do
-    if filled[i] then
-        out[#out + 1] = i
-        out[#out + 1] = filled[i]
+if slots > 0 then
+    local filled = redis.call('hmget', processing, unpack(ARGV, first))
+    for i = 1, slots do
+        if filled[i] then
+            out[#out + 1] = i
+            out[#out + 1] = filled[i]
+        end
     end
 end
-if #out > 0 then return out end
+if slots == 0 or #out > 0 then
+    if held > 0 then redis.call('rpush', noti, '1') end
+    return out
+end
 local tokens = held
 if slots > held then
     local popped = redis.call('lpop', noti, slots - held)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Iterable, Sequence
@@ -13,6 +14,7 @@ from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, OutOfMemoryError, ResponseError
 
 from . import _protocol as protocol
+from ._wire import Wire
 from .errors import (
     ConfigurationError,
     EnqueueError,
@@ -251,21 +253,34 @@ class Queue:
     # The worker's side of the protocol; one round trip each.
 
     async def _fetch(
-        self, fields: Sequence[str], held_token: bool, release: Sequence[str] = ()
+        self,
+        wire: Wire,
+        hand: str,
+        fields: Sequence[str],
+        release: Sequence[str] = (),
+        *,
+        wait: bool = False,
     ) -> list[tuple[int, bytes]]:
         """Releases the ``release`` fields, then takes up to len(fields) tasks into the given
-        slot fields; returns (position in fields, payload) pairs."""
-        keys = (self._name, self._noti_key, self._processing_key)
-        args = (int(held_token), len(release), *release, *fields)
-        flat = await protocol.FETCH(self._redis, keys, args)
+        slot fields; returns (position in fields, payload) pairs. With ``wait``, first waits
+        up to dequeue_timeout for a token (a BLMOVE into ``hand``, sent with the fetch)."""
+        keys = (self._name, self._noti_key, self._processing_key, hand)
+        timeout = self._dequeue_timeout
+        try:
+            if wait:
+                move = ("BLMOVE", self._noti_key, hand, "LEFT", "RIGHT", timeout)
+                await wire.send(*move, blocking_for=timeout)
+            flat = await protocol.FETCH(wire, keys, (int(wait), len(release), *release, *fields))
+        except asyncio.CancelledError:
+            if wait:  # Redis drops a pending BLMOVE, and the fetch behind it, with the connection
+                wire.close()
+            raise
         return [(int(flat[i]) - 1, flat[i + 1]) for i in range(0, len(flat), 2)]
 
-    async def _wait_token(self) -> bool:
-        """Blocks up to dequeue_timeout for a token; True when one was taken."""
-        return bool(await self._redis.blpop([self._noti_key], self._dequeue_timeout))
-
-    async def _return_token(self) -> None:
-        await self._redis.rpush(self._noti_key, protocol.TOKEN)
+    async def _return_tokens(self, hand: str) -> None:
+        """Puts back on noti any token a failed fetch left in a worker's ``hand``."""
+        while await self._redis.lmove(hand, self._noti_key):
+            pass
 
     async def _release(self, fields: Sequence[str]) -> None:
         await self._redis.hdel(self._processing_key, *fields)

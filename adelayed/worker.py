@@ -10,6 +10,7 @@ from cancellation, so a shutdown never strands a task half-moved.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 import threading
@@ -21,11 +22,13 @@ import anyio
 import anyio.to_thread
 from redis.exceptions import RedisError
 
+from . import _protocol as protocol
 from ._backoff import backoff
 from ._functions import FunctionTable, TaskFunction, is_async
 from ._lease import Lease
 from ._slots import Slots
 from ._watchdog import LoopWatchdog
+from ._wire import Wire
 from .errors import (
     ConfigurationError,
     PayloadError,
@@ -104,6 +107,8 @@ class Worker:
         self._running_scope: anyio.CancelScope | None = None
         self._fetch_parked = False
         self._fetch_scope: anyio.CancelScope | None = None
+        self._wire = Wire(queue.redis, f"worker of queue {queue.name!r}")  # the fetch loop's
+        self._hand = ""  # the key the fetch loop's BLMOVE puts a token in (set once running)
 
     @property
     def id(self) -> str:
@@ -125,6 +130,7 @@ class Worker:
         """Runs until ``stop()`` or a signal; Redis errors are logged and outlived."""
         await self._lease.claim()
         self._lease.start()
+        self._hand = protocol.hand_key(self.id)
         self._watchdog = LoopWatchdog(self.id, self._max_loop_lag)
         logger.info(
             "worker %s started on queue %r, concurrency %d",
@@ -141,8 +147,10 @@ class Worker:
                 await self._work()
                 services.cancel_scope.cancel()
         finally:
+            self._wire.close()
             with anyio.CancelScope(shield=True), anyio.move_on_after(_SETTLE_TIMEOUT_AT_EXIT):
                 try:
+                    await self._queue._return_tokens(self._hand)
                     await self._lease.stop()
                 except _REDIS_ERRORS as exc:
                     logger.warning("worker %s: lease not deleted (%s); it expires", self.id, exc)
@@ -185,30 +193,30 @@ class Worker:
             failures = 0
             for slot, payload in batch:
                 self._slots.hand(slot, payload)
+            if batch:  # the runners start their tasks before the next fetch goes out
+                await asyncio.sleep(0)
 
     async def _fetch(self, block: bool) -> tuple[list[tuple[int, bytes]], bool]:
         """One cycle: releases finished slots and takes up to one task per free slot, in one
-        script call. With ``block`` (the last cycle found nothing), first waits for a token.
+        script call. With ``block`` (the last cycle found nothing), the call first waits for a
+        token; finished slots are then left to the releaser, which acts at once meanwhile.
         Returns the (slot, payload) pairs taken, and whether the next cycle should block."""
         free = self._slots.free()[:_MAX_BATCH]
-        held_token = False
-        if block and free:
-            if not await self._parked(self._queue._wait_token()):
-                return [], True
-            if self._stopping or self._watchdog.stalled():
-                await self._queue._return_token()
-                return [], True
-            held_token = True
-        finished = self._slots.take_finished()
         fields = self._lease.fields
-        try:
-            taken = await self._queue._fetch(
-                [fields[slot] for slot in free], held_token, [fields[slot] for slot in finished]
-            )
-        except BaseException:
-            self._slots.unreleased(finished)
-            raise
-        self._slots.released(finished)
+        offered = [fields[slot] for slot in free]
+        if block and free:
+            fetch = self._queue._fetch(self._wire, self._hand, offered, wait=True)
+            taken = await self._parked(fetch)
+        else:
+            finished = self._slots.take_finished()
+            try:
+                taken = await self._queue._fetch(
+                    self._wire, self._hand, offered, [fields[slot] for slot in finished]
+                )
+            except BaseException:
+                self._slots.unreleased(finished)
+                raise
+            self._slots.released(finished)
         return [(free[position], payload) for position, payload in taken], bool(free) and not taken
 
     async def _parked(self, waiting: Awaitable[T]) -> T:

@@ -11,6 +11,7 @@ import pytest
 import redis.asyncio as redis
 
 from adelayed import Queue
+from adelayed._wire import Wire
 from adelayed.embedded import EmbeddedRedis
 from tests import decorated_tasks, tasks
 
@@ -33,6 +34,14 @@ async def client(redis_server: EmbeddedRedis) -> AsyncIterator[redis.Redis]:
 @pytest.fixture
 def queue(client: redis.Redis) -> Queue:
     return Queue("jobs", client, dequeue_timeout=0.2, keep_alive_timeout=5)
+
+
+@pytest.fixture
+async def wire(client: redis.Redis) -> AsyncIterator[Wire]:
+    """A worker's fetch-loop connection to the test Redis."""
+    connection = Wire(client, "test wire")
+    yield connection
+    connection.close()
 
 
 @pytest.fixture

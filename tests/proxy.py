@@ -1,7 +1,8 @@
 """A TCP proxy in front of a redis-server that loses chosen replies after the server ran them.
 
 It reads the RESP stream both ways. Client to server, it splits the bytes into commands and asks
-``classify`` which ones are of interest (a name, or None). Server to client, it splits the bytes
+``classify(command, previous)`` which ones are of interest (a name, or None); ``previous`` is the
+command the same client sent before it. Server to client, it splits the bytes
 into replies and matches each with its command (Redis answers in order). The reply of a command
 of interest is held back until it has fully arrived: Redis writes a reply only after it ran the
 command, so by then the server certainly ran it. ``decide(kind, command, reply)`` then says
@@ -25,7 +26,7 @@ from typing import Any
 import anyio
 from anyio.abc import SocketAttribute, SocketStream
 
-Classify = Callable[[list[bytes]], "str | None"]
+Classify = Callable[[list[bytes], list[bytes]], "str | None"]
 Decide = Callable[[str, list[bytes], Any], bool]
 
 _STREAM_ENDED = (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
@@ -95,6 +96,7 @@ class _Pending:
 class _Connection:
     pending: deque[_Pending] = field(default_factory=deque)
     in_multi: bool = False
+    previous: list[bytes] = field(default_factory=list)  # the command sent before
     reply_decided: anyio.Event | None = None  # set while a command of interest is in flight
 
 
@@ -147,12 +149,13 @@ class RedisProxy:
 
     def _of_interest(self, connection: _Connection, command: list[bytes]) -> str | None:
         name = command[0].upper() if command else b""
+        previous, connection.previous = connection.previous, command
         if name == b"MULTI":
             connection.in_multi = True
         elif name in (b"EXEC", b"DISCARD"):
             connection.in_multi = False
         elif not connection.in_multi:
-            return self._classify(command)
+            return self._classify(command, previous)
         return None
 
     async def _to_client(

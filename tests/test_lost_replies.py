@@ -4,9 +4,9 @@ reply came back, many times over a run. Both kinds of re-send are exercised: red
 client built with the constructor retries ConnectionError) and adelayed's (``from_url`` gives
 a client with no retries, so only the worker's fetch and settle loops send again).
 
-adelayed sends its scripts without redis-py's retry layer (``_protocol.send``), so redis-py
-re-sends only plain commands (the standalone release HDEL, BLPOP); the worker re-sends fetches
-and settles itself.
+adelayed sends its scripts without redis-py's retry layer (``_protocol.send``, and the worker's
+own connection for fetches, ``_wire``), so redis-py re-sends only plain commands (the standalone
+release HDEL); the worker re-sends fetches and settles itself.
 
 No worker dies and no lease lapses here, so the at-least-once promise allows no second run:
 every task runs exactly as often as its retries say, and nothing is lost.
@@ -26,6 +26,7 @@ import redis.asyncio as redis
 
 from adelayed import PyTask, Queue
 from adelayed import _protocol as protocol
+from adelayed._wire import Wire
 from adelayed.embedded import EmbeddedRedis
 from tests.helpers import make_worker, running, wait_for
 from tests.proxy import redis_proxy
@@ -46,42 +47,40 @@ CLIENTS: dict[str, Callable[[int], redis.Redis]] = {
 }
 
 
-def classify(command: list[bytes]) -> str | None:
-    """The kind of task move a command makes, or None."""
+def classify(command: list[bytes], previous: list[bytes]) -> str | None:
+    """The kind of task move a command makes, or None. A fetch sent right behind a BLMOVE (the
+    worker waited for a token) is a "fetch-after-wait"."""
     name = command[0].upper()
+    kind = None
     if name == b"EVALSHA" and len(command) > 1:
-        return _BY_SHA.get(command[1].lower())
-    if name == b"EVAL" and len(command) > 1:
-        return _BY_TEXT.get(command[1])
-    if name == b"HDEL" and command[1:2] == [b"jobs_processing"]:
-        return "release"
-    return None
-
-
-def holds_token(fetch: list[bytes]) -> bool:
-    """EVALSHA sha 3 queue noti processing HELD ...: the worker took a token by BLPOP."""
-    return fetch[6] == b"1"
+        kind = _BY_SHA.get(command[1].lower())
+    elif name == b"EVAL" and len(command) > 1:
+        kind = _BY_TEXT.get(command[1])
+    elif name == b"HDEL" and command[1:2] == [b"jobs_processing"]:
+        kind = "release"
+    after_wait = previous[:1] and previous[0].upper() == b"BLMOVE"
+    return "fetch-after-wait" if kind == "fetch" and after_wait else kind
 
 
 def releases(fetch: list[bytes]) -> int:
-    """EVALSHA sha 3 queue noti processing held RELEASED field...: how many finished slots the
-    fetch releases on the way."""
-    return int(fetch[7]) if fetch[7:8] and fetch[7].isdigit() else 0
+    """EVALSHA sha 4 queue noti processing hand waited RELEASED field...: how many finished
+    slots the fetch releases on the way."""
+    return int(fetch[8]) if fetch[8:9] and fetch[8].isdigit() else 0
 
 
 def moved(kind: str, command: list[bytes], reply: Any) -> bool:
     """The command moved a task: a fetch that took or released one, a release (HDEL) that
     removed a field, a retry or dead-letter that acted (a re-sent one that did nothing is not
     worth a cut)."""
-    if kind == "fetch":
+    if kind.startswith("fetch"):
         return bool(reply) or releases(command) > 0
     return isinstance(reply, bytes) and int(reply) > 0
 
 
 @dataclass
 class EveryKth:
-    """Cuts the k-th, 2k-th, ... command of each kind that moved a task (a fetch made after
-    BLPOP counts apart, as "fetch-after-wait")."""
+    """Cuts the k-th, 2k-th, ... command of each kind that moved a task (a fetch sent behind
+    a BLMOVE counts apart, as "fetch-after-wait")."""
 
     every: dict[str, int]
     moves: Counter[str] = field(default_factory=Counter)
@@ -90,8 +89,6 @@ class EveryKth:
     def __call__(self, kind: str, command: list[bytes], reply: Any) -> bool:
         if not moved(kind, command, reply):
             return False
-        if kind == "fetch" and holds_token(command):
-            kind = "fetch-after-wait"
         self.moves[kind] += 1
         if self.moves[kind] % self.every[kind]:
             return False
@@ -104,7 +101,7 @@ def first_fetch_only() -> Callable[[str, list[bytes], Any], bool]:
     cut: list[bool] = []
 
     def decide(kind: str, command: list[bytes], reply: Any) -> bool:
-        if kind != "fetch" or not reply or cut:
+        if not kind.startswith("fetch") or not reply or cut:
             return False
         cut.append(True)
         return True
@@ -187,7 +184,7 @@ def workload(rng: Random) -> Workload:
 
 async def produce(queue: Queue, tasks: list[PyTask], rng: Random) -> None:
     """Enqueues in small groups with pauses, now and then once the worker drained the queue:
-    the worker sometimes waits for a token (BLPOP) and sometimes fetches without waiting."""
+    the worker sometimes waits for a token (BLMOVE) and sometimes fetches without waiting."""
     start = 0
     while start < len(tasks):
         if rng.random() < 0.3:
@@ -281,7 +278,7 @@ async def test_a_lost_fetch_reply_after_a_token_wait_strands_no_task(
                     await wait_for(lambda: _state_is(client, (0, 0, 0)), timeout=2)
         finally:
             await worker_client.aclose()
-    assert proxy.cuts == {"fetch": 1}
+    assert proxy.cuts == {"fetch-after-wait": 1}
     assert ran, f"not run after 5 s; left in jobs_processing: {stranded}"
     assert await attempts(client) == {"alone": 1}
 
@@ -302,22 +299,25 @@ async def _state_is(client: redis.Redis, state: tuple[int, int, int]) -> bool:
     return await queue_state(client) == state
 
 
-async def test_a_resent_fetch_with_a_held_token_leaves_no_phantom_token(
+async def test_a_fetch_whose_reply_was_lost_after_a_wait_is_found_by_the_next(
     client: redis.Redis, redis_server: EmbeddedRedis
 ) -> None:
     task = PyTask("mod:f", args=(1,))
     await Queue("jobs", client).enqueue(task)
+    hand = "adelayed:worker:test:hand"
     async with redis_proxy(redis_server.port, classify, first_fetch_only()) as proxy:
         worker_client = CLIENTS["redis-py-resends"](proxy.port)
+        wire = Wire(worker_client, "test wire")
         try:
             queue = Queue("jobs", worker_client)
-            assert await queue._wait_token()  # the worker's BLPOP
             fields = ["adelayed:worker:test:0"]
-            with pytest.raises(redis.ConnectionError):  # adelayed's scripts skip redis-py's retry
-                await queue._fetch(fields, held_token=True)
-            taken = await queue._fetch(fields, held_token=True)  # the very same call, again
+            with pytest.raises(redis.ConnectionError):  # the wire re-sends nothing itself
+                await queue._fetch(wire, hand, fields, wait=True)
+            taken = await queue._fetch(wire, hand, fields)  # what the worker sends next
         finally:
+            wire.close()
             await worker_client.aclose()
-    assert proxy.cuts == {"fetch": 1}  # the first run's reply was lost
+    assert proxy.cuts == {"fetch-after-wait": 1}  # the first run's reply was lost
     assert taken == [(0, task.serialize())]
     assert await queue_state(client) == (0, 0, 1)  # no token without its task
+    assert await client.exists(hand) == 0

@@ -1,0 +1,187 @@
+"""The worker's own connection for its fetch loop: commands out as RESP, replies parsed by
+hiredis as they arrive, handed straight to the call waiting for them.
+
+redis-py opens the connection (address, TLS, AUTH, SELECT, client name: whatever the client was
+configured with) and the wire takes its socket over. From then on no asyncio stream, lock or
+pool sits between a reply and its caller: an idle round trip costs about half of redis-py's
+(see benchmarks/README.md), which is most of a task's pickup latency.
+
+Replies come back in the order commands went out, so a call whose caller was cancelled keeps
+its place: its reply is still read (``send`` returns the future a caller can watch for it), and
+the connection stays in step. A lost connection fails every waiting call with redis-py's
+``ConnectionError``; the next call opens a new one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Any
+
+import hiredis
+from redis.asyncio import Redis
+from redis.exceptions import (
+    BusyLoadingError,
+    ConnectionError,
+    NoPermissionError,
+    NoScriptError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    ResponseError,
+    TimeoutError,
+)
+
+from .errors import ConfigurationError
+
+# Error replies by their first word, as redis-py raises them (so callers catch the same classes
+# whichever path a command took).
+_ERRORS: dict[str, type[Exception]] = {
+    "ERR": ResponseError,
+    "NOSCRIPT": NoScriptError,
+    "OOM": OutOfMemoryError,
+    "READONLY": ReadOnlyError,
+    "LOADING": BusyLoadingError,
+    "NOPERM": NoPermissionError,
+}
+
+
+class _ReplyError(Exception):
+    """What hiredis makes of an error reply; turned into a redis-py exception when raised."""
+
+
+def _raise_error(reply: _ReplyError) -> Any:
+    message = str(reply)
+    code, _, rest = message.partition(" ")
+    error_class = _ERRORS.get(code)
+    if error_class is None:
+        raise ResponseError(message)
+    raise error_class(rest)
+
+
+class _Replies(asyncio.Protocol):
+    """Feeds the socket's bytes to hiredis and resolves the oldest waiting call per reply."""
+
+    def __init__(self, name: str, stream_writer: object) -> None:
+        self._name = name
+        self._stream_writer = stream_writer
+        self._parser = hiredis.Reader(replyError=_ReplyError)
+        self.waiting: deque[asyncio.Future[Any]] = deque()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self._parser.feed(data)
+        try:
+            while (reply := self._parser.gets()) is not False:
+                if not self.waiting:
+                    raise hiredis.ProtocolError("a reply arrived that no command asked for")
+                waiter = self.waiting.popleft()
+                if not waiter.done():
+                    waiter.set_result(reply)
+        except hiredis.ProtocolError as exc:
+            self.close(ConnectionError(f"{self._name}: {exc}"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.close(ConnectionError(f"{self._name}: connection lost ({exc or 'closed by server'})"))
+
+    def close(self, error: Exception) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+            self.transport = None
+        while self.waiting:
+            waiter = self.waiting.popleft()
+            if not waiter.done():
+                waiter.set_exception(error)
+                waiter.exception()  # a waiter nobody awaits any more must not warn
+
+
+class Wire:
+    """One connection, opened on first use (and again after a loss) from ``redis``'s settings.
+
+    Calls may overlap (they are pipelined); a blocking command holds up the ones behind it.
+    ``socket_timeout`` from the client's settings bounds the wait for each reply, plus the time
+    a blocking command ahead of it may take."""
+
+    def __init__(self, redis: Redis, name: str) -> None:
+        self._redis = redis
+        self._name = name
+        self._replies: _Replies | None = None
+        self._connecting: asyncio.Future[_Replies] | None = None
+        timeout = redis.connection_pool.connection_kwargs.get("socket_timeout")
+        self._socket_timeout: float | None = timeout
+        self._blocked_until = 0.0  # loop time until which a blocking command may hold replies
+
+    async def call(self, *command: Any) -> Any:
+        """Sends ``command`` and returns its reply; raises its error reply as redis-py would."""
+        return await self.reply_to(await self.send(*command))
+
+    async def send(self, *command: Any, blocking_for: float = 0) -> asyncio.Future[Any]:
+        """Writes ``command``; the returned future gets its reply (or its error reply).
+        ``blocking_for``: the seconds a blocking command may wait before it replies."""
+        replies = self._replies
+        if replies is None or replies.transport is None:
+            replies = await self._connect()
+        assert replies.transport is not None
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[Any] = loop.create_future()
+        replies.waiting.append(waiter)
+        replies.transport.write(hiredis.pack_command(command))
+        if blocking_for:
+            self._blocked_until = max(self._blocked_until, loop.time() + blocking_for)
+        return waiter
+
+    async def reply_to(self, waiter: asyncio.Future[Any]) -> Any:
+        """Awaits the reply ``waiter`` stands for. Cancelling this leaves ``waiter`` running,
+        so the reply is still read in turn."""
+        timeout = self._socket_timeout
+        try:
+            if timeout is None:
+                reply = await asyncio.shield(waiter)
+            else:
+                blocked = max(0.0, self._blocked_until - asyncio.get_running_loop().time())
+                reply = await asyncio.wait_for(asyncio.shield(waiter), timeout + blocked)
+        except asyncio.TimeoutError:
+            self.close()  # the reply may still come: the connection is out of step
+            raise TimeoutError(f"{self._name}: no reply within {timeout}s") from None
+        if isinstance(reply, _ReplyError):
+            _raise_error(reply)
+        return reply
+
+    def close(self) -> None:
+        """Closes the connection; calls still waiting fail with ConnectionError."""
+        if self._replies is not None:
+            self._replies.close(ConnectionError(f"{self._name}: connection closed"))
+            self._replies = None
+
+    async def _connect(self) -> _Replies:
+        if self._connecting is None:
+            self._connecting = asyncio.ensure_future(self._open())
+        try:
+            return await asyncio.shield(self._connecting)
+        finally:
+            if self._connecting.done():
+                self._connecting = None
+
+    async def _open(self) -> _Replies:
+        connection = self._redis.connection_pool.make_connection()  # type: ignore[no-untyped-call]
+        await connection.connect()
+        writer = getattr(connection, "_writer", None)
+        transport = getattr(writer, "transport", None)
+        if not isinstance(transport, asyncio.Transport):  # redis-py's internals changed
+            await connection.disconnect()
+            raise ConfigurationError(
+                f"{self._name}: cannot take over the socket of a redis-py "
+                f"{type(connection).__name__}; install a redis-py version within the range "
+                "adelayed's pyproject.toml allows"
+            )
+        # The socket is the wire's now: redis-py must neither read it nor close it. Its stream
+        # writer lives as long as the wire's connection (collected, it would close the socket).
+        connection._reader = connection._writer = None
+        replies = _Replies(self._name, writer)
+        transport.set_protocol(replies)
+        replies.connection_made(transport)
+        self._replies = replies
+        return replies
