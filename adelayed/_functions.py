@@ -103,5 +103,15 @@ class FunctionTable:
         return cast(TaskFunction, func)
 
 
+_ASYNC: dict[TaskFunction, bool] = {}  # per function (only allowed ones are ever asked about)
+
+
 def is_async(func: TaskFunction) -> bool:
-    return inspect.iscoroutinefunction(func)
+    """Whether ``func`` is an ``async def``; asked once per task run, so remembered."""
+    try:
+        return _ASYNC[func]
+    except KeyError:
+        answer = _ASYNC[func] = inspect.iscoroutinefunction(func)
+        return answer
+    except TypeError:  # an unhashable callable object
+        return inspect.iscoroutinefunction(func)

@@ -12,8 +12,8 @@ class Slots:
     only once its release has landed in Redis.
 
     Each slot has a long-lived runner that waits for its next task (``next_task``): handing
-    a task over costs an event set, not a new task. Plain asyncio events, created once: this
-    is the per-task hot path, and redis.asyncio already ties the worker to asyncio."""
+    a task over resolves the future its runner waits on, no new task. Bare asyncio futures:
+    this is the per-task hot path, and redis.asyncio already ties the worker to asyncio."""
 
     def __init__(self, count: int) -> None:
         self._count = count
@@ -21,8 +21,8 @@ class Slots:
         self._finished: list[int] = []
         self._changed: asyncio.Event | None = None
         self._closed = False
-        self._inbox: list[bytes | None] = [None] * count
-        self._ready: list[asyncio.Event | None] = [None] * count
+        self._inbox: list[bytes | None] = [None] * count  # handed, not yet picked up
+        self._waiting: list[asyncio.Future[None] | None] = [None] * count  # idle runners
 
     def free(self) -> list[int]:
         return list(self._free)
@@ -31,22 +31,18 @@ class Slots:
         """Gives ``payload`` to the runner of the free ``slot``, which is now running."""
         self._free.remove(slot)
         self._inbox[slot] = payload
-        self._event(slot).set()
+        waiter, self._waiting[slot] = self._waiting[slot], None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def next_task(self, slot: int) -> bytes:
         """The next payload handed to ``slot`` (its runner calls this)."""
-        ready = self._event(slot)
-        await ready.wait()
-        ready.clear()
+        if self._inbox[slot] is None:
+            waiter = self._waiting[slot] = asyncio.get_running_loop().create_future()
+            await waiter
         payload, self._inbox[slot] = self._inbox[slot], None
         assert payload is not None
         return payload
-
-    def _event(self, slot: int) -> asyncio.Event:
-        ready = self._ready[slot]
-        if ready is None:  # made on first use, inside the event loop that runs the worker
-            ready = self._ready[slot] = asyncio.Event()
-        return ready
 
     def unclaimed(self, slot: int) -> bytes | None:
         """A payload handed to ``slot`` that its runner has not picked up (at shutdown)."""
