@@ -145,7 +145,7 @@ return #ARGV - 2
 # ARGV[1]: 1 when sent behind a BLMOVE into the hand, else 0.
 # ARGV[2]: r, how many slot fields follow to release (their tasks are done).
 # ARGV[3 .. r+2]: the slot fields to release.  ARGV[r+3 ..]: free slot fields to fill.
-# Returns a flat list: slot position (1-based, among the fields to fill), task, position, ...
+# Returns a flat list: slot index (0-based, among the fields to fill), task, index, task, ...
 #
 # One round trip per cycle of a busy worker: it releases what finished and takes new work.
 # Takes tokens and their tasks in one step, so no sweep can see a task without its token.
@@ -176,7 +176,7 @@ if slots > 0 then
     local filled = redis.call('hmget', processing, unpack(ARGV, first))
     for i = 1, slots do
         if filled[i] then
-            out[#out + 1] = i
+            out[#out + 1] = i - 1
             out[#out + 1] = filled[i]
         end
     end
@@ -199,7 +199,7 @@ if tasks then
     for i = 1, taken do
         fields[#fields + 1] = ARGV[first + i - 1]
         fields[#fields + 1] = tasks[i]
-        out[#out + 1] = i
+        out[#out + 1] = i - 1
         out[#out + 1] = tasks[i]
     end
     redis.call('hset', processing, unpack(fields))

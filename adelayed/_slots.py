@@ -17,7 +17,7 @@ class Slots:
 
     def __init__(self, count: int) -> None:
         self._count = count
-        self._free = list(range(count))
+        self._free = dict.fromkeys(range(count))  # an ordered set: O(1) removal
         self._finished: list[int] = []
         self._changed: asyncio.Event | None = None
         self._closed = False
@@ -29,7 +29,7 @@ class Slots:
 
     def hand(self, slot: int, payload: bytes) -> None:
         """Gives ``payload`` to the runner of the free ``slot``, which is now running."""
-        self._free.remove(slot)
+        del self._free[slot]
         self._inbox[slot] = payload
         waiter, self._waiting[slot] = self._waiting[slot], None
         if waiter is not None and not waiter.done():
@@ -51,7 +51,7 @@ class Slots:
 
     def give(self, slot: int) -> None:
         """A running slot is free again."""
-        self._free.append(slot)
+        self._free[slot] = None
         self._wake()
 
     def finish(self, slot: int) -> None:
@@ -65,7 +65,7 @@ class Slots:
         return finished
 
     def released(self, slots: list[int]) -> None:
-        self._free.extend(slots)
+        self._free.update(dict.fromkeys(slots))
         if slots:
             self._wake()
 

@@ -262,7 +262,7 @@ class Queue:
         wait: bool = False,
     ) -> list[tuple[int, bytes]]:
         """Releases the ``release`` fields, then takes up to len(fields) tasks into the given
-        slot fields; returns (position in fields, payload) pairs. With ``wait``, first waits
+        slot fields; returns (index in fields, payload) pairs. With ``wait``, first waits
         up to dequeue_timeout for a token (a BLMOVE into ``hand``, sent with the fetch)."""
         keys = (self._name, self._noti_key, self._processing_key, hand)
         timeout = self._dequeue_timeout
@@ -275,7 +275,7 @@ class Queue:
             if wait:  # Redis drops a pending BLMOVE, and the fetch behind it, with the connection
                 wire.close()
             raise
-        return [(int(flat[i]) - 1, flat[i + 1]) for i in range(0, len(flat), 2)]
+        return list(zip(flat[::2], flat[1::2], strict=True))
 
     async def _return_tokens(self, hand: str) -> None:
         """Puts back on noti any token a failed fetch left in a worker's ``hand``."""
