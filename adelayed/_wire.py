@@ -4,19 +4,19 @@ hiredis as they arrive, handed straight to the call waiting for them.
 redis-py opens the connection (address, TLS, AUTH, SELECT, client name: whatever the client was
 configured with) and the wire takes its socket over. From then on no asyncio stream, lock or
 pool sits between a reply and its caller: an idle round trip costs about half of redis-py's
-(see benchmarks/README.md), which is most of a task's pickup latency.
+(``benchmarks/round_trip.py``), which is most of a task's pickup latency.
 
 Replies come back in the order commands went out, so a call whose caller was cancelled keeps
-its place: its reply is still read (``send`` returns the future a caller can watch for it), and
-the connection stays in step. A lost connection fails every waiting call with redis-py's
-``ConnectionError``; the next call opens a new one.
+its place: its reply is still read, and dropped, and the connection stays in step. A lost
+connection fails every waiting call with redis-py's ``ConnectionError``; the next call opens a
+new one.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import Any
+from typing import Any, NoReturn
 
 import hiredis
 from redis.asyncio import Redis
@@ -49,7 +49,7 @@ class _ReplyError(Exception):
     """What hiredis makes of an error reply; turned into a redis-py exception when raised."""
 
 
-def _raise_error(reply: _ReplyError) -> Any:
+def _raise_error(reply: _ReplyError) -> NoReturn:
     message = str(reply)
     code, _, rest = message.partition(" ")
     error_class = _ERRORS.get(code)
@@ -134,15 +134,15 @@ class Wire:
         return waiter
 
     async def reply_to(self, waiter: asyncio.Future[Any]) -> Any:
-        """Awaits the reply ``waiter`` stands for. Cancelling this leaves ``waiter`` running,
-        so the reply is still read in turn."""
+        """Awaits the reply ``waiter`` stands for. Cancelled meanwhile, ``waiter`` is too, and
+        its reply is read and dropped in turn."""
         timeout = self._socket_timeout
         try:
             if timeout is None:
-                reply = await asyncio.shield(waiter)
+                reply = await waiter
             else:
                 blocked = max(0.0, self._blocked_until - asyncio.get_running_loop().time())
-                reply = await asyncio.wait_for(asyncio.shield(waiter), timeout + blocked)
+                reply = await asyncio.wait_for(waiter, timeout + blocked)
         except asyncio.TimeoutError:
             self.close()  # the reply may still come: the connection is out of step
             raise TimeoutError(f"{self._name}: no reply within {timeout}s") from None

@@ -178,7 +178,7 @@ class Worker:
                 await self._parked(anyio.sleep(self._watchdog.period))
                 continue
             try:
-                taken = await self._fetch(block)
+                block = await self._fetch(block)
             except _REDIS_ERRORS as exc:
                 failures += 1
                 delay = backoff(failures)
@@ -191,15 +191,13 @@ class Worker:
                 block = False
                 continue
             failures = 0
-            block = not taken
-            if taken:  # the runners start their tasks before the next fetch goes out
-                await asyncio.sleep(0)
 
-    async def _fetch(self, block: bool) -> int:
+    async def _fetch(self, block: bool) -> bool:
         """One cycle: releases finished slots and takes up to one task per free slot, in one
         script call, and hands the tasks to their slots' runners. With ``block`` (the last
         cycle found nothing), the call first waits for a token; finished slots are then left
-        to the releaser, which acts at once meanwhile. Returns how many tasks were taken."""
+        to the releaser, which acts at once meanwhile. Returns whether the next cycle should
+        block: it offered slots and got no task."""
         free = self._slots.free()[:_MAX_BATCH]
         fields = self._lease.fields
         offered = [fields[slot] for slot in free]
@@ -218,7 +216,9 @@ class Worker:
             self._slots.released(finished)
         for position, payload in taken:
             self._slots.hand(free[position], payload)
-        return len(taken)
+        if taken:  # the runners start their tasks before the next fetch goes out
+            await asyncio.sleep(0)
+        return bool(free) and not taken
 
     async def _parked(self, waiting: Awaitable[T]) -> T:
         """Awaits ``waiting`` with the fetch loop marked idle, so the releaser acts at once."""

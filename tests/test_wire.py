@@ -1,0 +1,66 @@
+"""The worker's own connection (adelayed._wire) against a real redis-server: replies in order,
+error replies raised as redis-py raises them, cancelled calls and lost connections."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+import redis.asyncio as redis
+from redis.exceptions import ConnectionError, NoScriptError, ResponseError, TimeoutError
+
+from adelayed._wire import Wire
+from adelayed.embedded import EmbeddedRedis
+
+
+async def test_pipelined_calls_get_their_own_replies(wire: Wire) -> None:
+    sent = [await wire.send("ECHO", f"reply {i}") for i in range(50)]
+    assert [await wire.reply_to(waiter) for waiter in sent] == [
+        f"reply {i}".encode() for i in range(50)
+    ]
+
+
+async def test_error_replies_raise_redis_py_exceptions(client: redis.Redis, wire: Wire) -> None:
+    with pytest.raises(NoScriptError):
+        await wire.call("EVALSHA", "0" * 40, 0)
+    await client.set("a-string", "x")
+    with pytest.raises(ResponseError, match="WRONGTYPE"):
+        await wire.call("LPUSH", "a-string", "x")
+    assert await wire.call("PING") == b"PONG"  # still in step
+
+
+async def test_a_cancelled_call_leaves_the_connection_in_step(wire: Wire) -> None:
+    with anyio.move_on_after(0.1):
+        await wire.call("BLPOP", "nothing-here", 0.3)  # cancelled while Redis blocks
+    assert await wire.call("ECHO", "next") == b"next"  # not the BLPOP's nil
+
+
+async def test_a_lost_connection_fails_waiting_calls_and_the_next_call_reconnects(
+    client: redis.Redis, wire: Wire
+) -> None:
+    await wire.call("CLIENT", "SETNAME", "the-wire")
+    waiter = await wire.send("BLPOP", "nothing-here", 5)
+    await anyio.sleep(0.05)
+    await client.client_kill_filter(_type="normal", skipme=True, laddr=None, user=None)
+    with pytest.raises(ConnectionError):
+        await wire.reply_to(waiter)
+    assert await wire.call("PING") == b"PONG"
+
+
+async def test_socket_timeout_bounds_a_reply_beyond_a_blocking_wait(
+    client: redis.Redis, redis_server: EmbeddedRedis
+) -> None:
+    timing_out = redis.Redis.from_url(redis_server.url, socket_timeout=0.2)
+    wire = Wire(timing_out, "test wire")
+    try:
+        # A blocking command's own timeout is allowed on top of socket_timeout...
+        await wire.reply_to(await wire.send("BLPOP", "nothing-here", 0.5, blocking_for=0.5))
+        # ...but a server that does not answer at all is given up on.
+        client_id = await wire.call("CLIENT", "ID")
+        await client.client_pause(1000, all=False)
+        with pytest.raises(TimeoutError):
+            await wire.call("SET", "k", "v")  # writes wait out a CLIENT PAUSE WRITE
+        await client.client_unpause()
+        assert await wire.call("CLIENT", "ID") != client_id  # a new connection
+    finally:
+        wire.close()
+        await timing_out.aclose()
