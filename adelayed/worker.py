@@ -195,13 +195,16 @@ class Worker:
     async def _fetch(self, block: bool) -> bool:
         """One cycle: releases finished slots and takes up to one task per free slot, in one
         script call, and hands the tasks to their slots' runners. With ``block`` (the last
-        cycle found nothing), the call first waits for a token; finished slots are then left
-        to the releaser, which acts at once meanwhile. Returns whether the next cycle should
-        block: it offered slots and got no task."""
+        cycle found nothing), the call first waits for a token and takes one task; finished
+        slots are then left to the releaser, which acts at once meanwhile. Returns whether the
+        next cycle should block: it offered slots and got no task."""
         free = self._slots.free()[:_MAX_BATCH]
+        waiting = block and bool(free)
+        if waiting:  # one slot: a loop stalled meanwhile holds back one task, not a batch
+            free = free[:1]
         fields = self._lease.fields
         offered = [fields[slot] for slot in free]
-        if block and free:
+        if waiting:
             fetch = self._queue._fetch(self._wire, self._hand, offered, wait=True)
             taken = await self._parked(fetch)
         else:

@@ -174,5 +174,13 @@ async def block_the_loop(seconds: float) -> None:
     _push_through_faults("finished", f"blocker {time.time()}")
 
 
+async def nap_then_block_the_loop(nap: float, seconds: float) -> None:
+    """Like block_the_loop, after ``nap`` seconds in which the worker's loop runs freely."""
+    _push_through_faults("started", f"blocker {time.time()}")
+    await anyio.sleep(nap)
+    time.sleep(seconds)  # noqa: ASYNC251 - on purpose
+    _push_through_faults("finished", f"blocker {time.time()}")
+
+
 def stamp(tag: str) -> None:
     _push_through_faults("started", f"{tag} {time.time()}")

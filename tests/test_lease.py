@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import subprocess
 from pathlib import Path
 
 import anyio
@@ -66,6 +67,31 @@ async def test_no_task_is_taken_until_a_stalled_loop_runs_freely(
     # Held back until the watchdog saw the loop run freely for a period (0.25 s); without
     # it the worker, waiting on a token, starts them within milliseconds.
     assert min(quick) - stall_ended >= 0.15
+
+
+async def test_a_loop_stalled_while_waiting_for_a_token_holds_back_one_task_at_most(
+    client: redis.Redis, redis_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    # The stalled worker's fetch was already waiting (BLMOVE) when its loop blocked: Redis still
+    # serves it, and it takes one task, not one per free slot; another worker runs the rest.
+    queue = Queue("jobs", client)
+    await queue.enqueue(PyTask("tests.tasks:nap_then_block_the_loop", args=(1.5, 2.5)))
+    stalled = processes.adelayed_worker(redis_server.url, tmp_path / "stalled.log")
+    other: subprocess.Popen[bytes] | None = None
+    try:
+        await wait_for(lambda: _length(client, "started", 1), what="the blocking task")
+        other = processes.adelayed_worker(redis_server.url, tmp_path / "other.log")
+        await anyio.sleep(2.0)  # the loop is blocked now, its fetch waiting in Redis
+        await queue.enqueue_many(PyTask("tests.tasks:stamp", args=(f"quick{i}",)) for i in range(4))
+        await wait_for(lambda: _length(client, "started", 5), what="the quick tasks")
+        await wait_for(lambda: _length(client, "finished", 1), what="the end of the stall")
+    finally:
+        processes.stop(stalled, signal.SIGTERM)
+        if other is not None:
+            processes.stop(other, signal.SIGTERM)
+    stall_ended = float((await client.lindex("finished", 0)).split()[1])
+    quick = [float(s.split()[1]) for s in await client.lrange("started", 1, -1)]
+    assert sum(started < stall_ended for started in quick) >= 3, (quick, stall_ended)
 
 
 async def test_a_task_that_kills_its_worker_every_time_is_dead_lettered(
