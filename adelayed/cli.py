@@ -28,6 +28,15 @@ def _parser() -> argparse.ArgumentParser:
         "--queue", "-q", action="append", default=None, help="queue name (default: default)"
     )
     parser.add_argument("--keep-alive-timeout", type=float, default=60)
+    parser.add_argument(
+        "--max-deliveries",
+        type=int,
+        default=5,
+        help="dead-letter a task whose worker died this many times (0: requeue it forever)",
+    )
+    parser.add_argument(
+        "--max-payload-size", type=int, default=1 << 20, help="largest task payload, in bytes"
+    )
     parser.add_argument("--log-level", default="INFO")
     commands = parser.add_subparsers(dest="command", required=True)
     worker = commands.add_parser("worker", help="run a worker")
@@ -46,13 +55,23 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _queues(options: argparse.Namespace, client: redis.Redis) -> list[Queue]:
+    return [
+        Queue(
+            name,
+            client,
+            keep_alive_timeout=options.keep_alive_timeout,
+            max_deliveries=options.max_deliveries or None,
+            max_payload_size=options.max_payload_size,
+        )
+        for name in options.queue or ["default"]
+    ]
+
+
 async def _main(options: argparse.Namespace) -> None:
     client = redis.Redis.from_url(options.url)
     try:
-        queues = [
-            Queue(name, client, keep_alive_timeout=options.keep_alive_timeout)
-            for name in options.queue or ["default"]
-        ]
+        queues = _queues(options, client)
         if options.command == "sweep":
             await Sweeper(queues, options.interval).run()
             return

@@ -52,11 +52,16 @@ def adelayed_worker(
 
 
 def adelayed_sweeper(
-    url: str, log: Path, *, queue: str = "jobs", interval: float = 0.3
+    url: str,
+    log: Path,
+    *,
+    queue: str = "jobs",
+    interval: float = 0.3,
+    options: tuple[str, ...] = (),  # before the command: queue settings
 ) -> subprocess.Popen[bytes]:
     return _spawn(
         [sys.executable, "-m", "adelayed", "--url", url, "-q", queue, "--log-level", "DEBUG",
-         "sweep", "--interval", str(interval)],
+         *options, "sweep", "--interval", str(interval)],
         url,
         log,
     )  # fmt: skip

@@ -102,3 +102,25 @@ async def test_a_worker_started_before_its_redis_waits_for_it(log: Path) -> None
     finally:
         processes.stop(worker, signal.SIGTERM)
         server.close()
+
+
+async def test_the_sweeper_cli_takes_the_queue_s_dead_letter_setting(
+    client: redis.Redis, redis_server: EmbeddedRedis, log: Path
+) -> None:
+    # A task whose worker died (its liveness key is gone): by default a sweep requeues it;
+    # with --max-deliveries 1 the first death is enough to dead-letter it.
+    payload = PyTask("tests.tasks:stamp", args=("x",)).serialize()
+    await client.hset("jobs_processing", "adelayed:worker:0123456789abcdef:0", payload)
+    sweeper = processes.adelayed_sweeper(
+        redis_server.url, log, interval=0.1, options=("--max-deliveries", "1")
+    )
+    try:
+        await wait_for(lambda: _dead_letters(client, 1), what="the dead-lettered task")
+    finally:
+        processes.stop(sweeper, signal.SIGTERM)
+    assert await client.llen("jobs") == 0
+    assert [dead.payload for dead in await Queue("jobs", client).dead_tasks()] == [payload]
+
+
+async def _dead_letters(client: redis.Redis, count: int) -> bool:
+    return int(await client.llen("jobs_dead")) == count
