@@ -13,4 +13,4 @@ from systems import common
 if len(sys.argv) < 2:
     raise SystemExit("usage: python -m systems NAME COMMAND --url URL [options]")
 module = importlib.import_module(f"systems.{sys.argv[1]}")
-common.main(module.HANDLERS, sys.argv[2:])
+common.main(module, sys.argv[2:])

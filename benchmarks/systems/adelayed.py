@@ -48,12 +48,7 @@ async def fill(args: argparse.Namespace) -> common.Result:
 
 async def enqueue(args: argparse.Namespace) -> common.Result:
     queue = _queue(args)
-
-    async def body() -> None:
-        for _ in range(args.count):
-            await queue.enqueue(PyTask(FUNCTIONS["async"]))
-
-    return await common.timed_rate(args.count, body)
+    return await common.one_at_a_time(args.count, lambda: queue.enqueue(PyTask(FUNCTIONS["async"])))
 
 
 async def bulk(args: argparse.Namespace) -> common.Result:
@@ -67,22 +62,8 @@ async def bulk(args: argparse.Namespace) -> common.Result:
 
 async def latency(args: argparse.Namespace) -> common.Result:
     queue = _queue(args)
-    client = queue.redis
 
     async def send(sent: float) -> None:
         await queue.enqueue(PyTask("systems.adelayed:probe", args=(sent,)))
 
-    async def pop() -> float | None:
-        reply = await client.blpop([common.SINK_KEY], common.POP_TIMEOUT)
-        return float(reply[1]) if reply else None
-
-    return await common.latency_loop(send, pop, args.count)
-
-
-HANDLERS: dict[str, common.Handler] = {
-    "worker": worker,
-    "fill": fill,
-    "enqueue": enqueue,
-    "bulk": bulk,
-    "latency": latency,
-}
+    return await common.latency_through(send, queue.redis.blpop, args.count)

@@ -14,6 +14,7 @@ import random
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from types import ModuleType
 from typing import Any
 
 Result = dict[str, Any]
@@ -110,6 +111,31 @@ async def timed_rate(tasks: int, body: Callable[[], Awaitable[None]]) -> Result:
     return rate_result(tasks, time.perf_counter() - start)
 
 
+async def one_at_a_time(count: int, enqueue_one: Callable[[], Awaitable[Any]]) -> Result:
+    """The rate of ``count`` awaited calls of ``enqueue_one``, one after the other."""
+
+    async def body() -> None:
+        for _ in range(count):
+            await enqueue_one()
+
+    return await timed_rate(count, body)
+
+
+async def latency_through(
+    send: Callable[[float], Awaitable[Any]],
+    blpop: Callable[[list[str], float], Awaitable[Any]],
+    samples: int,
+    jitter: float = 0.0,
+) -> Result:
+    """latency_loop, reading each probe's report with ``blpop`` (a client's BLPOP)."""
+
+    async def pop() -> float | None:
+        reply = await blpop([SINK_KEY], POP_TIMEOUT)
+        return float(reply[1]) if reply else None
+
+    return await latency_loop(send, pop, samples, jitter)
+
+
 async def in_chunks(count: int, one: Callable[[], Awaitable[Any]]) -> None:
     """``count`` calls of ``one``, FILL_CHUNK at a time concurrently (filling a queue fast)."""
     for start in range(0, count, FILL_CHUNK):
@@ -189,9 +215,11 @@ def finish(result: Result) -> None:
     os._exit(0 if "error" not in result else 3)
 
 
-def main(handlers: dict[str, Handler], argv: Sequence[str]) -> None:
+def main(system: ModuleType, argv: Sequence[str]) -> None:
+    """Runs the command: the ``system`` module's function of that name (worker, fill, enqueue,
+    bulk, latency); a system without it does not support it."""
     args = parse(argv)
-    handler = handlers.get(args.command)
+    handler: Handler | None = getattr(system, args.command, None)
     if handler is None:
         finish({"unsupported": args.command})
         return

@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import threading
 import time
+from typing import Any
 
 import redis
 from delayed.queue import Queue  # type: ignore[import-untyped]
@@ -78,16 +79,7 @@ async def latency(args: argparse.Namespace) -> common.Result:
     async def send(sent: float) -> None:
         queue.enqueue(PyTask("systems.delayed:probe", args=(sent,)))
 
-    async def pop() -> float | None:
-        reply = client.blpop([common.SINK_KEY], common.POP_TIMEOUT)
-        return float(reply[1]) if reply else None
+    async def blpop(keys: list[str], timeout: float) -> Any:  # delayed's client is synchronous
+        return client.blpop(keys, timeout)
 
-    return await common.latency_loop(send, pop, args.count)
-
-
-HANDLERS: dict[str, common.Handler] = {
-    "worker": worker,
-    "fill": fill,
-    "enqueue": enqueue,
-    "latency": latency,
-}
+    return await common.latency_through(send, blpop, args.count)

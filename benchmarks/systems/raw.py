@@ -17,12 +17,7 @@ PIPELINE = 100
 
 async def enqueue(args: argparse.Namespace) -> common.Result:
     client = redis.Redis.from_url(args.url)
-
-    async def body() -> None:
-        for _ in range(args.count):
-            await client.rpush(args.queue, PAYLOAD)
-
-    return await common.timed_rate(args.count, body)
+    return await common.one_at_a_time(args.count, lambda: client.rpush(args.queue, PAYLOAD))
 
 
 async def bulk(args: argparse.Namespace) -> common.Result:
@@ -36,6 +31,3 @@ async def bulk(args: argparse.Namespace) -> common.Result:
                 await pipe.execute()
 
     return await common.timed_rate(args.count, body)
-
-
-HANDLERS: dict[str, common.Handler] = {"enqueue": enqueue, "bulk": bulk}

@@ -54,12 +54,7 @@ async def fill(args: argparse.Namespace) -> common.Result:
 
 async def enqueue(args: argparse.Namespace) -> common.Result:
     queue = await _queue(args)
-
-    async def body() -> None:
-        for _ in range(args.count):
-            await queue.enqueue("noop")
-
-    return await common.timed_rate(args.count, body)
+    return await common.one_at_a_time(args.count, lambda: queue.enqueue("noop"))
 
 
 async def latency(args: argparse.Namespace) -> common.Result:
@@ -69,16 +64,4 @@ async def latency(args: argparse.Namespace) -> common.Result:
     async def send(sent: float) -> None:
         await queue.enqueue("probe", sent=sent)
 
-    async def pop() -> float | None:
-        reply = await client.blpop([common.SINK_KEY], common.POP_TIMEOUT)  # type: ignore[misc]
-        return float(reply[1]) if reply else None
-
-    return await common.latency_loop(send, pop, args.count)
-
-
-HANDLERS: dict[str, common.Handler] = {
-    "worker": worker,
-    "fill": fill,
-    "enqueue": enqueue,
-    "latency": latency,
-}
+    return await common.latency_through(send, client.blpop, args.count)

@@ -62,12 +62,7 @@ async def fill(args: argparse.Namespace) -> common.Result:
 async def enqueue(args: argparse.Namespace) -> common.Result:
     async with _client(args) as client:
         task = client.registry["noop"]
-
-        async def body() -> None:
-            for _ in range(args.count):
-                await task.enqueue()
-
-        return await common.timed_rate(args.count, body)
+        return await common.one_at_a_time(args.count, task.enqueue)
 
 
 async def bulk(args: argparse.Namespace) -> common.Result:
@@ -87,17 +82,4 @@ async def latency(args: argparse.Namespace) -> common.Result:
         async def send(sent: float) -> None:
             await task.enqueue(sent)
 
-        async def pop() -> float | None:
-            reply = await sink.blpop([common.SINK_KEY], common.POP_TIMEOUT)
-            return float(reply[1]) if reply else None
-
-        return await common.latency_loop(send, pop, args.count)
-
-
-HANDLERS: dict[str, common.Handler] = {
-    "worker": worker,
-    "fill": fill,
-    "enqueue": enqueue,
-    "bulk": bulk,
-    "latency": latency,
-}
+        return await common.latency_through(send, sink.blpop, args.count)

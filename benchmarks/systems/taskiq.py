@@ -72,12 +72,7 @@ async def enqueue(args: argparse.Namespace) -> common.Result:
     broker = await _client(args)
     task = broker.find_task("noop")
     assert task is not None
-
-    async def body() -> None:
-        for _ in range(args.count):
-            await task.kiq()
-
-    return await common.timed_rate(args.count, body)
+    return await common.one_at_a_time(args.count, task.kiq)
 
 
 async def latency(args: argparse.Namespace) -> common.Result:
@@ -89,16 +84,4 @@ async def latency(args: argparse.Namespace) -> common.Result:
     async def send(sent: float) -> None:
         await task.kiq(sent)
 
-    async def pop() -> float | None:
-        reply = await client.blpop([common.SINK_KEY], common.POP_TIMEOUT)
-        return float(reply[1]) if reply else None
-
-    return await common.latency_loop(send, pop, args.count)
-
-
-HANDLERS: dict[str, common.Handler] = {
-    "worker": worker,
-    "fill": fill,
-    "enqueue": enqueue,
-    "latency": latency,
-}
+    return await common.latency_through(send, client.blpop, args.count)
