@@ -8,6 +8,7 @@ import subprocess
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
@@ -73,56 +74,63 @@ async def enqueue_batch(client: redis.Redis, count: int, seconds: float = 0.05) 
     return set(tags)
 
 
+@dataclass
+class FaultRun:
+    client: redis.Redis
+    finished: Counter[str] = field(default_factory=Counter)  # runs per task, once it is over
+
+
+@asynccontextmanager
+async def fault_run(
+    server: EmbeddedRedis, tmp_path: Path, tasks: int, seconds: float, keep_alive_timeout: float = 5
+) -> AsyncIterator[FaultRun]:
+    """Enqueues ``tasks`` tasks of ``seconds`` each and runs a fleet on them while the body
+    injects its fault; then waits until every task ran at least once and the queue, tokens and
+    processing hash are empty, and counts the runs of each."""
+    run = FaultRun(redis.Redis.from_url(server.url))
+    try:
+        tags = await enqueue_batch(run.client, tasks, seconds)
+        async with fleet(server, tmp_path, keep_alive_timeout=keep_alive_timeout):
+            yield run
+            await wait_for(lambda: _all_done(run.client, tags), timeout=60, what="every task")
+        run.finished = await runs(run.client)
+        assert set(run.finished) == tags
+        assert await empty(run.client)
+    finally:
+        await run.client.aclose()
+
+
 async def test_a_redis_crash_loses_nothing_it_acknowledged(
     server: EmbeddedRedis, tmp_path: Path
 ) -> None:
-    client = redis.Redis.from_url(server.url)
-    tags = await enqueue_batch(client, 300)
-    async with fleet(server, tmp_path):
-        await wait_for(lambda: _at_least(client, "finished", 50), what="50 tasks")
+    async with fault_run(server, tmp_path, 300, seconds=0.05) as run:
+        await wait_for(lambda: _at_least(run.client, "finished", 50), what="50 tasks")
         server.stop(kill=True)  # a crash: SIGKILL, no shutdown save
         await anyio.sleep(1)
         server.start()
-        await client.connection_pool.disconnect()
-        await wait_for(lambda: _all_done(client, tags), timeout=60, what="every task")
-    assert set(await runs(client)) == tags  # at least once each
-    assert await empty(client)
-    await client.aclose()
+        await run.client.connection_pool.disconnect()
+    # At least once each (fault_run checks it): a task running at the crash may run again.
 
 
 async def test_killed_connections_are_outlived_and_nothing_runs_twice(
     server: EmbeddedRedis, tmp_path: Path
 ) -> None:
-    client = redis.Redis.from_url(server.url)
-    tags = await enqueue_batch(client, 400, seconds=0.02)
-    async with fleet(server, tmp_path):
+    async with fault_run(server, tmp_path, 400, seconds=0.02) as run:
         for _ in range(15):
             await anyio.sleep(0.2)
-            await client.client_kill_filter(_type="normal", skipme=True)
-        await wait_for(lambda: _all_done(client, tags), timeout=60, what="every task")
-    finished = await runs(client)
-    assert set(finished) == tags
-    assert max(finished.values()) == 1  # no worker died and no lease lapsed: exactly once
-    assert await empty(client)
-    await client.aclose()
+            await run.client.client_kill_filter(_type="normal", skipme=True)
+    assert max(run.finished.values()) == 1  # no worker died and no lease lapsed: exactly once
 
 
 async def test_a_server_that_stops_answering_for_10s_is_outlived(
     server: EmbeddedRedis, tmp_path: Path
 ) -> None:
-    client = redis.Redis.from_url(server.url)
-    tags = await enqueue_batch(client, 200, seconds=0.5)
-    async with fleet(server, tmp_path, keep_alive_timeout=30):
-        await wait_for(lambda: _at_least(client, "started", 20), what="running tasks")
+    async with fault_run(server, tmp_path, 200, seconds=0.5, keep_alive_timeout=30) as run:
+        await wait_for(lambda: _at_least(run.client, "started", 20), what="running tasks")
         os.kill(server.pid, signal.SIGSTOP)
         await anyio.sleep(10)
         os.kill(server.pid, signal.SIGCONT)
-        await wait_for(lambda: _all_done(client, tags), timeout=60, what="every task")
-    finished = await runs(client)
-    assert set(finished) == tags
-    assert max(finished.values()) == 1  # 10 s < keep_alive_timeout: no lease lapsed
-    assert await empty(client)
-    await client.aclose()
+    assert max(run.finished.values()) == 1  # 10 s < keep_alive_timeout: no lease lapsed
 
 
 async def test_maxmemory_refuses_enqueue_cleanly_and_workers_drain(
