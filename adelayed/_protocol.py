@@ -23,15 +23,14 @@ lost, PROTOCOL.md hole 9): a second run finds its work done and changes nothing.
 from __future__ import annotations
 
 import hashlib
-import inspect
 import re
 from collections.abc import Sequence
 from typing import Any
 
-from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
-from ._wire import Wire
+from ._wire import Wire, checkout
 
 NOTI_SUFFIX = "_noti"
 PROCESSING_SUFFIX = "_processing"
@@ -68,13 +67,6 @@ def hand_key(worker_key_: str) -> str:
     return f"{worker_key_}:hand"
 
 
-# redis-py 5.0 requires a command name here; later versions deprecate passing one.
-_GET_CONNECTION_NEEDS_NAME = (
-    inspect.signature(ConnectionPool.get_connection).parameters["command_name"].default
-    is inspect.Parameter.empty
-)
-
-
 class Script:
     """A Lua script run by EVALSHA, loaded on the first NOSCRIPT reply."""
 
@@ -108,15 +100,12 @@ async def send(target: Redis | Wire, *command: Any) -> Any:
     if redis.connection is not None:  # a single-connection client: keep its locking
         return await redis.execute_command(*command)  # type: ignore[no-untyped-call]
     pool = redis.connection_pool
-    if _GET_CONNECTION_NEEDS_NAME:
-        conn = await pool.get_connection(command[0])  # type: ignore[no-untyped-call]
-    else:
-        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+    conn = await checkout(pool)
     try:
         reader = getattr(conn, "_reader", None)
         if reader is not None and reader.at_eof():
             await conn.disconnect()
-            await conn.connect()
+            await conn.connect()  # type: ignore[no-untyped-call]
         await conn.send_command(*command)
         return await conn.read_response()
     finally:

@@ -15,11 +15,14 @@ new one.
 from __future__ import annotations
 
 import asyncio
+import inspect
+import weakref
 from collections import deque
 from typing import Any, NoReturn
 
 import hiredis
-from redis.asyncio import Redis
+from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import (
     BusyLoadingError,
     ConnectionError,
@@ -61,9 +64,9 @@ def _raise_error(reply: _ReplyError) -> NoReturn:
 class _Replies(asyncio.Protocol):
     """Feeds the socket's bytes to hiredis and resolves the oldest waiting call per reply."""
 
-    def __init__(self, name: str, stream_writer: object) -> None:
+    def __init__(self, name: str, stream_protocol: asyncio.BaseProtocol) -> None:
         self._name = name
-        self._stream_writer = stream_writer
+        self._stream_protocol = stream_protocol  # redis-py's, told when the socket closes
         self._parser = hiredis.Reader(replyError=_ReplyError)
         self.waiting: deque[asyncio.Future[Any]] = deque()
         self.transport: asyncio.Transport | None = None
@@ -86,6 +89,7 @@ class _Replies(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.close(ConnectionError(f"{self._name}: connection lost ({exc or 'closed by server'})"))
+        self._stream_protocol.connection_lost(exc)  # so redis-py's disconnect() completes
 
     def close(self, error: Exception) -> None:
         if self.transport is not None:
@@ -101,16 +105,21 @@ class _Replies(asyncio.Protocol):
 class Wire:
     """One connection, opened on first use (and again after a loss) from ``redis``'s settings.
 
+    The connection is checked out of the client's pool and stays in it, so closing the client
+    (``aclose()``, or its pool's ``disconnect()``) closes the wire's socket too.
+
     Calls may overlap (they are pipelined); a blocking command holds up the ones behind it.
     ``socket_timeout`` from the client's settings bounds the wait for each reply, plus the time
     a blocking command ahead of it may take."""
 
     def __init__(self, redis: Redis, name: str) -> None:
-        self._redis = redis
+        self._pool = redis.connection_pool
         self._name = name
         self._replies: _Replies | None = None
+        self._connection: AbstractConnection | None = None  # whose socket the wire drives
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._connecting: asyncio.Future[_Replies] | None = None
-        timeout = redis.connection_pool.connection_kwargs.get("socket_timeout")
+        timeout = self._pool.connection_kwargs.get("socket_timeout")
         self._socket_timeout: float | None = timeout
         self._blocked_until = 0.0  # loop time until which a blocking command may hold replies
 
@@ -121,11 +130,11 @@ class Wire:
     async def send(self, *command: Any, blocking_for: float = 0) -> asyncio.Future[Any]:
         """Writes ``command``; the returned future gets its reply (or its error reply).
         ``blocking_for``: the seconds a blocking command may wait before it replies."""
+        loop = asyncio.get_running_loop()
         replies = self._replies
-        if replies is None or replies.transport is None:
+        if replies is None or replies.transport is None or loop is not self._loop:
             replies = await self._connect()
         assert replies.transport is not None
-        loop = asyncio.get_running_loop()
         waiter: asyncio.Future[Any] = loop.create_future()
         replies.waiting.append(waiter)
         replies.transport.write(hiredis.pack_command(command))
@@ -151,37 +160,78 @@ class Wire:
         return reply
 
     def close(self) -> None:
-        """Closes the connection; calls still waiting fail with ConnectionError."""
+        """Closes the socket; calls still waiting fail with ConnectionError."""
         if self._replies is not None:
             self._replies.close(ConnectionError(f"{self._name}: connection closed"))
             self._replies = None
 
+    async def aclose(self) -> None:
+        """Closes the socket and gives its connection back to the client's pool."""
+        self.close()
+        await self._give_back()
+
+    async def _give_back(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is None:
+            return
+        if self._loop is asyncio.get_running_loop():  # else its loop is gone, and its socket
+            await connection.disconnect()
+        await self._pool.release(connection)
+
     async def _connect(self) -> _Replies:
-        if self._connecting is None:
-            self._connecting = asyncio.ensure_future(self._open())
+        """Opens the connection; calls arriving meanwhile wait for the same one."""
+        connecting = self._connecting
+        if connecting is None:
+            connecting = self._connecting = asyncio.ensure_future(self._open())
         try:
-            return await asyncio.shield(self._connecting)
+            return await asyncio.shield(connecting)
         finally:
-            if self._connecting.done():
+            if connecting.done() and self._connecting is connecting:
                 self._connecting = None
 
     async def _open(self) -> _Replies:
-        connection = self._redis.connection_pool.make_connection()  # type: ignore[no-untyped-call]
-        await connection.connect()
+        self.close()  # a connection lost, or made on another event loop
+        await self._give_back()
+        connection = await checkout(self._pool)
         writer = getattr(connection, "_writer", None)
         transport = getattr(writer, "transport", None)
         if not isinstance(transport, asyncio.Transport):  # redis-py's internals changed
-            await connection.disconnect()
+            await self._pool.release(connection)
             raise ConfigurationError(
                 f"{self._name}: cannot take over the socket of a redis-py "
                 f"{type(connection).__name__}; install a redis-py version within the range "
                 "adelayed's pyproject.toml allows"
             )
-        # The socket is the wire's now: redis-py must neither read it nor close it. Its stream
-        # writer lives as long as the wire's connection (collected, it would close the socket).
-        connection._reader = connection._writer = None
-        replies = _Replies(self._name, writer)
+        replies = _Replies(self._name, transport.get_protocol())
         transport.set_protocol(replies)
         replies.connection_made(transport)
-        self._replies = replies
+        self._replies, self._connection = replies, connection
+        self._loop = asyncio.get_running_loop()
         return replies
+
+
+# redis-py 5.0 requires a command name here; later versions deprecate passing one.
+_CHECKOUT_NEEDS_NAME = (
+    inspect.signature(ConnectionPool.get_connection).parameters["command_name"].default
+    is inspect.Parameter.empty
+)
+
+
+async def checkout(pool: ConnectionPool) -> AbstractConnection:
+    """A connected connection from ``pool``, until ``pool.release()``."""
+    if _CHECKOUT_NEEDS_NAME:
+        return await pool.get_connection("_")  # type: ignore[no-any-return, no-untyped-call]
+    return await pool.get_connection()  # type: ignore[no-any-return, no-untyped-call]
+
+
+_shared: weakref.WeakKeyDictionary[Redis, Wire] = weakref.WeakKeyDictionary()
+
+
+def shared_wire(redis: Redis) -> Wire:
+    """The wire the producers using ``redis`` share: any number of concurrent enqueues go out
+    pipelined on its one connection (redis-py's pool would open one connection per command in
+    flight, up to its limit, then fail)."""
+    wire = _shared.get(redis)
+    if wire is None:
+        wire = _shared[redis] = Wire(redis, "adelayed's enqueue connection")
+    return wire

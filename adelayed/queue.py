@@ -11,10 +11,10 @@ from typing import Any, cast
 
 import msgpack
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError, OutOfMemoryError, ResponseError
+from redis.exceptions import NoScriptError, OutOfMemoryError, RedisError, ResponseError
 
 from . import _protocol as protocol
-from ._wire import Wire
+from ._wire import Wire, shared_wire
 from .errors import (
     ConfigurationError,
     EnqueueError,
@@ -112,7 +112,9 @@ class Queue:
         payload = self._payload_of(task)
         keys = (self._name, self._noti_key)
         try:
-            pushed = await protocol.ENQUEUE(self._redis, keys, (self._max_length, 1, payload))
+            pushed = await protocol.ENQUEUE(
+                shared_wire(self._redis), keys, (self._max_length, 1, payload)
+            )
         except ResponseError as exc:
             raise self._enqueue_error(exc) from exc
         if pushed == -1:
@@ -233,15 +235,21 @@ class Queue:
     async def _run_pipelined(
         self, script: protocol.Script, keys: Sequence[str], calls: Sequence[Sequence[Any]]
     ) -> list[Any]:
+        """Runs ``script`` once per ``calls`` entry, all sent before the first reply is read;
+        raises the first error once every reply is in."""
+        wire = shared_wire(self._redis)
         if len(calls) == 1:
-            return [await script(self._redis, keys, calls[0])]
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for args in calls:
-                pipe.evalsha(script.sha, len(keys), *keys, *args)
-            replies = await pipe.execute(raise_on_error=False)
+            return [await script(wire, keys, calls[0])]
+        sent = [await wire.send("EVALSHA", script.sha, len(keys), *keys, *args) for args in calls]
+        replies: list[Any] = []
+        for waiter in sent:
+            try:
+                replies.append(await wire.reply_to(waiter))
+            except RedisError as exc:
+                replies.append(exc)
         unloaded = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
         if unloaded:  # those calls did not run: load the script and send them again
-            await self._redis.script_load(script.text)
+            await wire.call("SCRIPT", "LOAD", script.text)
             again = await self._run_pipelined(script, keys, [calls[i] for i in unloaded])
             for i, reply in zip(unloaded, again, strict=True):
                 replies[i] = reply

@@ -147,9 +147,9 @@ class Worker:
                 await self._work()
                 services.cancel_scope.cancel()
         finally:
-            self._wire.close()
             with anyio.CancelScope(shield=True), anyio.move_on_after(_SETTLE_TIMEOUT_AT_EXIT):
                 try:
+                    await self._wire.aclose()
                     await self._queue._return_tokens(self._hand)
                     await self._lease.stop()
                 except _REDIS_ERRORS as exc:

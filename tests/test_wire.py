@@ -1,15 +1,20 @@
-"""The worker's own connection (adelayed._wire) against a real redis-server: replies in order,
-error replies raised as redis-py raises them, cancelled calls and lost connections."""
+"""adelayed's own connections (adelayed._wire) against a real redis-server: replies in order,
+error replies raised as redis-py raises them, cancelled calls and lost connections; producers
+share one per client, closed with the client."""
 
 from __future__ import annotations
+
+import asyncio
 
 import anyio
 import pytest
 import redis.asyncio as redis
 from redis.exceptions import ConnectionError, NoScriptError, ResponseError, TimeoutError
 
+from adelayed import PyTask, Queue
 from adelayed._wire import Wire
 from adelayed.embedded import EmbeddedRedis
+from tests.helpers import wait_for
 
 
 async def test_pipelined_calls_get_their_own_replies(wire: Wire) -> None:
@@ -64,3 +69,36 @@ async def test_socket_timeout_bounds_a_reply_beyond_a_blocking_wait(
     finally:
         wire.close()
         await timing_out.aclose()
+
+
+async def test_concurrent_enqueues_share_one_connection(
+    client: redis.Redis, redis_server: EmbeddedRedis
+) -> None:
+    producer = redis.Redis.from_url(redis_server.url, client_name="producer")
+    queue = Queue("jobs", producer)
+    try:
+        # redis-py's pool would open a connection per enqueue in flight (and redis-py 8 refuses
+        # a 101st): the enqueue wire pipelines them all on one.
+        await asyncio.gather(*(queue.enqueue(PyTask("mod:f", args=(i,))) for i in range(1000)))
+        assert await client.llen("jobs") == await client.llen("jobs_noti") == 1000
+        assert await _connections_named(client, "producer") == 1
+    finally:
+        await producer.aclose()
+
+
+async def test_closing_the_client_closes_its_enqueue_connection(
+    client: redis.Redis, redis_server: EmbeddedRedis
+) -> None:
+    producer = redis.Redis.from_url(redis_server.url, client_name="producer")
+    await Queue("jobs", producer).enqueue(PyTask("mod:f"))
+    assert await _connections_named(client, "producer") == 1
+    await producer.aclose()
+    await wait_for(lambda: _none_named(client, "producer"), timeout=2, what="the socket closed")
+
+
+async def _connections_named(client: redis.Redis, name: str) -> int:
+    return sum(entry["name"] == name for entry in await client.client_list())
+
+
+async def _none_named(client: redis.Redis, name: str) -> bool:
+    return await _connections_named(client, name) == 0
