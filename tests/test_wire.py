@@ -102,3 +102,18 @@ async def _connections_named(client: redis.Redis, name: str) -> int:
 
 async def _none_named(client: redis.Redis, name: str) -> bool:
     return await _connections_named(client, name) == 0
+
+
+async def test_an_enqueue_after_a_server_restart_reconnects_before_sending() -> None:
+    with EmbeddedRedis() as server:
+        client = redis.Redis.from_url(server.url)
+        queue = Queue("jobs", client)
+        try:
+            await queue.enqueue(PyTask("mod:a"))
+            server.stop()
+            server.start()
+            await anyio.sleep(0.2)  # the event loop sees the old socket close
+            await queue.enqueue(PyTask("mod:b"))  # sent on a new connection: no error
+            assert await client.lrange("jobs", 0, -1) == [PyTask("mod:b").serialize()]
+        finally:
+            await client.aclose()
