@@ -1,10 +1,12 @@
-"""The worker's own connection for its fetch loop: commands out as RESP, replies parsed by
-hiredis as they arrive, handed straight to the call waiting for them.
+"""adelayed's own connections to Redis: a worker's fetch loop has one, and the producers of a
+client share one. Commands go out as RESP; replies are parsed by hiredis as they arrive and handed
+straight to the call waiting for them.
 
 redis-py opens the connection (address, TLS, AUTH, SELECT, client name: whatever the client was
-configured with) and the wire takes its socket over. From then on no asyncio stream, lock or
-pool sits between a reply and its caller: an idle round trip costs about half of redis-py's
-(``benchmarks/round_trip.py``), which is most of a task's pickup latency.
+configured with) and the wire takes its socket over, leaving the connection checked out of the
+client's pool, so closing the client closes it. From then on no asyncio stream, lock or pool sits
+between a reply and its caller: a round trip costs a quarter to a half of redis-py's
+(``benchmarks/round_trip.py``), and concurrent calls are pipelined on the one socket.
 
 Replies come back in the order commands went out, so a call whose caller was cancelled keeps
 its place: its reply is still read, and dropped, and the connection stays in step. A lost
@@ -166,17 +168,16 @@ class Wire:
             self._replies = None
 
     async def aclose(self) -> None:
-        """Closes the socket and gives its connection back to the client's pool."""
+        """Closes the socket and gives its connection back to the client's pool (call it on
+        the event loop the wire was used on)."""
         self.close()
         await self._give_back()
 
     async def _give_back(self) -> None:
         connection, self._connection = self._connection, None
-        if connection is None:
-            return
-        if self._loop is asyncio.get_running_loop():  # else its loop is gone, and its socket
+        if connection is not None:
             await connection.disconnect()
-        await self._pool.release(connection)
+            await self._pool.release(connection)
 
     async def _connect(self) -> _Replies:
         """Opens the connection; calls arriving meanwhile wait for the same one."""
@@ -190,8 +191,11 @@ class Wire:
                 self._connecting = None
 
     async def _open(self) -> _Replies:
-        self.close()  # a connection lost, or made on another event loop
-        await self._give_back()
+        if self._loop is asyncio.get_running_loop():
+            self.close()  # lost: fail whatever still waits on it
+            await self._give_back()
+        else:  # made on another event loop, which may be gone: leave its socket be
+            self._replies = self._connection = None
         connection = await checkout(self._pool)
         writer = getattr(connection, "_writer", None)
         transport = getattr(writer, "transport", None)
