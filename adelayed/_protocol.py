@@ -36,7 +36,6 @@ NOTI_SUFFIX = "_noti"
 PROCESSING_SUFFIX = "_processing"
 DEAD_SUFFIX = "_dead"
 DELIVERIES_SUFFIX = "_deliveries"
-TOKEN = b"1"
 WORKER_KEY_PREFIX = "adelayed:worker:"
 
 # Lua's unpack() is limited by the C stack (LUAI_MAXCSTACK = 8000 slots): scripts unpack at most

@@ -10,16 +10,8 @@ import redis.asyncio as redis
 from adelayed import PyTask, Queue, Worker
 from systems import common
 
-FUNCTIONS = {"async": "systems.adelayed:noop", "sync": "systems.adelayed:noop_sync"}
+FUNCTIONS = {"async": "systems.common:noop", "sync": "systems.common:noop_sync"}
 _sink: list[redis.Redis] = []  # the worker's client for latency probes
-
-
-async def noop() -> None:
-    common.DONE.hit()
-
-
-def noop_sync() -> None:
-    common.DONE.hit()
 
 
 async def probe(sent: float) -> None:
@@ -34,9 +26,8 @@ def _queue(args: argparse.Namespace) -> Queue:
 async def worker(args: argparse.Namespace) -> common.Result:
     _sink.append(redis.Redis.from_url(args.url))
     queue = _queue(args)
-    runner = Worker(
-        queue, concurrency=args.concurrency, tasks=["systems.adelayed"], sweep_interval=None
-    )
+    allowed = ["systems.adelayed", *FUNCTIONS.values()]  # the probe, and the shared no-ops
+    runner = Worker(queue, concurrency=args.concurrency, tasks=allowed, sweep_interval=None)
     return await common.drive_worker(runner.run, args)
 
 

@@ -75,6 +75,16 @@ class Completion:
 DONE = Completion()
 
 
+async def noop() -> None:
+    """The async no-op task of the systems that call tasks without a context argument."""
+    DONE.hit()
+
+
+def noop_sync() -> None:
+    """The plain-function no-op task, run in a worker thread."""
+    DONE.hit()
+
+
 def peak_rss_mb() -> float:
     """This process's peak resident set size (VmHWM), in MiB."""
     with open("/proc/self/status", encoding="ascii") as status:

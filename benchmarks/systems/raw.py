@@ -11,7 +11,7 @@ import redis.asyncio as redis
 
 from systems import common
 
-PAYLOAD = b"\x91\xb5systems.adelayed:noop"  # the size of adelayed's no-op task payload
+PAYLOAD = b"\x91\xb3systems.common:noop"  # the size of adelayed's no-op task payload
 PIPELINE = 100
 
 

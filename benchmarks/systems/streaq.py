@@ -14,17 +14,10 @@ from coredis import Redis
 from streaq import Worker
 
 from systems import common
+from systems.common import noop, noop_sync
 
 FUNCTIONS = {"async": "noop", "sync": "noop_sync"}
 _sink: list[Redis[Any]] = []
-
-
-async def noop() -> None:
-    common.DONE.hit()
-
-
-def noop_sync() -> None:
-    common.DONE.hit()
 
 
 async def probe(sent: float) -> None:

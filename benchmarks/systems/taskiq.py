@@ -14,17 +14,10 @@ from taskiq.api import run_receiver_task
 from taskiq_redis import ListQueueBroker
 
 from systems import common
+from systems.common import noop, noop_sync
 
 FUNCTIONS = {"async": "noop", "sync": "noop_sync"}
 _sink: list[redis.Redis] = []
-
-
-async def noop() -> None:
-    common.DONE.hit()
-
-
-def noop_sync() -> None:
-    common.DONE.hit()
 
 
 async def probe(sent: float) -> None:
