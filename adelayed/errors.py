@@ -41,3 +41,25 @@ class QueueFullError(EnqueueError):
 
 class PayloadTooLargeError(PayloadError, EnqueueError):
     """A serialized task is larger than the queue's ``max_payload_size``."""
+
+
+class TaskDataError(AdelayedError, ValueError):
+    """A task's function path or arguments cannot be sent (wrong types, a value msgpack cannot
+    carry, a call its function would refuse); the message names the argument. Nothing was
+    enqueued."""
+
+
+class EnqueueOutcomeUnknownError(EnqueueError):
+    """The task was sent but no reply came (the connection was lost after sending): it may or
+    may not have been enqueued. Retrying may enqueue it twice."""
+
+
+class EnqueueTimeoutError(EnqueueOutcomeUnknownError, TimeoutError):
+    """No reply within the queue's ``enqueue_timeout``: the task may or may not have been
+    enqueued."""
+
+
+class RedisConfigurationError(ConfigurationError):
+    """Redis refuses this client or is set up so that tasks would be lost or run twice (a
+    wrong or missing password, an unknown database, a refused ACL, an evicting
+    ``maxmemory-policy``). Retrying cannot fix it; the message says what to change."""
