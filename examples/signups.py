@@ -1,0 +1,150 @@
+"""What the FastAPI and aiohttp examples share: the task a signup enqueues, the queue's
+start-up and shutdown, and what a handler answers when the enqueue fails.
+
+A worker runs the tasks, from the repository root, against the same Redis (the app logs the
+URL of the redis-server it starts when ADELAYED_REDIS_URL is not set)::
+
+    ADELAYED_REDIS_URL=redis://... python -m adelayed --queue signups worker examples.signups
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import redis.asyncio as redis
+from redis.exceptions import RedisError
+
+from adelayed import (
+    EnqueueError,
+    EnqueueOutcomeUnknownError,
+    PayloadTooLargeError,
+    PyTask,
+    Queue,
+    QueueFullError,
+    TaskDataError,
+)
+from adelayed.embedded import EmbeddedRedis
+
+logger = logging.getLogger(__name__)
+
+QUEUE_NAME = "signups"
+
+# Stands in for a mail server: how many welcome emails each address got.
+sent_emails: Counter[str] = Counter()
+
+
+async def send_welcome_email(address: str, user_id: int) -> None:
+    """The task: run by a worker, never in the web app."""
+    await anyio.sleep(0.001)  # pretend to talk to a mail server
+    sent_emails[address] += 1
+    logger.info("sent a welcome email to user %d at %s", user_id, address)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The app's Redis settings. ``redis_url`` None: $ADELAYED_REDIS_URL, else a private
+    redis-server started with the app (for trying the example out, not for production)."""
+
+    redis_url: str | None = None
+    queue_name: str = QUEUE_NAME
+    max_length: int | None = 100_000  # past this, signups get 429 instead of piling up
+    socket_connect_timeout: float = 1.0
+    socket_timeout: float = 2.0
+    health_check_interval: float = 30.0
+
+
+@asynccontextmanager
+async def open_queue(settings: Settings) -> AsyncIterator[Queue]:
+    """The app's one Redis client and Queue, made at start-up and closed at shutdown (on the
+    event loop that used them)."""
+    async with AsyncExitStack() as stack:
+        url = settings.redis_url or os.environ.get("ADELAYED_REDIS_URL")
+        if url is None:
+            server = stack.enter_context(EmbeddedRedis())
+            url = server.url
+            logger.warning("ADELAYED_REDIS_URL is not set: started a redis-server at %s", url)
+        client = redis.Redis.from_url(
+            url,
+            socket_connect_timeout=settings.socket_connect_timeout,
+            socket_timeout=settings.socket_timeout,
+            health_check_interval=settings.health_check_interval,
+        )
+        stack.push_async_callback(client.aclose)
+        yield Queue(settings.queue_name, client, max_length=settings.max_length)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What a handler sends back: a status, a JSON body and headers."""
+
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+RETRY_AFTER_UNAVAILABLE = "5"  # seconds: Redis restarts or fails over in about that
+RETRY_AFTER_FULL = "30"  # seconds: let the workers drain the queue
+
+ACCEPTED = Answer(202, {"outcome": "accepted"})
+NOT_ACCEPTED = Answer(
+    503,
+    {
+        "outcome": "not_accepted",
+        "error": "queue_unavailable",
+        "detail": "The task was not accepted: the task queue is unavailable. Try again later.",
+    },
+    {"Retry-After": RETRY_AFTER_UNAVAILABLE},
+)
+OUTCOME_UNKNOWN = Answer(
+    503,
+    {
+        "outcome": "unknown",
+        "error": "outcome_unknown",
+        "detail": "The task queue did not confirm the task: it may have been accepted. "
+        "Retrying is safe only if the task is idempotent.",
+    },
+    {"Retry-After": RETRY_AFTER_UNAVAILABLE},
+)
+QUEUE_FULL = Answer(
+    429,
+    {
+        "outcome": "not_accepted",
+        "error": "queue_full",
+        "detail": "Too many tasks are waiting; the task was not accepted. Try again later.",
+    },
+    {"Retry-After": RETRY_AFTER_FULL},
+)
+BAD_DATA = Answer(
+    422,
+    {
+        "outcome": "not_accepted",
+        "error": "invalid_task_data",
+        "detail": "The request's data cannot be sent as a task (e.g. an integer over 64 bits).",
+    },
+)
+
+
+async def enqueue_signup(queue: Queue, address: str, user_id: int) -> Answer:
+    """Enqueues the welcome email of a signup; the answer says whether the task was taken."""
+    try:
+        await queue.enqueue(PyTask(send_welcome_email, (address, user_id)))
+    except QueueFullError:
+        logger.warning("queue %r is full: signup of %s refused", queue.name, address)
+        return QUEUE_FULL
+    except (TaskDataError, PayloadTooLargeError) as exc:
+        logger.info("signup of %s refused: %s", address, exc)
+        return BAD_DATA
+    except EnqueueOutcomeUnknownError as exc:  # EnqueueTimeoutError too: sent, unconfirmed
+        logger.error("signup of %s: %s", address, exc)
+        return OUTCOME_UNKNOWN
+    except (EnqueueError, RedisError) as exc:  # nothing was written (e.g. no connection)
+        logger.error("signup of %s not enqueued: %s", address, exc)
+        return NOT_ACCEPTED
+    return ACCEPTED
