@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any, cast
@@ -16,13 +17,18 @@ import pytest
 import redis.asyncio as redis
 from aiohttp.test_utils import TestClient as AiohttpClient
 from aiohttp.test_utils import TestServer
-from fastapi.testclient import TestClient
 
 from adelayed import Queue, decode_task
 from adelayed.embedded import EmbeddedRedis
 from examples import aiohttp_app, fastapi_app, signups
 from examples.signups import Settings
 from tests.helpers import make_worker, running, wait_for
+
+with warnings.catch_warnings():
+    # Recent Starlette warns when its TestClient runs on httpx, which it must on Python 3.10
+    # (httpx2, which it prefers, needs 3.11).
+    warnings.filterwarnings("ignore", "Using `httpx` with `starlette.testclient`")
+    from fastapi.testclient import TestClient
 
 # (status, headers with lower-case names, JSON body) of one POST /signup
 Reply = tuple[int, dict[str, str], dict[str, Any]]
