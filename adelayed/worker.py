@@ -16,17 +16,20 @@ import signal
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import anyio
-import anyio.to_thread
 from redis.exceptions import RedisError
 
 from . import _protocol as protocol
 from ._backoff import backoff
-from ._functions import FunctionTable, TaskFunction, is_async
+from ._functions import FunctionTable, TaskFunction
 from ._lease import Lease
+from ._preflight import check_worker_start
+from ._retries import Retries, Retry
+from ._signals import stop_signals
 from ._slots import Slots
+from ._threads import ThreadRunner, call_task
 from ._watchdog import LoopWatchdog
 from ._wire import Wire
 from .errors import (
@@ -44,7 +47,6 @@ from .task import GoTask, PyTask, decode_task
 logger = logging.getLogger(__name__)
 
 _REDIS_ERRORS = (RedisError, OSError)
-_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 # How long a settle keeps trying once the worker is shutting down; after that the task stays in
 # its processing slot, and a sweep requeues it when the lease expires.
 _SETTLE_TIMEOUT_AT_EXIT = 5.0
@@ -60,14 +62,22 @@ Settle = Callable[[], Awaitable[None]]
 
 class Worker:
     """Runs the tasks of ``queue``: ``async def`` functions on the event loop, plain functions
-    in worker threads, never more than ``concurrency`` at once.
+    in daemon threads, never more than ``concurrency`` at once.
 
     Only functions the worker was told about run (``tasks=``, or decorated with ``delayed``);
     ``allow_any_function=True`` restores delayed's import-anything behaviour. On SIGTERM,
-    SIGINT or SIGHUP it takes no new tasks and gives running ones ``grace_period`` seconds; a
-    second signal, or the end of the grace period, cancels them and puts them back on the queue.
-    ``sweep_interval`` runs a Sweeper for the queue inside the worker (None: no sweeper).
-    While the event loop lags by more than ``max_loop_lag`` seconds, no new task is taken.
+    SIGINT or SIGHUP (every worker of the process gets each signal) it takes no new tasks and
+    gives running ones ``grace_period`` seconds; a second signal, or the end of the grace
+    period, cancels them and puts them back on the queue (a sync task's thread is abandoned:
+    see ``hard_stop_signal`` and adelayed._threads). ``sweep_interval`` runs a Sweeper for the
+    queue inside the worker (None: no sweeper). While the event loop lags by more than
+    ``max_loop_lag`` seconds, no new task is taken.
+
+    A failed task with retries left is retried in the same slot after a pause: the n-th retry
+    waits a random time between ``base`` and ``min(cap, base * 2**n)`` seconds, with
+    ``retry_backoff=(base, cap)``, by default (1, 300). The task stays in its slot across its
+    attempts, so its attempt count is exact; a stop during a pause requeues it at once, with
+    the retries it has left. A storm of retries is logged once, then summed up every minute.
     """
 
     def __init__(
@@ -78,10 +88,12 @@ class Worker:
         *,
         tasks: Iterable[TaskFunction | str] = (),
         allow_any_function: bool = False,
+        allow_eviction: bool = False,
         grace_period: float = 30,
         sweep_interval: float | None = 60,
         handle_signals: bool = True,
         max_loop_lag: float = 1.0,
+        retry_backoff: tuple[float, float] = (1.0, 300.0),
     ) -> None:
         if concurrency < 1:
             raise ConfigurationError(f"worker of queue {queue.name!r}: concurrency must be >= 1")
@@ -96,13 +108,16 @@ class Worker:
         self._functions = FunctionTable(tasks, allow_any=allow_any_function)
         self._grace_period = grace_period
         self._sweep_interval = sweep_interval
+        self._allow_eviction = allow_eviction
         self._handle_signals = handle_signals
         self._max_loop_lag = max_loop_lag
         self._watchdog = LoopWatchdog("", max_loop_lag)
         self._lease = Lease(queue, concurrency, keep_alive_interval)
         self._slots = Slots(concurrency)
-        self._limiter = anyio.CapacityLimiter(concurrency)
+        self._threads = ThreadRunner(f"queue {queue.name!r}")
+        self._retries = Retries(retry_backoff, queue.name)
         self._stopping = False
+        self._hard_stop_signal: signal.Signals | None = None
         self._closing_since: float | None = None
         self._running_scope: anyio.CancelScope | None = None
         self._fetch_parked = False
@@ -115,11 +130,17 @@ class Worker:
         """The worker's liveness key, e.g. ``adelayed:worker:4f1c...`` (set once running)."""
         return self._lease.worker_id
 
+    @property
+    def hard_stop_signal(self) -> signal.Signals | None:
+        """The signal that forced a hard stop (a second one), or None."""
+        return self._hard_stop_signal
+
     def stop(self, *, now: bool = False) -> None:
         """Takes no new tasks; running ones finish within the grace period (``now``: cancel
         and requeue them at once). Call it from the worker's event loop."""
         self._stopping = True
         self._slots.close()
+        self._retries.close()
         if now:
             self._closing_since = time.monotonic()
             for scope in (self._fetch_scope, self._running_scope):
@@ -128,6 +149,7 @@ class Worker:
 
     async def run(self) -> None:
         """Runs until ``stop()`` or a signal; Redis errors are logged and outlived."""
+        await check_worker_start(self._queue, allow_eviction=self._allow_eviction)
         await self._lease.claim()
         self._lease.start()
         self._hand = protocol.hand_key(self.id)
@@ -136,6 +158,7 @@ class Worker:
             "worker %s started on queue %r, concurrency %d",
             self.id, self._queue.name, self._concurrency,
         )  # fmt: skip
+        self._functions.warn_if_empty(f"worker {self.id}")
         try:
             async with anyio.create_task_group() as services:
                 services.start_soon(self._watchdog.run)
@@ -143,10 +166,11 @@ class Worker:
                 if self._handle_signals and threading.current_thread() is threading.main_thread():
                     services.start_soon(self._watch_signals)
                 if self._sweep_interval is not None:
-                    services.start_soon(Sweeper([self._queue], self._sweep_interval).run)
+                    services.start_soon(Sweeper([self._queue], self._sweep_interval)._sweep_loop)
                 await self._work()
                 services.cancel_scope.cancel()
         finally:
+            self._threads.close()
             with anyio.CancelScope(shield=True), anyio.move_on_after(_SETTLE_TIMEOUT_AT_EXIT):
                 try:
                     await self._wire.aclose()
@@ -256,31 +280,42 @@ class Worker:
         except anyio.get_cancelled_exc_class():
             payload = self._slots.unclaimed(slot)  # handed over, never started: put it back
             if payload is not None:
-                await self._requeue_at_shutdown(slot, payload)
+                await self._requeue_at_shutdown(slot, payload, "not started at shutdown")
             raise
 
-    async def _requeue_at_shutdown(self, slot: int, payload: bytes) -> None:
+    async def _requeue_at_shutdown(self, slot: int, payload: bytes, why: str) -> None:
         field = self._lease.fields[slot]
-        logger.warning("worker %s: task cancelled by shutdown; requeued", self.id)
+        logger.warning("worker %s: task %s %s; requeued", self.id, _name_of(payload), why)
         with anyio.CancelScope(shield=True):
             await self._settle(lambda: self._queue._requeue(field, payload, at_head=True))
 
     async def _run_task(self, slot: int, payload: bytes) -> None:
+        """Runs a task to its end. A failure with retries left is retried in this slot after
+        a backoff pause, with one retry used up (the payload a requeue would carry)."""
         field = self._lease.fields[slot]
+        attempt = 1
         try:
-            settle = await self._execute(field, payload)
+            while isinstance(outcome := await self._execute(field, payload, attempt), Retry):
+                payload = outcome.payload
+                if not await self._retries.pause(outcome.pause):
+                    break
+                attempt += 1
         except anyio.get_cancelled_exc_class():
-            await self._requeue_at_shutdown(slot, payload)
+            await self._requeue_at_shutdown(slot, payload, "cancelled by a hard stop")
             raise
-        if settle is None:  # done: released in a batch by the next fetch or the releaser
+        if isinstance(outcome, Retry):  # the worker stopped during the pause
+            await self._requeue_at_shutdown(slot, payload, "was waiting to be retried at stop")
+        elif outcome is None:  # done: released in a batch by the next fetch or the releaser
             self._slots.finish(slot)
             return
-        with anyio.CancelScope(shield=True):
-            await self._settle(settle)
+        else:
+            with anyio.CancelScope(shield=True):
+                await self._settle(outcome)
         self._slots.give(slot)
 
-    async def _execute(self, field: str, payload: bytes) -> Settle | None:
-        """Runs the task; returns how to settle it, or None when a release will do."""
+    async def _execute(self, field: str, payload: bytes, attempt: int) -> Settle | Retry | None:
+        """Runs the task once; returns how to settle it (None: a release will do), or its
+        next attempt."""
         try:
             task = self._decode(payload)
             func = self._functions.resolve(task.func_path)
@@ -289,11 +324,11 @@ class Worker:
         except Exception as exc:  # a decoder or import bug must not end the worker
             return self._bury(field, payload, PayloadError(f"unreadable task: {exc!r}"))
         try:
-            await self._call(func, task)
+            await call_task(func, task, self._threads)
         except TaskCallError as exc:
             return self._bury(field, payload, exc)
         except (Exception, SystemExit) as exc:
-            return self._after_failure(field, task, exc)
+            return self._retries.after_failure(task, exc, attempt)
         return None
 
     def _decode(self, payload: bytes) -> PyTask:
@@ -314,35 +349,6 @@ class Worker:
         logger.error("queue %r: task sent to the dead-letter list: %s", queue.name, error)
         reason = f"{type(error).__name__}: {error}"
         return lambda: queue._bury(field, payload, reason, self.id)
-
-    def _after_failure(self, field: str, task: PyTask, error: BaseException) -> Settle | None:
-        """delayed's retry rule: a failure raised inside the function is retried while the
-        task has retries left (negative: forever); else the task is released."""
-        queue = self._queue
-        if not task.retry:
-            logger.error("queue %r: task %s failed", queue.name, task, exc_info=error)
-            return None
-        logger.warning(
-            "queue %r: task %s failed (%r); retrying, %s",
-            queue.name, task.func_path, error,
-            "forever" if task.retry < 0 else f"{task.retry} retries left",
-        )  # fmt: skip
-        retried = task.retried().serialize()
-        return lambda: queue._requeue(field, retried, at_head=False)
-
-    async def _call(self, func: TaskFunction, task: PyTask) -> None:
-        if is_async(func):
-            try:
-                coroutine = func(*task.args, **task.kwargs)
-            except TypeError as exc:
-                if _raised_by_call(exc):
-                    raise _call_error(exc, task) from exc
-                raise
-            await coroutine
-        else:
-            await anyio.to_thread.run_sync(
-                _call_in_thread, func, task, limiter=self._limiter, abandon_on_cancel=True
-            )
 
     async def _settle(self, settle: Settle) -> None:
         """Retries ``settle`` through Redis errors: while the worker runs, until it lands;
@@ -371,33 +377,24 @@ class Worker:
                 await anyio.sleep(delay)
 
     async def _watch_signals(self) -> None:
-        with anyio.open_signal_receiver(*_STOP_SIGNALS) as signals:
-            async for signum in signals:
-                name = signal.Signals(signum).name
-                if not self._stopping:
-                    logger.info(
-                        "worker %s: %s, finishing running tasks (again: stop now)", self.id, name
-                    )
-                    self.stop()
-                else:
-                    logger.warning("worker %s: %s again, requeueing running tasks", self.id, name)
-                    self.stop(now=True)
+        with stop_signals(self._on_signal):  # shared with every worker on this loop
+            await anyio.sleep_forever()
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        if not self._stopping:
+            logger.info(
+                "worker %s: %s, finishing running tasks (again: stop now)", self.id, sig.name
+            )
+            self.stop()
+        else:
+            logger.warning("worker %s: %s again, requeueing running tasks", self.id, sig.name)
+            self._hard_stop_signal = self._hard_stop_signal or sig
+            self.stop(now=True)
 
 
-def _raised_by_call(exc: TypeError) -> bool:
-    """True when the call itself failed (bad arguments): the traceback, caught in the frame
-    that made the call, holds no frame of the function."""
-    return exc.__traceback__ is not None and exc.__traceback__.tb_next is None
-
-
-def _call_error(exc: TypeError, task: PyTask) -> TaskCallError:
-    return TaskCallError(f"task {task.func_path!r} cannot be called with its arguments: {exc}")
-
-
-def _call_in_thread(func: TaskFunction, task: PyTask) -> Any:
+def _name_of(payload: bytes) -> str:
+    """The function path of a payload, for a log line."""
     try:
-        return func(*task.args, **task.kwargs)
-    except TypeError as exc:
-        if _raised_by_call(exc):
-            raise _call_error(exc, task) from exc
-        raise
+        return repr(decode_task(payload).func_path)
+    except Exception:
+        return "(undecodable)"

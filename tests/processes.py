@@ -67,6 +67,14 @@ def adelayed_sweeper(
     )  # fmt: skip
 
 
+def script_workers(
+    url: str, log: Path, *, runner: str = "asyncio", queues: tuple[str, ...] = ("jobs",)
+) -> subprocess.Popen[bytes]:
+    """Workers run by a plain script (tests/run_workers.py), not the CLI: one per queue, all
+    in one process under ``asyncio.run`` or ``anyio.run``."""
+    return _spawn([sys.executable, "-m", "tests.run_workers", runner, url, *queues], url, log)
+
+
 def worker_id_in(log: Path) -> str | None:
     """The id an adelayed worker logged at start, or None if it logged none (yet)."""
     found = re.search(r"worker (adelayed:worker:[0-9a-f]+) started", log.read_text())

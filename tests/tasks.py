@@ -8,6 +8,7 @@ import threading
 import time
 import uuid
 from os import getpid  # noqa: F401 - imported on purpose: a worker must refuse it
+from pathlib import Path
 from threading import Lock  # noqa: F401 - imported on purpose: a worker must refuse it
 from typing import Any
 
@@ -25,11 +26,17 @@ def reset() -> None:
     global _active, _peak
     ran.clear()
     _calls.clear()
+    call_times.clear()
     _active = _peak = 0
 
 
 def peak() -> int:
     return _peak
+
+
+def active() -> int:
+    """How many sync_sleep/async_sleep calls are inside their sleep now."""
+    return _active
 
 
 def _enter() -> None:
@@ -81,6 +88,15 @@ def fail_until(key: str, successful_call: int) -> None:
 
 def call_count(key: str) -> int:
     return _calls.get(key, 0)
+
+
+call_times: dict[str, list[float]] = {}
+
+
+def fail_timed(key: str) -> None:
+    """Always raises; records the time of each call in ``call_times[key]``."""
+    call_times.setdefault(key, []).append(time.monotonic())
+    raise RuntimeError(f"{key}: planned failure {len(call_times[key])}")
 
 
 def len_of_nothing(key: str) -> int:
@@ -184,3 +200,11 @@ async def nap_then_block_the_loop(nap: float, seconds: float) -> None:
 
 def stamp(tag: str) -> None:
     _push_through_faults("started", f"{tag} {time.time()}")
+
+
+def sleep_then_mark(path: str) -> None:
+    """Sleeps (blocked in C) for the seconds written in ``path + '.seconds'``, then appends a
+    line to ``path``: one line per run that completed."""
+    time.sleep(float(Path(path + ".seconds").read_text()))
+    with open(path, "a") as marker:
+        marker.write(f"done by {os.getpid()}\n")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -124,3 +125,78 @@ async def test_the_sweeper_cli_takes_the_queue_s_dead_letter_setting(
 
 async def _dead_letters(client: redis.Redis, count: int) -> bool:
     return int(await client.llen("jobs_dead")) == count
+
+
+@pytest.mark.parametrize("runner", ["asyncio", "anyio"])
+async def test_a_hard_stop_under_a_plain_run_exits_at_once_and_the_requeue_is_the_only_run(
+    client: redis.Redis, queue: Queue, redis_server: EmbeddedRedis, log: Path, tmp_path: Path,
+    runner: str,
+) -> None:  # fmt: skip
+    marker = tmp_path / "marker"
+    Path(f"{marker}.seconds").write_text("30")  # the first run blocks in time.sleep(30)
+    await queue.enqueue(PyTask("tests.tasks:sleep_then_mark", args=(str(marker),)))
+    worker = processes.script_workers(redis_server.url, log, runner=runner)
+    await wait_for(lambda: _processing(client, 1), what="the running task")
+    worker.send_signal(signal.SIGINT)
+    await wait_for(lambda: "finishing running tasks" in log.read_text(), what="first signal")
+    started = time.monotonic()
+    processes.stop(worker, signal.SIGINT, timeout=5)
+    assert time.monotonic() - started < 5
+    text = log.read_text()
+    assert text.count("task 'tests.tasks:sleep_then_mark' cancelled by a hard stop; requeued") == 1
+    assert "hard stop signals: [<Signals.SIGINT: 2>]" in text
+    assert await settled(client) == (1, 1, 0)
+
+    Path(f"{marker}.seconds").write_text("0.1")
+    worker = processes.script_workers(redis_server.url, log, runner=runner)
+    await wait_for(marker.exists, what="the requeued run")
+    await wait_for(lambda: _settled_empty(client), what="the task released")
+    processes.stop(worker, signal.SIGTERM)
+    assert marker.read_text().count("done") == 1
+
+
+async def _processing(client: redis.Redis, count: int) -> bool:
+    return int(await client.hlen("jobs_processing")) == count
+
+
+async def _settled_empty(client: redis.Redis) -> bool:
+    return await settled(client) == (0, 0, 0)
+
+
+async def test_one_sigterm_stops_every_worker_of_the_process_gracefully(
+    client: redis.Redis, redis_server: EmbeddedRedis, log: Path
+) -> None:
+    for name in ("jobs", "other"):
+        await Queue(name, client).enqueue_many(
+            PyTask("tests.tasks:record_run", args=(f"{name}{i}", 1)) for i in range(3)
+        )
+    worker = processes.script_workers(redis_server.url, log, queues=("jobs", "other"))
+    await wait_for(lambda: _length(client, "started", 4), what="2 running tasks per worker")
+    assert processes.stop(worker, signal.SIGTERM, timeout=10) == 0
+    started, finished = await listed(client, "started"), await listed(client, "finished")
+    assert sorted(started) == sorted(finished)
+    assert {tag[:-1] for tag in finished} == {"jobs", "other"}
+    for name in ("jobs", "other"):
+        assert await client.llen(name) == await client.llen(f"{name}_noti") == 1
+        assert await client.hlen(f"{name}_processing") == 0
+
+
+async def test_a_second_sigterm_hard_stops_every_worker_of_the_process(
+    client: redis.Redis, redis_server: EmbeddedRedis, log: Path
+) -> None:
+    for name in ("jobs", "other"):
+        await Queue(name, client).enqueue_many(
+            PyTask("tests.tasks:record_run", args=(f"{name}{i}", 60)) for i in range(2)
+        )
+    worker = processes.script_workers(redis_server.url, log, queues=("jobs", "other"))
+    await wait_for(lambda: _length(client, "started", 4), what="2 running tasks per worker")
+    worker.send_signal(signal.SIGTERM)
+    await wait_for(
+        lambda: log.read_text().count("finishing running tasks") == 2, what="both workers"
+    )
+    assert processes.stop(worker, signal.SIGTERM, timeout=5) == 0
+    assert log.read_text().count("SIGTERM again, requeueing running tasks") == 2
+    assert await listed(client, "finished") == []
+    for name in ("jobs", "other"):
+        assert await client.llen(name) == await client.llen(f"{name}_noti") == 2
+        assert await client.hlen(f"{name}_processing") == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import anyio
@@ -75,7 +76,7 @@ async def test_retry_runs_a_failing_task_retry_plus_one_times(
     await queue.enqueue(PyTask(tasks.fail_until, args=("always", 0), retry=3))
     await queue.enqueue(PyTask(tasks.fail_until, args=("third", 3), retry=-1))
     await queue.enqueue(PyTask(tasks.fail_until, args=("never-retried", 0)))
-    async with running(make_worker(queue)):
+    async with running(make_worker(queue, retry_backoff=(0.01, 0.02))):
         await wait_for(lambda: tasks.call_count("always") == 4 and tasks.call_count("third") == 3)
         await anyio.sleep(0.3)
         assert await queue_state(client) == (0, 0, 0)
@@ -86,7 +87,7 @@ async def test_retry_runs_a_failing_task_retry_plus_one_times(
 
 async def test_a_type_error_raised_inside_the_task_is_retried(queue: Queue) -> None:
     await queue.enqueue(PyTask(tasks.len_of_nothing, args=("len",), retry=2))
-    async with running(make_worker(queue)):
+    async with running(make_worker(queue, retry_backoff=(0.01, 0.02))):
         await wait_for(lambda: tasks.call_count("len") == 3)
         await anyio.sleep(0.3)
     assert tasks.call_count("len") == 3
@@ -217,6 +218,25 @@ async def test_stop_now_requeues_sync_tasks_too(client: redis.Redis, queue: Queu
         await wait_for(lambda: _processing_count(client, 1))
         worker.stop(now=True)
     assert await queue_state(client) == (1, 1, 0)
+
+
+async def test_a_hard_stop_abandons_a_sync_task_so_only_its_requeue_completes(
+    client: redis.Redis, queue: Queue
+) -> None:
+    await queue.enqueue(PyTask(tasks.sync_sleep, args=(0.5, "thread")))
+    worker = make_worker(queue)
+    async with anyio.create_task_group() as group:
+        group.start_soon(worker.run)
+        await wait_for(lambda: tasks.active() == 1, what="the running task")
+        worker.stop(now=True)
+    assert await queue_state(client) == (1, 1, 0)
+    await wait_for(lambda: tasks.active() == 0, what="the abandoned thread past its sleep")
+    await wait_for(lambda: not _task_threads(), what="the task threads to end")
+    assert tasks.ran == []  # the abandoned call did not go on to record its run
+
+
+def _task_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("adelayed task thread")]
 
 
 async def test_a_dropped_connection_does_not_end_the_worker(

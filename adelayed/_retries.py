@@ -1,0 +1,133 @@
+"""The pause before each retry of a failed task, and a retry log that a storm cannot flood.
+
+v1 payloads carry no attempt count, so a failed task with retries left is held in its slot
+across all its attempts (run, fail, pause, run again, one retry used up each time), never
+requeued in between: its attempt count is then exact, the pause costs no Redis round trip,
+and the task stays in ``NAME_processing`` under the worker's live lease throughout. A stop
+during a pause puts it back on the queue at once, with the retries it has left.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from typing import NamedTuple
+
+import anyio
+
+from .errors import ConfigurationError
+from .task import PyTask
+
+logger = logging.getLogger(__name__)
+
+# After the first failure of a function (logged with its traceback), at most one line per
+# function per this many seconds summarises its retries.
+SUMMARY_INTERVAL = 60.0
+
+
+class RetryBackoff:
+    """Exponential backoff with jitter and a cap: the n-th retry waits a random time between
+    ``base`` and ``min(cap, base * 2**n)`` seconds (uniform: full jitter above a floor of
+    ``base``, so a crowd of failing tasks spreads out, and none retries faster than that)."""
+
+    def __init__(self, base: float, cap: float, queue_name: str) -> None:
+        if not 0 < base <= cap:
+            raise ConfigurationError(
+                f"worker of queue {queue_name!r}: retry_backoff must be (base, cap) in seconds "
+                f"with 0 < base <= cap, not ({base}, {cap})"
+            )
+        self.base = base
+        self.cap = cap
+
+    def delay(self, retry: int) -> float:
+        """Seconds to wait before retry number ``retry`` (1 for the first)."""
+        ceiling = min(self.cap, self.base * 2.0 ** min(retry, 64))
+        return random.uniform(self.base, ceiling)
+
+
+class Retries:
+    """A worker's retry rule (delayed's: a failure raised inside the function is retried while
+    the task has retries left, negative meaning forever), its pauses and its log."""
+
+    def __init__(self, backoff: tuple[float, float], queue_name: str) -> None:
+        self.backoff = RetryBackoff(*backoff, queue_name)
+        self._log = RetryLog(queue_name)
+        self._pauses: set[anyio.CancelScope] = set()
+        self._closed = False
+
+    def after_failure(self, task: PyTask, error: BaseException, attempt: int) -> Retry | None:
+        """The task's next attempt, or None when it has no retry left (it is released)."""
+        if not task.retry:
+            self._log.failed(task, error, attempt)
+            return None
+        pause = self.backoff.delay(attempt)
+        self._log.retrying(task, error, attempt, pause)
+        return Retry(task.retried().serialize(), pause)
+
+    async def pause(self, seconds: float) -> bool:
+        """Waits ``seconds`` before a retry; False if the worker stopped before or meanwhile."""
+        if self._closed:
+            return False
+        with anyio.CancelScope() as scope:
+            self._pauses.add(scope)
+            try:
+                await anyio.sleep(seconds)
+            finally:
+                self._pauses.discard(scope)
+        return not scope.cancel_called
+
+    def close(self) -> None:
+        """Ends every pause at once, and the ones to come."""
+        self._closed = True
+        for scope in self._pauses:
+            scope.cancel()
+
+
+class RetryLog:
+    """Logs the first failure of a function with its traceback, then at most one summary line
+    per function per SUMMARY_INTERVAL while its tasks go on failing."""
+
+    def __init__(self, queue_name: str) -> None:
+        self._queue_name = queue_name
+        self._storms: dict[str, tuple[float, int]] = {}  # path: (last line at, retries since)
+
+    def retrying(self, task: PyTask, error: BaseException, attempt: int, pause: float) -> None:
+        path, now = task.func_path, time.monotonic()
+        last_line, unlogged = self._storms.get(path, (-SUMMARY_INTERVAL, 0))
+        if now - last_line < SUMMARY_INTERVAL:
+            self._storms[path] = (last_line, unlogged + 1)
+        elif unlogged:
+            logger.warning(
+                "queue %r: %d more retries of %r in the last %.0fs, the latest after "
+                "attempt %d failed (%r); retrying in %.1fs, %s",
+                self._queue_name, unlogged + 1, path, now - last_line, attempt, error,
+                pause, _left(task),
+            )  # fmt: skip
+            self._storms[path] = (now, 0)
+        else:
+            logger.warning(
+                "queue %r: task %r failed (attempt %d); retrying in %.1fs, %s "
+                "(further retries of %r are summed up every %.0fs)",
+                self._queue_name, path, attempt, pause, _left(task), path, SUMMARY_INTERVAL,
+                exc_info=error,
+            )  # fmt: skip
+            self._storms[path] = (now, 0)
+
+    def failed(self, task: PyTask, error: BaseException, attempts: int) -> None:
+        logger.error(
+            "queue %r: task %r failed after %d attempt%s",
+            self._queue_name, task.func_path, attempts, "" if attempts == 1 else "s",
+            exc_info=error,
+        )  # fmt: skip
+
+
+def _left(task: PyTask) -> str:
+    return "retries left: " + ("unlimited" if task.retry < 0 else str(task.retry))
+
+
+class Retry(NamedTuple):
+    """A failed task's next attempt: its payload with one retry used up, after ``pause``."""
+
+    payload: bytes
+    pause: float
