@@ -14,7 +14,17 @@ from typing import Any
 
 import msgpack
 
-from .errors import ConfigurationError, PayloadError
+from ._values import (
+    DECODE_ERRORS,
+    FLAT_SCAN_FROM,
+    INT_MAX,
+    INT_MIN,
+    INT_RANGE,
+    check_shape,
+    explain,
+    is_flat,
+)
+from .errors import ConfigurationError, PayloadError, TaskDataError
 
 FUNC_SEPARATOR = ":"
 
@@ -41,8 +51,11 @@ class PyTask:
     """A call of a Python function, to be run by a worker.
 
     ``func`` is a function defined at a module's top level or a ``"module.path:func"`` string.
-    ``retry`` is how many times a failure raised inside the function is retried (negative:
-    until it succeeds).
+    ``args`` is a list or tuple, ``kwargs`` a dict with str keys; their values must be what a
+    worker's msgpack decoder accepts (None, bool, int in 64 bits, float, str, bytes, lists,
+    tuples, dicts with str or bytes keys): anything else raises TaskDataError here or at
+    ``serialize()``, before it is sent. ``retry`` is how many times a failure raised inside the
+    function is retried (negative: until it succeeds).
     """
 
     __slots__ = ("_args", "_func_path", "_kwargs", "_payload", "_retry")
@@ -66,14 +79,34 @@ class PyTask:
             raise ConfigurationError(
                 f"a task needs a function or a 'module:func' path, not {func!r}"
             )
-        if isinstance(retry, bool) or not isinstance(retry, int):
-            raise ConfigurationError(
-                f"retry of task {self._func_path!r} must be an int, not {retry!r}"
-            )
-        self._args: Sequence[Any] = () if args is None else args
-        self._kwargs: Mapping[str, Any] = {} if kwargs is None else kwargs
+        if type(retry) is not int or not INT_MIN <= retry <= INT_MAX:
+            _check_retry(self._func_path, retry)
+        # Exact types first: the checks cost little on the hot path; check_shape refuses or
+        # accepts what is left (subclasses, str subclass keys) with the argument named.
+        if args is None:
+            args = ()
+        if kwargs is None:
+            kwargs = {}
+        if (type(args) is not tuple and type(args) is not list) or type(kwargs) is not dict:
+            check_shape(self._func_path, args, kwargs)
+        for key in kwargs:
+            if type(key) is not str:
+                check_shape(self._func_path, args, kwargs)
+                break
+        self._args: Sequence[Any] = args
+        self._kwargs: Mapping[str, Any] = kwargs
         self._retry = retry
         self._payload: bytes | None = None
+
+    @classmethod
+    def _unchecked(
+        cls, func_path: str, args: Sequence[Any], kwargs: Mapping[str, Any], retry: int
+    ) -> PyTask:
+        """A task whose fields came from a payload a worker decoded: nothing to check again."""
+        task = cls.__new__(cls)
+        task._func_path, task._args, task._kwargs, task._retry = func_path, args, kwargs, retry
+        task._payload = None
+        return task
 
     @property
     def func_path(self) -> str:
@@ -92,7 +125,8 @@ class PyTask:
         return self._retry
 
     def serialize(self) -> bytes:
-        """The v1 payload, byte-identical to delayed 1.2's ``PyTask.serialize()``."""
+        """The v1 payload, byte-identical to delayed 1.2's ``PyTask.serialize()``; raises
+        TaskDataError, naming the argument, for a value a worker could not decode."""
         if self._payload is None:
             fields: tuple[Any, ...] = (self._func_path, self._args, self._kwargs, self._retry)
             if self._retry == 0:
@@ -103,17 +137,19 @@ class PyTask:
                         fields = fields[:1]
             try:
                 self._payload = msgpack.packb(fields)
-            except (TypeError, ValueError, OverflowError) as exc:
-                raise ConfigurationError(
-                    f"the arguments of task {self._func_path!r} cannot be serialized with "
-                    f"msgpack ({exc}); pass only None, bool, int, float, str, bytes, lists and "
-                    "dicts with str keys"
-                ) from exc
+                if len(fields) > 1 and (
+                    len(self._payload) < FLAT_SCAN_FROM or not is_flat(self._payload, fields)
+                ):  # decoded as decode_task does: str or bytes map keys only
+                    msgpack.unpackb(self._payload)
+            except DECODE_ERRORS as exc:
+                self._payload = None
+                raise TaskDataError(explain(self._func_path, fields, exc)) from exc
         return self._payload
 
     def retried(self) -> PyTask:
         """The same call with one retry used up (a negative count stays: retry forever)."""
-        return PyTask(self._func_path, self._args, self._kwargs, self._retry - (self._retry > 0))
+        retry = self._retry - (self._retry > 0)
+        return PyTask._unchecked(self._func_path, self._args, self._kwargs, retry)
 
     def __repr__(self) -> str:
         return (
@@ -128,6 +164,15 @@ class PyTask:
 
     def __hash__(self) -> int:
         return hash(self.serialize())
+
+
+def _check_retry(func_path: str, retry: object) -> None:
+    if isinstance(retry, bool) or not isinstance(retry, int):
+        raise ConfigurationError(f"retry of task {func_path!r} must be an int, not {retry!r}")
+    if not INT_MIN <= retry <= INT_MAX:
+        raise ConfigurationError(
+            f"retry of task {func_path!r} is outside {INT_RANGE}; use -1 to retry until it succeeds"
+        )
 
 
 class GoTask:
@@ -208,6 +253,6 @@ def decode_task(payload: bytes) -> Task:
         raise PayloadError(f"kwargs of task {func_path!r} are not a map: {kwargs!r:.200}")
     if isinstance(retry, bool) or not isinstance(retry, int):
         raise PayloadError(f"retry of task {func_path!r} is not an integer: {retry!r:.200}")
-    task = PyTask(func_path, args, kwargs, retry)
+    task = PyTask._unchecked(func_path, () if args is None else args, kwargs or {}, retry)
     task._payload = payload
     return task

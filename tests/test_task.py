@@ -5,7 +5,14 @@ from __future__ import annotations
 import msgpack
 import pytest
 
-from adelayed import ConfigurationError, GoTask, PayloadError, PyTask, decode_task
+from adelayed import (
+    ConfigurationError,
+    GoTask,
+    PayloadError,
+    PyTask,
+    TaskDataError,
+    decode_task,
+)
 from tests import tasks
 
 GOLDEN = [
@@ -123,7 +130,7 @@ def test_task_refuses_functions_a_worker_could_not_import() -> None:
 
 
 def test_unserializable_arguments_name_the_task() -> None:
-    with pytest.raises(ConfigurationError, match=r"mod:f.*msgpack"):
+    with pytest.raises(TaskDataError, match=r"mod:f.*msgpack"):
         PyTask("mod:f", args=(object(),)).serialize()
 
 
