@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Coroutine
 from typing import Any, ParamSpec, Protocol, TypeVar, cast, overload
 
 from ._functions import register_decorated
+from .errors import TaskDataError
 from .queue import Queue
 from .task import PyTask
 
 P = ParamSpec("P")
+_SHAPES_KEPT = 64  # per function: a **kwargs function may be called with any set of names
 R = TypeVar("R", covariant=True)
 
 
@@ -26,6 +29,8 @@ class delayed:  # noqa: N801 - named after delayed's decorator factory, which us
     ``@task(retry=3)`` on a function defined at a module's top level.
 
     Decorating also allows the function on workers whose process imports its module.
+    ``f.delay(...)`` checks its arguments against ``f``'s signature before sending, so a call
+    the worker would refuse raises TaskDataError here.
     """
 
     def __init__(self, queue: Queue) -> None:
@@ -49,10 +54,44 @@ class delayed:  # noqa: N801 - named after delayed's decorator factory, which us
     def _wrap(self, func: Callable[P, R], retry: int) -> DelayedFunction[P, R]:
         path = register_decorated(func)
         queue = self._queue
+        check_call = call_checker(func, path)
 
         async def delay(*args: P.args, **kwargs: P.kwargs) -> None:
+            check_call(args, kwargs)
             await queue.enqueue(PyTask(path, args, kwargs, retry))
 
         delay.__doc__ = f"Enqueues a call of {path} on queue {queue.name!r}."
         func.delay = delay  # type: ignore[attr-defined]
         return cast(DelayedFunction[P, R], func)
+
+
+def call_checker(
+    func: Callable[..., Any], path: str
+) -> Callable[[tuple[Any, ...], dict[str, Any]], None]:
+    """A check that ``func(*args, **kwargs)`` would bind, as the worker will call it.
+
+    Whether a call binds depends only on its shape (how many positional arguments, which
+    keyword names), never on the values, so the shapes that bound once are remembered: binding
+    costs over a microsecond, a set lookup a few dozen nanoseconds.
+    """
+    try:
+        signature = inspect.signature(func, follow_wrapped=False)  # what the worker calls
+    except (TypeError, ValueError):  # no signature to check against (some builtins)
+        return lambda args, kwargs: None
+    fits: set[tuple[Any, ...]] = set()
+
+    def check_call(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        shape = (len(args), *kwargs)
+        if shape in fits:
+            return
+        try:
+            signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise TaskDataError(
+                f"{path}.delay() does not fit {path}{signature}: {exc}; pass the arguments "
+                f"{path.rpartition(':')[2]}() takes"
+            ) from None
+        if len(fits) < _SHAPES_KEPT:
+            fits.add(shape)
+
+    return check_call

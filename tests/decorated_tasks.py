@@ -8,10 +8,12 @@ from adelayed import Queue, delayed
 
 results: list[int] = []
 double: Any = None
+greet: Any = None
+record: Any = None
 
 
 def bind(queue: Queue) -> None:
-    global double
+    global double, greet, record
     task = delayed(queue)
 
     @task(retry=1)
@@ -19,7 +21,15 @@ def bind(queue: Queue) -> None:
         results.append(value * 2)
         return value * 2
 
-    globals()["double"] = double
+    @task
+    def greet(name: str, greeting: str = "hello", /, *, loud: bool = False) -> str:
+        return f"{greeting} {name}{'!' if loud else ''}"
+
+    @task
+    def record(first: int, *more: int, **tags: str) -> None:
+        results.extend((first, *more))
+
+    globals().update(double=double, greet=greet, record=record)
 
 
 def plain(value: int) -> None:

@@ -1,0 +1,100 @@
+"""``f.delay(...)`` binds its arguments to ``f``'s signature before anything is sent."""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import redis.asyncio as redis
+
+from adelayed import Queue, TaskDataError
+from adelayed.delay import call_checker
+from tests import decorated_tasks
+from tests.helpers import make_worker, running, wait_for
+
+
+@pytest.mark.parametrize(
+    ("name", "args", "kwargs", "message"),
+    [
+        ("double", (), {}, r"missing a required argument: 'value'"),
+        ("double", (1, 2), {}, r"too many positional arguments"),
+        ("double", (), {"valu": 1}, r"missing a required argument: 'value'"),
+        ("double", (1,), {"valu": 1}, r"unexpected keyword argument 'valu'"),
+        ("double", (1,), {"value": 2}, r"multiple values for argument 'value'"),
+        ("greet", (), {"name": "ann"}, r"'name' parameter is positional only"),
+        ("greet", ("ann", "hi", True), {}, r"too many positional arguments"),
+        ("record", (), {"tag": "x"}, r"missing a required argument: 'first'"),
+    ],
+)
+async def test_a_call_the_function_refuses_is_refused_before_redis(
+    queue: Queue, client: redis.Redis, name: str, args: Any, kwargs: Any, message: str
+) -> None:
+    decorated_tasks.bind(queue)
+    func = getattr(decorated_tasks, name)
+    for _ in range(2):  # the second time, past whatever the first call remembered
+        with pytest.raises(TaskDataError, match=message) as caught:
+            await func.delay(*args, **kwargs)
+    text = str(caught.value)
+    assert (
+        f"tests.decorated_tasks:{name}.delay() does not fit tests.decorated_tasks:{name}(" in text
+    )
+    assert f"pass the arguments {name}() takes" in text
+    assert await client.llen("jobs") == 0
+    assert await client.llen("jobs_noti") == 0
+
+
+async def test_calls_that_fit_are_enqueued_and_run(queue: Queue, client: redis.Redis) -> None:
+    decorated_tasks.bind(queue)
+    await decorated_tasks.double.delay(value=3)
+    await decorated_tasks.greet.delay("ann", loud=True)
+    await decorated_tasks.record.delay(1, 2, 3, tag="x")
+    await decorated_tasks.record.delay(4, other="y")
+    assert await client.llen("jobs") == 4
+    async with running(make_worker(queue)):
+        await wait_for(lambda: sorted(decorated_tasks.results) == [1, 2, 3, 4, 6])
+        await wait_for(lambda: _empty(client))
+
+
+async def test_undecodable_arguments_are_refused_too(queue: Queue, client: redis.Redis) -> None:
+    decorated_tasks.bind(queue)
+    with pytest.raises(TaskDataError, match=r"args\[0\] has a key 1 \(int\)"):
+        await decorated_tasks.double.delay({1: 2})
+    assert await client.llen("jobs") == 0
+
+
+async def _empty(client: redis.Redis) -> bool:
+    return not await client.llen("jobs") and not await client.hlen("jobs_processing")
+
+
+def _f1(a: int, b: int = 1, /, c: int = 2, *, d: int, e: int = 3) -> None: ...
+def _f2(*args: int, **kwargs: int) -> None: ...
+def _f3(a: int, *rest: int, b: int = 0, **named: int) -> None: ...
+def _f4() -> None: ...
+def _f5(a: int, b: int, c: int = 0) -> None: ...
+
+
+@pytest.mark.parametrize("func", [_f1, _f2, _f3, _f4, _f5])
+def test_the_remembered_shapes_agree_with_signature_bind(func: Callable[..., Any]) -> None:
+    signature = inspect.signature(func)
+    check = call_checker(func, "m:f")
+    names = ("a", "b", "c", "d", "e", "x")
+    for count in range(5):
+        args = tuple(range(count))
+        for size in range(4):
+            for chosen in itertools.permutations(names, size):
+                kwargs = dict.fromkeys(chosen, 0)
+                try:
+                    signature.bind(*args, **kwargs)
+                    fits = True
+                except TypeError:
+                    fits = False
+                for _ in range(2):  # once binding, once from what was remembered
+                    try:
+                        check(args, kwargs)
+                        checked = True
+                    except TaskDataError:
+                        checked = False
+                    assert checked == fits, (func, args, kwargs)
