@@ -21,6 +21,7 @@ class Slots:
         self._finished: list[int] = []
         self._changed: asyncio.Event | None = None
         self._closed = False
+        self._fetching = True
         self._inbox: list[bytes | None] = [None] * count  # handed, not yet picked up
         self._waiting: list[asyncio.Future[None] | None] = [None] * count  # idle runners
 
@@ -77,6 +78,17 @@ class Slots:
         """Makes wait_free() return False from now on."""
         self._closed = True
         self._wake()
+
+    def fetching_ended(self) -> None:
+        """The fetch loop has ended: no task is handed over any more, and none is on its way."""
+        self._fetching = False
+        self._wake()
+
+    async def wait_fetching_ended(self) -> None:
+        """Waits for the fetch loop to end. A task requeued at stop waits for this: a fetch still
+        waiting in Redis would take it straight back."""
+        while self._fetching:
+            await self._wait_change()
 
     async def wait_free(self) -> bool:
         """Waits until a slot is free or finished; False once closed."""

@@ -14,8 +14,7 @@ import asyncio
 import logging
 import signal
 import threading
-import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Iterable
 from typing import TypeVar
 
 import anyio
@@ -27,6 +26,7 @@ from ._functions import FunctionTable, TaskFunction
 from ._lease import Lease
 from ._preflight import check_worker_start
 from ._retries import Retries, Retry
+from ._settle import SETTLE_TIMEOUT_AT_EXIT, Settle, Settler
 from ._signals import stop_signals
 from ._slots import Slots
 from ._threads import ThreadRunner, call_task
@@ -47,17 +47,11 @@ from .task import GoTask, PyTask, decode_task
 logger = logging.getLogger(__name__)
 
 _REDIS_ERRORS = (RedisError, OSError)
-# How long a settle keeps trying once the worker is shutting down; after that the task stays in
-# its processing slot, and a sweep requeues it when the lease expires.
-_SETTLE_TIMEOUT_AT_EXIT = 5.0
-
 # Tasks taken per fetch at most: bounded by what one script call may unpack.
 _MAX_BATCH = 500
 # How long a finished task's release may wait for a busy fetch loop to carry it (seconds).
 _RELEASE_DELAY = 0.005
 T = TypeVar("T")
-
-Settle = Callable[[], Awaitable[None]]
 
 
 class Worker:
@@ -113,12 +107,12 @@ class Worker:
         self._max_loop_lag = max_loop_lag
         self._watchdog = LoopWatchdog("", max_loop_lag)
         self._lease = Lease(queue, concurrency, keep_alive_interval)
+        self._settler = Settler(self._lease, queue.name)
         self._slots = Slots(concurrency)
         self._threads = ThreadRunner(f"queue {queue.name!r}")
         self._retries = Retries(retry_backoff, queue.name)
         self._stopping = False
         self._hard_stop_signal: signal.Signals | None = None
-        self._closing_since: float | None = None
         self._running_scope: anyio.CancelScope | None = None
         self._fetch_parked = False
         self._fetch_scope: anyio.CancelScope | None = None
@@ -142,7 +136,7 @@ class Worker:
         self._slots.close()
         self._retries.close()
         if now:
-            self._closing_since = time.monotonic()
+            self._settler.closing()
             for scope in (self._fetch_scope, self._running_scope):
                 if scope is not None:
                     scope.cancel()
@@ -171,7 +165,7 @@ class Worker:
                 services.cancel_scope.cancel()
         finally:
             self._threads.close()
-            with anyio.CancelScope(shield=True), anyio.move_on_after(_SETTLE_TIMEOUT_AT_EXIT):
+            with anyio.CancelScope(shield=True), anyio.move_on_after(SETTLE_TIMEOUT_AT_EXIT):
                 try:
                     await self._wire.aclose()
                     await self._queue._return_tokens(self._hand)
@@ -186,11 +180,14 @@ class Worker:
             for slot in range(self._concurrency):
                 running.start_soon(self._run_slot, slot)
             with anyio.CancelScope() as self._fetch_scope:
-                await self._fetch_loop()
+                try:
+                    await self._fetch_loop()
+                finally:
+                    self._slots.fetching_ended()
             self._fetch_parked = True  # from now on the releaser sends every release
             with anyio.move_on_after(self._grace_period):
                 await self._slots.wait_all_free()
-            self._closing_since = time.monotonic()
+            self._settler.closing()
             running.cancel_scope.cancel()
         await self._release_slots(self._slots.take_finished())  # a hard stop leaves some
 
@@ -269,7 +266,7 @@ class Worker:
             return
         fields = [self._lease.fields[slot] for slot in slots]
         with anyio.CancelScope(shield=True):
-            await self._settle(lambda: self._queue._release(fields))
+            await self._settler.settle(lambda: self._queue._release(fields))
         self._slots.released(slots)
 
     async def _run_slot(self, slot: int) -> None:
@@ -287,7 +284,8 @@ class Worker:
         field = self._lease.fields[slot]
         logger.warning("worker %s: task %s %s; requeued", self.id, _name_of(payload), why)
         with anyio.CancelScope(shield=True):
-            await self._settle(lambda: self._queue._requeue(field, payload, at_head=True))
+            await self._slots.wait_fetching_ended()
+            await self._settler.settle(lambda: self._queue._requeue(field, payload, at_head=True))
 
     async def _run_task(self, slot: int, payload: bytes) -> None:
         """Runs a task to its end. A failure with retries left is retried in this slot after
@@ -310,7 +308,7 @@ class Worker:
             return
         else:
             with anyio.CancelScope(shield=True):
-                await self._settle(outcome)
+                await self._settler.settle(outcome)
         self._slots.give(slot)
 
     async def _execute(self, field: str, payload: bytes, attempt: int) -> Settle | Retry | None:
@@ -350,46 +348,18 @@ class Worker:
         reason = f"{type(error).__name__}: {error}"
         return lambda: queue._bury(field, payload, reason, self.id)
 
-    async def _settle(self, settle: Settle) -> None:
-        """Retries ``settle`` through Redis errors: while the worker runs, until it lands;
-        at shutdown, for a few seconds (then the lease's expiry hands the task to a sweep)."""
-        failures = 0
-        while True:
-            try:
-                await settle()
-                return
-            except _REDIS_ERRORS as exc:
-                failures += 1
-                closing = self._closing_since
-                if closing is not None and time.monotonic() - closing > _SETTLE_TIMEOUT_AT_EXIT:
-                    logger.error(
-                        "worker %s: could not settle a task (%s); it stays in %r until a "
-                        "sweep requeues it",
-                        self.id,
-                        exc,
-                        self._queue.name + "_processing",
-                    )
-                    return
-                delay = backoff(failures)
-                logger.warning(
-                    "worker %s: settle failed (%s); retrying in %.1fs", self.id, exc, delay
-                )
-                await anyio.sleep(delay)
-
     async def _watch_signals(self) -> None:
         with stop_signals(self._on_signal):  # shared with every worker on this loop
             await anyio.sleep_forever()
 
     def _on_signal(self, sig: signal.Signals) -> None:
-        if not self._stopping:
-            logger.info(
-                "worker %s: %s, finishing running tasks (again: stop now)", self.id, sig.name
-            )
-            self.stop()
-        else:
+        if self._stopping:
             logger.warning("worker %s: %s again, requeueing running tasks", self.id, sig.name)
             self._hard_stop_signal = self._hard_stop_signal or sig
             self.stop(now=True)
+            return
+        logger.info("worker %s: %s, finishing running tasks (again: stop now)", self.id, sig.name)
+        self.stop()
 
 
 def _name_of(payload: bytes) -> str:

@@ -1,0 +1,58 @@
+"""Settling a task in Redis (release, retry, dead-letter, requeue) through Redis errors."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+import anyio
+from redis.exceptions import RedisError
+
+from ._backoff import backoff
+from ._lease import Lease
+
+logger = logging.getLogger(__name__)
+
+Settle = Callable[[], Awaitable[None]]
+
+# How long a settle keeps trying once the worker is shutting down; after that the task stays in
+# its processing slot, and a sweep requeues it when the lease expires.
+SETTLE_TIMEOUT_AT_EXIT = 5.0
+
+
+class Settler:
+    """Retries a settle through Redis errors: while the worker runs, until it lands; once it
+    is closing, for a few seconds (then the lease's expiry hands the task to a sweep)."""
+
+    def __init__(self, lease: Lease, queue_name: str) -> None:
+        self._lease = lease
+        self._processing = queue_name + "_processing"
+        self._closing_since: float | None = None
+
+    def closing(self) -> None:
+        """From now on, a settle gives up after SETTLE_TIMEOUT_AT_EXIT."""
+        self._closing_since = time.monotonic()
+
+    async def settle(self, settle: Settle) -> None:
+        failures = 0
+        while True:
+            try:
+                await settle()
+                return
+            except (RedisError, OSError) as exc:
+                failures += 1
+                closing = self._closing_since
+                if closing is not None and time.monotonic() - closing > SETTLE_TIMEOUT_AT_EXIT:
+                    logger.error(
+                        "worker %s: could not settle a task (%s); it stays in %r until a "
+                        "sweep requeues it",
+                        self._lease.worker_id, exc, self._processing,
+                    )  # fmt: skip
+                    return
+                delay = backoff(failures)
+                logger.warning(
+                    "worker %s: settle failed (%s); retrying in %.1fs",
+                    self._lease.worker_id, exc, delay,
+                )  # fmt: skip
+                await anyio.sleep(delay)
