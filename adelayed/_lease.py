@@ -23,6 +23,7 @@ from redis.exceptions import RedisError
 
 from . import _protocol as protocol
 from ._backoff import backoff
+from ._preflight import configuration_error
 from .queue import Queue
 
 logger = logging.getLogger(__name__)
@@ -73,13 +74,17 @@ class Lease:
 
     async def claim(self) -> None:
         """Picks a random id no live worker holds, then makes every slot key live; waits out
-        Redis errors (a worker may well start before its Redis)."""
+        connection trouble (a worker may well start before its Redis); raises
+        RedisConfigurationError at once for what retrying cannot fix (credentials, ACL)."""
         failures = 0
         while True:
             try:
                 await self._claim_once()
                 return
             except (RedisError, OSError) as exc:
+                fatal = configuration_error(exc, f"worker of queue {self._queue.name!r}")
+                if fatal is not None:
+                    raise fatal from exc
                 failures += 1
                 delay = backoff(failures)
                 logger.warning(

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import anyio
 from redis.exceptions import RedisError
 
+from ._preflight import check_sweeper_start, configuration_error
 from .errors import ConfigurationError
 from .queue import Queue
 
@@ -18,32 +19,52 @@ class Sweeper:
     """Every ``interval`` seconds (and once at start), runs ``requeue_lost()`` on each queue.
 
     Sweeping is atomic and idempotent, so any number of sweepers may run side by side, with
-    delayed's and go-delayed's too. Redis errors are logged and the next sweep tries again.
+    delayed's and go-delayed's too. Connection trouble is logged and the next sweep tries
+    again; what retrying cannot fix (credentials, database, ACL) raises RedisConfigurationError.
+
+    At start, ``run()`` refuses a Redis whose ``maxmemory-policy`` can evict the workers'
+    liveness keys (their tasks would run twice) unless ``allow_eviction=True``.
     """
 
-    def __init__(self, queues: Sequence[Queue], interval: float = 60) -> None:
+    def __init__(
+        self, queues: Sequence[Queue], interval: float = 60, *, allow_eviction: bool = False
+    ) -> None:
         if not queues:
             raise ConfigurationError("a Sweeper needs at least one queue")
         if interval <= 0:
             raise ConfigurationError(f"sweeper interval must be positive seconds, not {interval!r}")
         self._queues = list(queues)
         self._interval = interval
+        self._allow_eviction = allow_eviction
         self._stopped = anyio.Event()
+        self._starting: anyio.CancelScope | None = None
 
     async def sweep(self) -> int:
-        """One pass over every queue; returns how many tasks were requeued."""
+        """One pass over every queue; returns how many tasks were requeued. Raises
+        RedisConfigurationError for what retrying cannot fix; logs other Redis errors."""
         requeued = 0
         for queue in self._queues:
             try:
                 requeued += await queue.requeue_lost()
             except (RedisError, OSError) as exc:
+                fatal = configuration_error(exc, f"sweeper of queue {queue.name!r}")
+                if fatal is not None:
+                    raise fatal from exc
                 logger.warning(
                     "sweeper: queue %r could not be swept (%s); will retry", queue.name, exc
                 )
         return requeued
 
     async def run(self) -> None:
-        """Sweeps until ``stop()`` is called or the surrounding task is cancelled."""
+        """Checks Redis, then sweeps until ``stop()`` is called or the surrounding task is
+        cancelled. Raises RedisConfigurationError when Redis is set up so it cannot work."""
+        with anyio.CancelScope() as self._starting:  # stop() ends a wait for Redis too
+            await check_sweeper_start(self._queues, allow_eviction=self._allow_eviction)
+        if not self._starting.cancelled_caught:
+            await self._sweep_loop()
+
+    async def _sweep_loop(self) -> None:
+        """run() without the start-up check: a worker's embedded sweeper uses the worker's."""
         logger.info(
             "sweeper started on %s every %ss", [q.name for q in self._queues], self._interval
         )
@@ -55,3 +76,5 @@ class Sweeper:
 
     def stop(self) -> None:
         self._stopped.set()
+        if self._starting is not None:
+            self._starting.cancel()

@@ -1,0 +1,221 @@
+"""Start-up checks of the Redis a worker or a sweeper uses, and which Redis errors are fatal.
+
+A worker or sweeper checks once, before anything else starts (nothing is checked per task):
+
+- ``maxmemory-policy`` must be ``noeviction``. Any other policy lets Redis evict keys with a TTL
+  when memory is full, and the workers' liveness keys are the only ones adelayed gives a TTL:
+  a sweep then takes their running tasks for lost and requeues them, so each runs twice.
+- The connection's password, username and database, and (for a worker) every command and key
+  the worker sends, each tried once in a harmless form: an ACL that refuses one of them ends
+  start-up instead of failing in the fetch loop.
+
+Errors no retry can fix (wrong or missing credentials, an unknown database, an ACL refusal) are
+told apart from connection trouble (refused, reset, timeouts, LOADING) in ``configuration_error``,
+which the lease and the sweeper use too: only connection trouble is retried.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Sequence
+from typing import Any
+
+import anyio
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import (
+    AuthenticationError,
+    AuthenticationWrongNumberOfArgsError,
+    NoPermissionError,
+    RedisError,
+    ResponseError,
+)
+
+from . import _protocol as protocol
+from ._backoff import backoff
+from .errors import RedisConfigurationError
+from .queue import Queue
+
+logger = logging.getLogger(__name__)
+
+SAFE_POLICY = "noeviction"
+
+# What an ACL user of a worker and sweeper needs, as ACL SETUSER rules: the keys of each queue
+# NAME and the liveness keys; the commands the worker sends (the lease's SET and DEL, EVALSHA
+# and SCRIPT LOAD, BLMOVE and LMOVE on tokens, HDEL on releases) and those its scripts call.
+ACL_KEYS = "~{name} ~{name}_* ~adelayed:*"
+ACL_COMMANDS = (
+    "+@connection +set +del +exists +pexpire +evalsha +script|load +blmove +lmove +lpop "
+    "+lpush +rpush +llen +ltrim +hset +hdel +hmget +hgetall +hincrby"
+)
+
+_NO_PASSWORD_GIVEN = ("Authentication required", "must be called with the client already auth")
+_NO_PASSWORD_SET = ("called without any password configured", "but no password is set")
+_BAD_DATABASE = ("DB index is out of range", "invalid DB index", "SELECT is not allowed")
+_ACL_REFUSALS = ("NOPERM", "no permissions", "The user executing the script can't")
+
+
+def configuration_error(exc: BaseException, who: str) -> RedisConfigurationError | None:
+    """The RedisConfigurationError that ``exc`` stands for, if retrying cannot fix it; None for
+    connection trouble and other errors worth retrying. ``who``: e.g. "worker of queue 'jobs'"."""
+    text = str(exc)
+    if isinstance(exc, AuthenticationWrongNumberOfArgsError):
+        return RedisConfigurationError(
+            f"{who}: Redis refused AUTH's arguments ({text}): this Redis (before 6.0) has no "
+            "ACL users; drop the username from the URL (redis://:PASSWORD@host:port/db)"
+        )
+    if isinstance(exc, AuthenticationError) or text.startswith(("NOAUTH", "WRONGPASS")):
+        return _authentication_error(text, who)
+    if not isinstance(exc, ResponseError):
+        return None  # connection trouble: refused, reset, timeouts, LOADING
+    if any(marker in text for marker in _BAD_DATABASE):
+        return RedisConfigurationError(
+            f"{who}: Redis refused the database number ({text}): the URL's /DB (or db=) must be "
+            "below the server's `databases` setting (16 unless configured; Redis Cluster and "
+            "some managed Redis have database 0 only)"
+        )
+    if isinstance(exc, NoPermissionError) or any(marker in text for marker in _ACL_REFUSALS):
+        return RedisConfigurationError(
+            f"{who}: Redis's ACL refuses this user a command or key adelayed needs ({text}); "
+            f"give the user these rules (ACL SETUSER USER ...): {ACL_KEYS.format(name='NAME')} "
+            f"for each queue NAME, and {ACL_COMMANDS} (+config|get lets adelayed check "
+            "maxmemory-policy)"
+        )
+    return None
+
+
+def _authentication_error(text: str, who: str) -> RedisConfigurationError:
+    if any(marker in text for marker in _NO_PASSWORD_GIVEN):
+        fix = (
+            "Redis requires a password and none was given: put it in the URL "
+            "(redis://:PASSWORD@host:port/db, or redis://USER:PASSWORD@... for an ACL user)"
+        )
+    elif any(marker in text for marker in _NO_PASSWORD_SET):
+        fix = "a password was given but this Redis has none set: drop it from the URL"
+    else:
+        fix = (
+            "Redis refused the username or password: check the URL's USER and PASSWORD "
+            "(redis://USER:PASSWORD@host:port/db), and that the ACL user is enabled (on)"
+        )
+    return RedisConfigurationError(f"{who}: {fix} ({text})")
+
+
+async def check_worker_start(queue: Queue, *, allow_eviction: bool) -> None:
+    """A worker's start-up check of its queue's Redis: one connection, one round trip."""
+    await _check(
+        queue.redis, f"worker of queue {queue.name!r}", allow_eviction, _worker_probe(queue)
+    )
+
+
+async def check_sweeper_start(queues: Sequence[Queue], *, allow_eviction: bool) -> None:
+    """A sweeper's start-up check: once per Redis client its queues use."""
+    by_client: dict[int, list[Queue]] = {}
+    for queue in queues:
+        by_client.setdefault(id(queue.redis), []).append(queue)
+    for group in by_client.values():
+        names = ", ".join(repr(queue.name) for queue in group)
+        who = f"sweeper of queue{'s' if len(group) > 1 else ''} {names}"
+        await _check(group[0].redis, who, allow_eviction, ())
+
+
+def _worker_probe(queue: Queue) -> list[tuple[Any, ...]]:
+    """Every command a worker (and the sweeper it embeds) sends, in a form that changes
+    nothing: on keys of a worker id no worker holds, or emptied and deleted in the same call.
+    Redis checks the ACL of each, so a refusal shows at start."""
+    worker = protocol.worker_key("probe" + secrets.token_hex(8), queue.name)
+    hand, field = protocol.hand_key(worker), protocol.slot_key(worker, 0)
+    name = queue.name
+    noti, processing = name + protocol.NOTI_SUFFIX, name + protocol.PROCESSING_SUFFIX
+    fetch = protocol.FETCH
+    return [
+        ("SET", worker, 1, "PX", 1000, "NX"),
+        ("DEL", worker),
+        ("SCRIPT", "LOAD", fetch.text),
+        ("EVALSHA", fetch.sha, 4, name, noti, processing, hand, 0, 0),  # takes no task
+        ("HDEL", processing, field),
+        ("HDEL", name + protocol.DELIVERIES_SUFFIX, field),
+        ("LTRIM", name + protocol.DEAD_SUFFIX, 0, -1),
+        ("LMOVE", hand, noti, "LEFT", "RIGHT"),
+    ]  # not BLMOVE: on Redis 6.2 a timeout short enough for a probe can block for good
+
+
+async def _check(
+    client: Redis, who: str, allow_eviction: bool, probe: Sequence[tuple[Any, ...]]
+) -> None:
+    """Waits out connection trouble (a worker may start before its Redis); raises
+    RedisConfigurationError at once for what retrying cannot fix."""
+    failures = 0
+    while True:
+        try:
+            policy = await _read_policy(client, probe)
+            break
+        except (RedisError, OSError) as exc:
+            fatal = configuration_error(exc, who)
+            if fatal is not None:
+                raise fatal from exc
+            failures += 1
+            delay = backoff(failures)
+            logger.warning("%s: cannot start on Redis yet (%s); retrying in %.1fs", who, exc, delay)
+            await anyio.sleep(delay)
+    _judge_policy(policy, who, allow_eviction)
+
+
+async def _read_policy(client: Redis, probe: Sequence[tuple[Any, ...]]) -> str | Exception:
+    """CONFIG GET maxmemory-policy and the probe, pipelined on a connection of its own made
+    without redis-py's retries (a wrong password fails at once, not after several tries).
+    Returns the policy, or the error that refused CONFIG GET (managed Redis often does)."""
+    pool = client.connection_pool
+    settings = {**pool.connection_kwargs, "retry": Retry(NoBackoff(), 0)}
+    conn = pool.connection_class(**settings)
+    try:
+        await conn.connect()  # type: ignore[no-untyped-call]
+        commands = [("CONFIG", "GET", "maxmemory-policy"), *probe]
+        await conn.send_packed_command(conn.pack_commands(commands))
+        policy: str | Exception
+        try:
+            policy = _policy_of(await conn.read_response())
+        except ResponseError as exc:
+            policy = exc
+        for _ in probe:
+            await conn.read_response()  # an error reply raises
+        return policy
+    finally:
+        await conn.disconnect()
+
+
+def _policy_of(reply: Any) -> str | Exception:
+    values = list(reply.values()) if isinstance(reply, dict) else list(reply or [])[1:]
+    if not values:  # some managed Redis answer nothing for a setting they hide
+        return ResponseError("CONFIG GET maxmemory-policy returned nothing")
+    value = values[0]
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _judge_policy(policy: str | Exception, who: str, allow_eviction: bool) -> None:
+    if policy == SAFE_POLICY:
+        return
+    risk = (
+        "when memory is full Redis may evict the workers' liveness keys (the only keys "
+        "adelayed gives a TTL), and a sweep then requeues every task they are running: each "
+        "runs twice"
+    )
+    if isinstance(policy, Exception):
+        logger.warning(
+            "%s: could not check Redis's maxmemory-policy (CONFIG GET refused: %s); it must be "
+            "%s (set it in your Redis's configuration or managed service's parameter group): %s",
+            who, policy, SAFE_POLICY, risk,
+        )  # fmt: skip
+    elif allow_eviction:
+        logger.warning(
+            "%s: Redis's maxmemory-policy is %r, accepted by allow_eviction=True: %s",
+            who, policy, risk,
+        )  # fmt: skip
+    else:
+        raise RedisConfigurationError(
+            f"{who}: Redis's maxmemory-policy is {policy!r}, which can evict keys: {risk}. "
+            f"Set it to {SAFE_POLICY} (CONFIG SET maxmemory-policy {SAFE_POLICY}, and in "
+            "redis.conf; on a managed Redis, in its parameter group), or accept the risk with "
+            "allow_eviction=True on Worker and Sweeper (CLI: --allow-eviction)"
+        )

@@ -1,0 +1,296 @@
+"""Start-up checks: a worker and a sweeper refuse an evicting maxmemory-policy, and end at once
+(RedisConfigurationError) on what no retry can fix: a wrong or missing password, an unknown
+database, an ACL refusal. Only connection trouble is waited out."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
+
+import anyio
+import pytest
+import redis
+import redis.asyncio
+from redis.exceptions import OutOfMemoryError
+
+from adelayed import PyTask, Queue, RedisConfigurationError, Sweeper
+from adelayed._lease import Lease
+from adelayed._preflight import ACL_COMMANDS, ACL_KEYS
+from adelayed.embedded import EmbeddedRedis
+from tests import tasks
+from tests.helpers import make_worker, running, wait_for
+
+pytestmark = pytest.mark.timeout(60)
+
+PASSWORD = "s3cret pass"
+QUEUE_KEYS = ("~jobs", "~jobs_*", "~adelayed:*")
+
+Start = Callable[[Queue], Awaitable[None]]
+
+
+async def start_worker(queue: Queue) -> None:
+    await make_worker(queue, sweep_interval=0.1).run()
+
+
+async def start_sweeper(queue: Queue) -> None:
+    await Sweeper([queue], interval=0.1).run()
+
+
+STARTS = pytest.mark.parametrize("start", [start_worker, start_sweeper], ids=["worker", "sweeper"])
+
+
+async def refused(start: Start, queue: Queue) -> str:
+    """Runs ``start`` and returns the message of the RedisConfigurationError it must end with,
+    within a few seconds."""
+    with anyio.fail_after(5), pytest.raises(RedisConfigurationError) as error:
+        await start(queue)
+    return str(error.value)
+
+
+def warnings(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
+    messages = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    return [message for message in messages if text in message]
+
+
+# Defect 2: an evicting maxmemory-policy.
+
+
+@pytest.fixture
+async def evicting(client: redis.asyncio.Redis) -> AsyncIterator[str]:
+    """The test server's policy set to volatile-lru for one test."""
+    await client.config_set("maxmemory-policy", "volatile-lru")
+    try:
+        yield "volatile-lru"
+    finally:
+        await client.config_set("maxmemory-policy", "noeviction")
+        await client.config_set("maxmemory", 0)
+
+
+@STARTS
+@pytest.mark.parametrize(
+    "policy", ["volatile-lru", "allkeys-lru", "volatile-ttl", "allkeys-random"]
+)
+async def test_an_evicting_policy_is_refused_naming_the_policy_and_the_fix(
+    start: Start, policy: str, queue: Queue, client: redis.asyncio.Redis, evicting: str
+) -> None:
+    await client.config_set("maxmemory-policy", policy)
+    message = await refused(start, queue)
+    assert f"maxmemory-policy is {policy!r}" in message
+    assert "CONFIG SET maxmemory-policy noeviction" in message
+    assert "parameter group" in message
+    assert "allow_eviction=True" in message and "--allow-eviction" in message
+    assert "queue 'jobs'" in message
+    assert await client.keys("adelayed:worker:*") == []  # no lease was claimed
+
+
+async def test_with_allow_eviction_a_worker_starts_and_logs_the_risk(
+    queue: Queue, evicting: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="adelayed")
+    await queue.enqueue(PyTask(tasks.async_record, args=("ran",)))
+    async with running(make_worker(queue, allow_eviction=True, sweep_interval=0.1)):
+        await wait_for(lambda: tasks.ran == ["ran"])
+    [warning] = warnings(caplog, "allow_eviction=True")  # once: the embedded sweeper reuses it
+    assert "'volatile-lru'" in warning and "runs twice" in warning
+
+
+async def test_with_allow_eviction_a_sweeper_starts_and_logs_the_risk(
+    queue: Queue, evicting: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="adelayed")
+    sweeper = Sweeper([queue], interval=0.1, allow_eviction=True)
+    async with anyio.create_task_group() as group:
+        group.start_soon(sweeper.run)
+        await wait_for(lambda: any("sweeper started" in r.getMessage() for r in caplog.records))
+        sweeper.stop()
+    assert len(warnings(caplog, "allow_eviction=True")) == 1
+
+
+async def test_a_full_volatile_lru_redis_would_evict_the_lease_so_the_worker_refuses(
+    client: redis.asyncio.Redis, queue: Queue, evicting: str
+) -> None:
+    # What the refusal prevents: under volatile-lru, app data filling memory evicts exactly the
+    # keys with a TTL, the liveness keys of running tasks, and a sweep takes them for lost.
+    await client.set("adelayed:worker:demo:0", 1, px=60_000)  # a running task's liveness key
+    await client.hset("jobs_processing", "adelayed:worker:demo:0", b"task")
+    used = int((await client.info("memory"))["used_memory"])
+    await client.config_set("maxmemory", used + 200_000)
+    with contextlib.suppress(OutOfMemoryError):  # once nothing is left to evict
+        for i in range(100):  # the app's own keys, no TTL
+            await client.set(f"app:{i}", "x" * 10_000)
+    assert await client.exists("adelayed:worker:demo:0") == 0, "not evicted"
+    await client.config_set("maxmemory", 0)
+    assert await Sweeper([queue]).sweep() == 1  # the running task, requeued: it would run twice
+    message = await refused(start_worker, queue)
+    assert "maxmemory-policy is 'volatile-lru'" in message
+
+
+@pytest.fixture
+async def no_config_user(
+    client: redis.asyncio.Redis, redis_server: EmbeddedRedis
+) -> AsyncIterator[redis.asyncio.Redis]:
+    """A client of an ACL user that may do everything a worker does, but not CONFIG."""
+    await client.execute_command(
+        "ACL", "SETUSER", "no-config", "on", ">pw", *QUEUE_KEYS, "+@all", "-config"
+    )
+    user = redis.asyncio.Redis(port=redis_server.port, username="no-config", password="pw")
+    try:
+        yield user
+    finally:
+        await user.aclose()
+        await client.execute_command("ACL", "DELUSER", "no-config")
+
+
+async def test_a_user_refused_config_starts_with_one_warning(
+    no_config_user: redis.asyncio.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="adelayed")
+    queue = Queue("jobs", no_config_user, dequeue_timeout=0.2)
+    await queue.enqueue(PyTask(tasks.async_record, args=("ran",)))
+    async with running(make_worker(queue, sweep_interval=0.1)):
+        await wait_for(lambda: tasks.ran == ["ran"])
+        await anyio.sleep(0.3)  # a few embedded sweeps: none checks again
+    [warning] = warnings(caplog, "could not check")
+    assert "maxmemory-policy" in warning and "must be noeviction" in warning
+    assert "no permissions" in warning
+
+
+async def test_a_sweeper_whose_user_is_refused_config_starts_with_a_warning(
+    no_config_user: redis.asyncio.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="adelayed")
+    sweeper = Sweeper([Queue("jobs", no_config_user)], interval=0.1)
+    async with anyio.create_task_group() as group:
+        group.start_soon(sweeper.run)
+        await wait_for(lambda: any("sweeper started" in r.getMessage() for r in caplog.records))
+        sweeper.stop()
+    assert len(warnings(caplog, "could not check")) == 1
+
+
+# Defect 6: what no retry can fix ends start-up at once.
+
+
+@pytest.fixture(scope="module")
+def locked_server() -> Iterator[EmbeddedRedis]:
+    """A server with a password, 4 databases and two ACL users that lack what adelayed needs."""
+    with EmbeddedRedis({"requirepass": PASSWORD, "databases": "4"}) as server:
+        admin = redis.Redis(port=server.port, password=PASSWORD)
+        admin.execute_command("ACL", "SETUSER", "app", "on", ">app pw", *QUEUE_KEYS, "+@all")
+        admin.execute_command(
+            "ACL", "SETUSER", "no-scripts", "on", ">pw", *QUEUE_KEYS, "+@all", "-@scripting"
+        )
+        admin.execute_command("ACL", "SETUSER", "other-keys", "on", ">pw", "~other:*", "+@all")
+        admin.close()
+        yield server
+
+
+def locked_queue(server: EmbeddedRedis, **settings: Any) -> Queue:
+    client = redis.asyncio.Redis(host="127.0.0.1", port=server.port, **settings)
+    return Queue("jobs", client, dequeue_timeout=0.2)
+
+
+@STARTS
+async def test_a_wrong_password_ends_start_up(start: Start, locked_server: EmbeddedRedis) -> None:
+    queue = locked_queue(locked_server, password="wrong")
+    message = await refused(start, queue)
+    assert "refused the username or password" in message and "queue 'jobs'" in message
+    await queue.redis.aclose()
+
+
+@STARTS
+async def test_a_wrong_password_of_an_acl_user_ends_start_up(
+    start: Start, locked_server: EmbeddedRedis
+) -> None:
+    queue = locked_queue(locked_server, username="app", password="wrong")
+    message = await refused(start, queue)
+    assert "refused the username or password" in message and "USER:PASSWORD" in message
+    await queue.redis.aclose()
+
+
+@STARTS
+async def test_a_missing_password_ends_start_up(start: Start, locked_server: EmbeddedRedis) -> None:
+    queue = locked_queue(locked_server)
+    message = await refused(start, queue)
+    assert "requires a password and none was given" in message
+    await queue.redis.aclose()
+
+
+@STARTS
+async def test_a_database_the_server_does_not_have_ends_start_up(
+    start: Start, locked_server: EmbeddedRedis
+) -> None:
+    queue = locked_queue(locked_server, password=PASSWORD, db=4)  # databases 0 to 3
+    message = await refused(start, queue)
+    assert "database number" in message and "DB index is out of range" in message
+    assert "`databases` setting" in message
+    await queue.redis.aclose()
+
+
+@STARTS
+@pytest.mark.parametrize("user", ["no-scripts", "other-keys"])
+async def test_an_acl_that_refuses_what_adelayed_needs_ends_start_up(
+    start: Start, user: str, locked_server: EmbeddedRedis
+) -> None:
+    queue = locked_queue(locked_server, username=user, password="pw")
+    message = await refused(start, queue)
+    assert "ACL refuses this user" in message and "no permissions" in message
+    assert "~NAME ~NAME_* ~adelayed:*" in message and "+evalsha" in message
+    await queue.redis.aclose()
+
+
+async def test_the_worker_s_acl_user_with_the_rules_the_message_names_works(
+    locked_server: EmbeddedRedis,
+) -> None:
+    admin = redis.asyncio.Redis(port=locked_server.port, password=PASSWORD)
+    rules = f"{ACL_KEYS.format(name='jobs')} {ACL_COMMANDS}".split()
+    await admin.execute_command("ACL", "SETUSER", "least", "on", ">pw", *rules)
+    await Queue("jobs", admin).enqueue(PyTask(tasks.async_record, args=("least",)))
+    await admin.aclose()
+    queue = locked_queue(locked_server, username="least", password="pw")
+    async with running(make_worker(queue, sweep_interval=0.1)):
+        await wait_for(lambda: tasks.ran == ["least"])
+    await queue.redis.aclose()
+
+
+async def test_the_lease_ends_at_once_on_an_acl_refusal(locked_server: EmbeddedRedis) -> None:
+    # The lease shares the classification: a refusal after the start-up check is not retried.
+    queue = locked_queue(locked_server, username="other-keys", password="pw")
+    with anyio.fail_after(5), pytest.raises(RedisConfigurationError, match="ACL refuses"):
+        await Lease(queue, 1, 1).claim()
+    await queue.redis.aclose()
+
+
+# Connection trouble is still waited out.
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@STARTS
+async def test_a_redis_down_at_start_is_waited_for(
+    start: Start, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="adelayed")
+    server = EmbeddedRedis()
+    server.port = _free_port()
+    client = redis.asyncio.Redis(host="127.0.0.1", port=server.port)
+    queue = Queue("jobs", client, dequeue_timeout=0.2)
+    try:
+        async with anyio.create_task_group() as group:
+            group.start_soon(start, queue)
+            await wait_for(lambda: bool(warnings(caplog, "cannot start")), what="retries")
+            server.start()
+            await wait_for(
+                lambda: any(" started " in r.getMessage() for r in caplog.records), what="a start"
+            )
+            group.cancel_scope.cancel()
+    finally:
+        await client.aclose()
+        server.close()
+    assert f"connecting to 127.0.0.1:{server.port}" in warnings(caplog, "cannot start")[0]
