@@ -131,14 +131,18 @@ def _worker_probe(queue: Queue) -> list[tuple[Any, ...]]:
     fetch = protocol.FETCH
     return [
         ("SET", worker, 1, "PX", 1000, "NX"),
-        ("DEL", worker),
         ("SCRIPT", "LOAD", fetch.text),
         ("EVALSHA", fetch.sha, 4, name, noti, processing, hand, 0, 0),  # takes no task
         ("HDEL", processing, field),
         ("HDEL", name + protocol.DELIVERIES_SUFFIX, field),
         ("LTRIM", name + protocol.DEAD_SUFFIX, 0, -1),
-        ("LMOVE", hand, noti, "LEFT", "RIGHT"),
-    ]  # not BLMOVE: on Redis 6.2 a timeout short enough for a probe can block for good
+        ("LMOVE", hand, noti, "LEFT", "RIGHT"),  # hand is empty: moves nothing
+        # BLMOVE from a list that is not empty does not block (on Redis 6.2 a short timeout
+        # can block for good): the probe's own hand, rotated onto itself.
+        ("RPUSH", hand, "probe"),
+        ("BLMOVE", hand, hand, "LEFT", "RIGHT", 1),
+        ("DEL", worker, hand),
+    ]
 
 
 async def _check(

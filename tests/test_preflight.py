@@ -183,6 +183,9 @@ def locked_server() -> Iterator[EmbeddedRedis]:
             "ACL", "SETUSER", "no-scripts", "on", ">pw", *QUEUE_KEYS, "+@all", "-@scripting"
         )
         admin.execute_command("ACL", "SETUSER", "other-keys", "on", ">pw", "~other:*", "+@all")
+        admin.execute_command(
+            "ACL", "SETUSER", "no-blocking", "on", ">pw", *QUEUE_KEYS, "+@all", "-@blocking"
+        )
         admin.close()
         yield server
 
@@ -238,6 +241,17 @@ async def test_an_acl_that_refuses_what_adelayed_needs_ends_start_up(
     message = await refused(start, queue)
     assert "ACL refuses this user" in message and "no permissions" in message
     assert "~NAME ~NAME_* ~adelayed:*" in message and "+evalsha" in message
+    await queue.redis.aclose()
+
+
+async def test_a_worker_whose_acl_refuses_blmove_ends_start_up(
+    locked_server: EmbeddedRedis,
+) -> None:
+    # Only the fetch loop sends BLMOVE: without the probe the worker would start, then retry
+    # its fetch forever.
+    queue = locked_queue(locked_server, username="no-blocking", password="pw")
+    message = await refused(start_worker, queue)
+    assert "'blmove'" in message and "+blmove" in message
     await queue.redis.aclose()
 
 
