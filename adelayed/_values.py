@@ -2,10 +2,11 @@
 
 A worker (adelayed's, and delayed 1.2's: both call ``msgpack.unpackb`` with its defaults) refuses
 a map key that is not str or bytes, so a dict with int keys that msgpack packs happily would be
-dead-lettered. ``PyTask.serialize`` packs a task's fields and, when it has arguments, decodes
-them again as the worker will (DECODE_ERRORS): the C decoder is several times faster than
-walking the values in Python. Only when either step fails does ``explain`` walk the data, to
-name the argument at fault.
+dead-lettered. ``PyTask.serialize`` packs a task's fields and, unless every argument is a
+scalar (``is_flat``: then the decoder can refuse nothing), decodes them again as the worker
+will: the C decoder is faster than walking the values in Python (measured: about 0.45 us for a
+dict and a list of 20 ints, against 0.8 us for a walk). Only when either step fails does
+``explain`` walk the data, to name the argument at fault.
 """
 
 from __future__ import annotations
@@ -20,10 +21,6 @@ from .errors import TaskDataError
 INT_MIN = -(1 << 63)
 INT_MAX = (1 << 64) - 1
 INT_RANGE = "msgpack's 64-bit integer range (-2**63 to 2**64-1)"
-# A payload this large is decoded again only if an argument is a container: a flat one (only
-# scalars, top-level kwargs keys checked to be str) decodes whatever it holds, and decoding a
-# large str costs more than packing it.
-FLAT_SCAN_FROM = 2048
 _DECODE_LIMIT = 100 * 1024 * 1024  # msgpack.unpackb's default max_buffer_size: str, bin, arrays
 _FLAT = frozenset((str, bytes, int, float, bool, type(None)))
 # msgpack's packer refuses a value nested deeper than this below the task's field array.
@@ -63,13 +60,18 @@ def check_shape(func_path: str, args: Any, kwargs: Any) -> None:
 
 
 def is_flat(payload: bytes, fields: tuple[Any, ...]) -> bool:
-    """Whether the packed ``fields`` hold no map but kwargs: then no key can be refused."""
-    args, kwargs = (*fields[1:3], {})[:2]
-    return (
-        len(payload) < _DECODE_LIMIT
-        and _FLAT.issuperset(map(type, args))
-        and _FLAT.issuperset(map(type, kwargs.values()))
-    )
+    """Whether the packed ``fields`` hold only scalars and no map but kwargs, with str keys:
+    then the decoder can refuse nothing, and decoding again is skipped."""
+    if len(payload) >= _DECODE_LIMIT:
+        return False
+    for value in fields[1]:
+        if type(value) not in _FLAT:
+            return False
+    if len(fields) > 2:  # keys again: the dict may have changed since PyTask checked them
+        for key, value in fields[2].items():
+            if type(key) is not str or type(value) not in _FLAT:
+                return False
+    return True
 
 
 def explain(func_path: str, fields: tuple[Any, ...], exc: Exception) -> str:

@@ -16,7 +16,6 @@ import msgpack
 
 from ._values import (
     DECODE_ERRORS,
-    FLAT_SCAN_FROM,
     INT_MAX,
     INT_MIN,
     INT_RANGE,
@@ -137,10 +136,8 @@ class PyTask:
                         fields = fields[:1]
             try:
                 self._payload = msgpack.packb(fields)
-                if len(fields) > 1 and (
-                    len(self._payload) < FLAT_SCAN_FROM or not is_flat(self._payload, fields)
-                ):  # decoded as decode_task does: str or bytes map keys only
-                    msgpack.unpackb(self._payload)
+                if len(fields) > 1 and not is_flat(self._payload, fields):
+                    msgpack.unpackb(self._payload)  # as decode_task does: str, bytes map keys
             except DECODE_ERRORS as exc:
                 self._payload = None
                 raise TaskDataError(explain(self._func_path, fields, exc)) from exc

@@ -10,13 +10,13 @@ from typing import Any
 import msgpack
 import pytest
 import redis.asyncio as redis
-from delayed.task import PyTask as DelayedPyTask
+from delayed.task import PyTask as DelayedPyTask  # type: ignore[import-untyped]
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from adelayed import ConfigurationError, PayloadError, PyTask, Queue, TaskDataError, decode_task
 
-BIG = "x" * 3000  # over the size from which flat payloads are not decoded again
+BIG = "x" * 3000  # a large payload is checked like a small one
 
 
 def deep(levels: int) -> list[Any]:
@@ -117,6 +117,25 @@ def test_a_refused_payload_is_not_kept_for_a_later_serialize() -> None:
         task.serialize()
     with pytest.raises(TaskDataError):
         task.serialize()
+
+
+def test_kwargs_changed_after_the_task_was_made_are_checked_when_sent() -> None:
+    kwargs: dict[Any, Any] = {"a": 1}
+    task = PyTask("mod:f", kwargs=kwargs)
+    kwargs[5] = 2
+    with pytest.raises(TaskDataError, match=r"'mod:f': kwargs has a key 5 \(int\)"):
+        task.serialize()
+
+
+def test_the_decoder_still_reads_what_other_producers_write() -> None:
+    """A worker decodes without the producer's checks; a call that cannot bind is the
+    worker's TaskCallError (dead-lettered), not a TaskDataError while decoding."""
+    task = decode_task(msgpack.packb(["mod:f", [1], {b"raw": 1}]))
+    assert isinstance(task, PyTask)
+    again = decode_task(task.retried().serialize())
+    assert isinstance(again, PyTask)
+    raw: dict[Any, Any] = {b"raw": 1}
+    assert task.kwargs == again.kwargs == raw
 
 
 def plain(value: Any) -> Any:
