@@ -2,9 +2,10 @@
 
 A worker or sweeper checks once, before anything else starts (nothing is checked per task):
 
-- ``maxmemory-policy`` must be ``noeviction``. Any other policy lets Redis evict keys with a TTL
-  when memory is full, and the workers' liveness keys are the only ones adelayed gives a TTL:
-  a sweep then takes their running tasks for lost and requeues them, so each runs twice.
+- ``maxmemory-policy`` must be ``noeviction``. Any other policy lets Redis evict keys when memory
+  is full, the keys with a TTL first, and those are the workers' liveness keys: a sweep then
+  takes their running tasks for lost and requeues them, so each runs twice (an ``allkeys-*``
+  policy may evict the queues themselves too).
 - The connection's password, username and database, and (for a worker) every command and key
   the worker sends, each tried once in a harmless form: an ACL that refuses one of them ends
   start-up instead of failing in the fetch loop.
@@ -201,9 +202,9 @@ def _judge_policy(policy: str | Exception, who: str, allow_eviction: bool) -> No
     if policy == SAFE_POLICY:
         return
     risk = (
-        "when memory is full Redis may evict the workers' liveness keys (the only keys "
-        "adelayed gives a TTL), and a sweep then requeues every task they are running: each "
-        "runs twice"
+        "when memory is full Redis may evict the workers' liveness keys (they carry a TTL), "
+        "and a sweep then requeues every task they are running: each runs twice (allkeys-* "
+        "policies may evict the queues' tasks too)"
     )
     if isinstance(policy, Exception):
         logger.warning(
