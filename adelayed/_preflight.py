@@ -33,6 +33,7 @@ from redis.exceptions import (
     RedisError,
     ResponseError,
 )
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import _protocol as protocol
 from ._backoff import backoff
@@ -42,6 +43,8 @@ from .queue import Queue
 logger = logging.getLogger(__name__)
 
 SAFE_POLICY = "noeviction"
+# How long the start-up check waits for its replies before it counts as connection trouble.
+REPLY_TIMEOUT = 5.0
 
 # What an ACL user of a worker and sweeper needs, as ACL SETUSER rules: the keys of each queue
 # NAME and the liveness keys; the commands the worker sends (the lease's SET and DEL, EVALSHA
@@ -153,17 +156,22 @@ async def _check(
     RedisConfigurationError at once for what retrying cannot fix."""
     failures = 0
     while True:
+        exc: Exception
         try:
-            policy = await _read_policy(client, probe)
+            with anyio.fail_after(REPLY_TIMEOUT):
+                policy = await _read_policy(client, probe)
             break
-        except (RedisError, OSError) as exc:
-            fatal = configuration_error(exc, who)
-            if fatal is not None:
-                raise fatal from exc
-            failures += 1
-            delay = backoff(failures)
-            logger.warning("%s: cannot start on Redis yet (%s); retrying in %.1fs", who, exc, delay)
-            await anyio.sleep(delay)
+        except TimeoutError:  # a frozen Redis, or one too busy to answer
+            exc = RedisTimeoutError(f"no reply within {REPLY_TIMEOUT}s")
+        except (RedisError, OSError) as error:
+            exc = error
+        fatal = configuration_error(exc, who)
+        if fatal is not None:
+            raise fatal from exc
+        failures += 1
+        delay = backoff(failures)
+        logger.warning("%s: cannot start on Redis yet (%s); retrying in %.1fs", who, exc, delay)
+        await anyio.sleep(delay)
     _judge_policy(policy, who, allow_eviction)
 
 
@@ -187,7 +195,8 @@ async def _read_policy(client: Redis, probe: Sequence[tuple[Any, ...]]) -> str |
             await conn.read_response()  # an error reply raises
         return policy
     finally:
-        await conn.disconnect()
+        with anyio.CancelScope(shield=True):  # also when the deadline cut the call short
+            await conn.disconnect()
 
 
 def _policy_of(reply: Any) -> str | Exception:

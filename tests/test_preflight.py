@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import signal
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
@@ -16,7 +18,7 @@ import redis
 import redis.asyncio
 from redis.exceptions import OutOfMemoryError
 
-from adelayed import PyTask, Queue, RedisConfigurationError, Sweeper
+from adelayed import PyTask, Queue, RedisConfigurationError, Sweeper, _preflight
 from adelayed._lease import Lease
 from adelayed._preflight import ACL_COMMANDS, ACL_KEYS
 from adelayed.embedded import EmbeddedRedis
@@ -308,3 +310,24 @@ async def test_a_redis_down_at_start_is_waited_for(
         await client.aclose()
         server.close()
     assert f"connecting to 127.0.0.1:{server.port}" in warnings(caplog, "cannot start")[0]
+
+
+@STARTS
+async def test_a_redis_frozen_at_start_is_waited_for(
+    start: Start, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_preflight, "REPLY_TIMEOUT", 0.5)
+    caplog.set_level(logging.INFO, logger="adelayed")
+    with EmbeddedRedis() as server:
+        client = redis.asyncio.Redis(host="127.0.0.1", port=server.port)
+        os.kill(server.pid, signal.SIGSTOP)  # accepts connections, answers nothing
+        try:
+            async with anyio.create_task_group() as group:
+                group.start_soon(start, Queue("jobs", client, dequeue_timeout=0.2))
+                await wait_for(lambda: bool(warnings(caplog, "no reply within 0.5s")))
+                os.kill(server.pid, signal.SIGCONT)
+                await wait_for(lambda: any(" started " in r.getMessage() for r in caplog.records))
+                group.cancel_scope.cancel()
+        finally:
+            os.kill(server.pid, signal.SIGCONT)
+            await client.aclose()
