@@ -107,7 +107,8 @@ def _authentication_error(text: str, who: str) -> RedisConfigurationError:
 
 
 async def check_worker_start(queue: Queue, *, allow_eviction: bool) -> None:
-    """A worker's start-up check of its queue's Redis: one connection, one round trip."""
+    """A worker's start-up check of its queue's Redis: one connection of its own (its
+    handshake, then every command pipelined in one round trip)."""
     await _check(
         queue.redis, f"worker of queue {queue.name!r}", allow_eviction, _worker_probe(queue)
     )
