@@ -17,8 +17,10 @@ import pytest
 import redis.asyncio as redis
 from aiohttp.test_utils import TestClient as AiohttpClient
 from aiohttp.test_utils import TestServer
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 
-from adelayed import Queue, decode_task
+from adelayed import PyTask, Queue, decode_task
 from adelayed.embedded import EmbeddedRedis
 from examples import aiohttp_app, fastapi_app, signups
 from examples.signups import Settings
@@ -192,6 +194,33 @@ async def test_data_that_cannot_be_a_task_gives_422(
         status, _, body = await post({"email": "ada@example.com", "user_id": 2**70})
     assert (status, body["error"]) == (422, "invalid_task_data")
     assert await client.llen(signups.QUEUE_NAME) == 0
+
+
+@pytest.mark.timeout(20)
+async def test_a_queue_made_on_another_event_loop_serves_testclient(
+    redis_server: EmbeddedRedis,
+) -> None:
+    """The module-level shape (a client and Queue made at import, as ``delayed(queue)`` leads
+    to), used first on the test's loop, then from TestClient's loop in its thread (gone once
+    the TestClient closes), then on the test's loop again, and closed there."""
+    client = redis.Redis.from_url(redis_server.url)
+    await client.flushall()
+    queue = Queue(signups.QUEUE_NAME, client)
+    await queue.enqueue(PyTask(signups.send_welcome_email, ("first@example.com", 0)))
+    app = FastAPI()
+
+    @app.post("/signup")
+    async def signup(signup: fastapi_app.Signup) -> JSONResponse:
+        answer = await signups.enqueue_signup(queue, signup.email, signup.user_id)
+        return JSONResponse(answer.body, answer.status, headers=answer.headers)
+
+    with TestClient(app) as test_client:
+        body = {"email": "second@example.com", "user_id": 1}
+        response = await anyio.to_thread.run_sync(lambda: test_client.post("/signup", json=body))
+    assert response.status_code == 202
+    await queue.enqueue(PyTask(signups.send_welcome_email, ("third@example.com", 2)))
+    assert await queue.len() == 3
+    await client.aclose()  # with a connection made on TestClient's loop, which is closed
 
 
 @pytest.mark.parametrize("body", ["not json", '["a list"]', '{"email": "a@example.com"}'])
