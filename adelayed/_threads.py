@@ -7,12 +7,14 @@ the abandoned call ran on to completion after its task had been requeued, so the
 Here a hard stop abandons the call:
 
 - the thread is a daemon thread, so the process exits without waiting for it;
-- an ``Abandoned`` exception is raised into the thread (``PyThreadState_SetAsyncExc``). It lands
-  at the thread's next Python bytecode, so the function does not run on to completion, and its
-  result is never settled. A function blocked in C (``time.sleep``, a socket read) gets it when
-  that call returns to Python; C code that never returns to Python runs on until the process
-  exits. One race remains: a function that returns in the instant the stop is decided has
-  completed, and is requeued all the same.
+- an ``Abandoned`` exception (a BaseException) is raised into the thread (CPython's
+  ``PyThreadState_SetAsyncExc``). It lands at the thread's next Python bytecode, so the function
+  does not run on to completion, and its result is never settled. Like a KeyboardInterrupt, it
+  can land anywhere in the function's Python code, its cleanup included. A function blocked in C
+  (``time.sleep``, a socket read) gets it when that call returns to Python; C code that never
+  returns to Python runs on until the process exits, which no longer waits for it. One race
+  remains: a function that returns in the instant the stop is decided has completed, and is
+  requeued all the same.
 
 Threads are reused, so no thread is started per task; the worker's slots bound how many run.
 """
