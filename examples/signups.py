@@ -55,9 +55,10 @@ class Settings:
     redis_url: str | None = None
     queue_name: str = QUEUE_NAME
     max_length: int | None = 100_000  # past this, signups get 429 instead of piling up
+    enqueue_timeout: float = 1.0  # a handler answers within about this when Redis is slow
     socket_connect_timeout: float = 1.0
-    socket_timeout: float = 2.0
-    health_check_interval: float = 30.0
+    socket_timeout: float = 5.0
+    health_check_interval: int = 30
 
 
 @asynccontextmanager
@@ -77,7 +78,12 @@ async def open_queue(settings: Settings) -> AsyncIterator[Queue]:
             health_check_interval=settings.health_check_interval,
         )
         stack.push_async_callback(client.aclose)
-        yield Queue(settings.queue_name, client, max_length=settings.max_length)
+        yield Queue(
+            settings.queue_name,
+            client,
+            max_length=settings.max_length,
+            enqueue_timeout=settings.enqueue_timeout,
+        )
 
 
 @dataclass(frozen=True)
