@@ -27,10 +27,9 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
-from ._wire import Wire, checkout
+from ._wire import Wire
 
 NOTI_SUFFIX = "_noti"
 PROCESSING_SUFFIX = "_processing"
@@ -67,7 +66,11 @@ def hand_key(worker_key_: str) -> str:
 
 
 class Script:
-    """A Lua script run by EVALSHA, loaded on the first NOSCRIPT reply."""
+    """A Lua script run by EVALSHA on a wire, loaded on the first NOSCRIPT reply.
+
+    Sent without redis-py's retry and instrumentation layers: adelayed decides itself what may
+    be sent again (its scripts are safe to run twice; an enqueue is not), and the hot path
+    costs less."""
 
     __slots__ = ("name", "sha", "text")
 
@@ -76,39 +79,15 @@ class Script:
         self.text = text
         self.sha = hashlib.sha1(text.encode()).hexdigest()
 
-    async def __call__(self, target: Redis | Wire, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    async def __call__(
+        self, wire: Wire, keys: Sequence[str], args: Sequence[Any], deadline: float | None = None
+    ) -> Any:
+        """Runs the script; ``deadline`` (loop time) bounds the whole call, a reload included."""
         try:
-            return await send(target, "EVALSHA", self.sha, len(keys), *keys, *args)
+            return await wire.call("EVALSHA", self.sha, len(keys), *keys, *args, deadline=deadline)
         except NoScriptError:
-            await send(target, "SCRIPT", "LOAD", self.text)
-            return await send(target, "EVALSHA", self.sha, len(keys), *keys, *args)
-
-
-async def send(target: Redis | Wire, *command: Any) -> Any:
-    """Sends one command on a pooled connection and reads its reply, without redis-py's retry
-    and instrumentation layers: adelayed decides itself what may be sent again (its scripts are
-    safe to run twice; an enqueue is not), and the hot path costs less.
-
-    A pooled connection the server closed meanwhile (a restart) is reconnected before sending,
-    so the usual stale-connection case never sends a command into the void.
-
-    A worker's fetch loop sends on its own Wire instead."""
-    if isinstance(target, Wire):
-        return await target.call(*command)
-    redis = target
-    if redis.connection is not None:  # a single-connection client: keep its locking
-        return await redis.execute_command(*command)  # type: ignore[no-untyped-call]
-    pool = redis.connection_pool
-    conn = await checkout(pool)
-    try:
-        reader = getattr(conn, "_reader", None)
-        if reader is not None and reader.at_eof():
-            await conn.disconnect()
-            await conn.connect()  # type: ignore[no-untyped-call]
-        await conn.send_command(*command)
-        return await conn.read_response()
-    finally:
-        await pool.release(conn)
+            await wire.call("SCRIPT", "LOAD", self.text, deadline=deadline)
+            return await wire.call("EVALSHA", self.sha, len(keys), *keys, *args, deadline=deadline)
 
 
 # KEYS: queue, noti.

@@ -1,29 +1,42 @@
-"""adelayed's own connections to Redis: a worker's fetch loop has one, and the producers of a
-client share one. Commands go out as RESP; replies are parsed by hiredis as they arrive and handed
-straight to the call waiting for them.
+"""adelayed's own connections to Redis: a worker's fetch loop has one, and everything a Queue
+sends through a client shares one per event loop (``shared_wire``). Commands go out as RESP;
+replies are parsed by hiredis as they arrive and handed straight to the call waiting for them.
 
-redis-py opens the connection (address, TLS, AUTH, SELECT, client name: whatever the client was
-configured with) and the wire takes its socket over, leaving the connection checked out of the
-client's pool, so closing the client closes it. From then on no asyncio stream, lock or pool sits
-between a reply and its caller: a round trip costs a quarter to a half of redis-py's
-(``benchmarks/round_trip.py``), and concurrent calls are pipelined on the one socket.
+redis-py opens each connection (address, TLS, AUTH, SELECT, client name: whatever the client
+was configured with): a new one of the pool's connection class, on the running event loop, kept
+in the pool's in-use set so closing the client closes it; the wire then takes its socket over
+(``_takeover``). From then on no asyncio stream, lock or pool sits between a reply and its
+caller: a round trip costs a quarter to a half of redis-py's (``benchmarks/round_trip.py``), and
+concurrent calls are pipelined on the one socket.
+
+Event loops: a socket belongs to the loop it was made on, so a wire never takes over one made on
+another loop (redis-py's pool would hand back such a connection, and a reply to it would never be
+read). A wire used from a new loop opens a new connection there; ``shared_wire`` keeps one wire
+per client and loop, so two loops alive at once (a loop per thread) each have their own. A loop
+that is closed cannot close its sockets any more: the next wire opened on the same pool, from any
+loop, closes them and drops them from the pool's in-use set, and closing the client closes them
+from any loop or thread (``_takeover``). Each call costs one loop identity check for all this.
 
 Replies come back in the order commands went out, so a call whose caller was cancelled keeps
-its place: its reply is still read, and dropped, and the connection stays in step. A lost
-connection fails every waiting call with redis-py's ``ConnectionError``; the next call opens a
-new one.
+its place: its reply is still read, and dropped, and the connection stays in step. A connection
+lost after a command was sent fails every waiting call with ``ReplyLostError``; a reply that
+does not come before the caller's deadline, or within the client's ``socket_timeout``, raises
+``ReplyTimeoutError`` and closes the connection. Either way the command may or may not have run.
+The next call opens a new connection; an error while opening it means nothing was sent.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
+import contextlib
+import socket
+import threading
 import weakref
 from collections import deque
 from typing import Any, NoReturn
 
 import hiredis
-from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import (
     BusyLoadingError,
@@ -36,6 +49,14 @@ from redis.exceptions import (
     TimeoutError,
 )
 
+from ._takeover import (
+    close_orphans,
+    close_without_loop,
+    give_back,
+    new_connection,
+    take_over,
+    transport_of,
+)
 from .errors import ConfigurationError
 
 # Error replies by their first word, as redis-py raises them (so callers catch the same classes
@@ -50,8 +71,26 @@ _ERRORS: dict[str, type[Exception]] = {
 }
 
 
+class ReplyLostError(ConnectionError):
+    """The connection was lost or closed after the command was sent: it may or may not have
+    run."""
+
+
+class ReplyTimeoutError(TimeoutError):
+    """No reply in time (the connection is closed): the command may or may not have run.
+    ``deadline``: the caller's deadline passed, not the client's ``socket_timeout``."""
+
+    def __init__(self, message: str, *, deadline: bool) -> None:
+        super().__init__(message)
+        self.deadline = deadline
+
+
 class _ReplyError(Exception):
     """What hiredis makes of an error reply; turned into a redis-py exception when raised."""
+
+
+class _ExpiredError(Exception):
+    """Set on a waiter whose time ran out."""
 
 
 def _raise_error(reply: _ReplyError) -> NoReturn:
@@ -63,19 +102,23 @@ def _raise_error(reply: _ReplyError) -> NoReturn:
     raise error_class(rest)
 
 
+def _expire(waiter: asyncio.Future[Any]) -> None:
+    if not waiter.done():
+        waiter.set_exception(_ExpiredError())
+
+
 class _Replies(asyncio.Protocol):
     """Feeds the socket's bytes to hiredis and resolves the oldest waiting call per reply."""
 
-    def __init__(self, name: str, stream_protocol: asyncio.BaseProtocol) -> None:
+    def __init__(self, name: str, transport: asyncio.Transport) -> None:
         self._name = name
-        self._stream_protocol = stream_protocol  # redis-py's, told when the socket closes
+        self._stream_protocol = transport.get_protocol()  # redis-py's, told when it closes
         self._parser = hiredis.Reader(replyError=_ReplyError)
         self.waiting: deque[asyncio.Future[Any]] = deque()
-        self.transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.loop = asyncio.get_running_loop()  # the socket's
+        self.socket = transport  # kept to close it if its loop is closed first
+        self.transport: asyncio.Transport | None = transport  # None once closed
+        transport.set_protocol(self)
 
     def data_received(self, data: bytes) -> None:
         self._parser.feed(data)
@@ -87,14 +130,20 @@ class _Replies(asyncio.Protocol):
                 if not waiter.done():
                     waiter.set_result(reply)
         except hiredis.ProtocolError as exc:
-            self.close(ConnectionError(f"{self._name}: {exc}"))
+            self.close(ReplyLostError(f"{self._name}: {exc}"))
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.close(ConnectionError(f"{self._name}: connection lost ({exc or 'closed by server'})"))
-        self._stream_protocol.connection_lost(exc)  # so redis-py's disconnect() completes
+        self.close(ReplyLostError(f"{self._name}: connection lost ({exc or 'closed by server'})"))
+        self._stream_protocol.connection_lost(exc)  # redis-py's reader sees the end too
 
     def close(self, error: Exception) -> None:
         if self.transport is not None:
+            # abort() closes the socket on the loop's next turn; the server should see the end
+            # now, before anything sent after this (a blocked command of ours gives up first).
+            sock = self.transport.get_extra_info("socket")
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
             self.transport.abort()
             self.transport = None
         while self.waiting:
@@ -103,16 +152,36 @@ class _Replies(asyncio.Protocol):
                 waiter.set_exception(error)
                 waiter.exception()  # a waiter nobody awaits any more must not warn
 
+    def orphan(self) -> None:
+        """Closes the socket of a closed event loop, from another one."""
+        self.waiting.clear()  # the closed loop's futures: nothing awaits them any more
+        self.transport = None
+        close_without_loop(self.socket)
+
+    def close_from_anywhere(self) -> None:
+        """Closes the socket from any event loop or thread (redis-py's disconnect())."""
+        error = ReplyLostError(f"{self._name}: connection closed with its client")
+        with contextlib.suppress(RuntimeError):  # no running loop
+            if asyncio.get_running_loop() is self.loop:
+                self.close(error)
+                return
+        try:
+            self.loop.call_soon_threadsafe(self.close, error)
+        except RuntimeError:  # the loop is closed
+            self.orphan()
+
 
 class Wire:
-    """One connection, opened on first use (and again after a loss) from ``redis``'s settings.
+    """One connection, opened on first use (and again after a loss, or on another event loop)
+    from ``redis``'s settings.
 
-    The connection is checked out of the client's pool and stays in it, so closing the client
-    (``aclose()``, or its pool's ``disconnect()``) closes the wire's socket too.
+    The connection is in the client's pool's in-use set, so closing the client (``aclose()``,
+    or its pool's ``disconnect()``) closes the wire's socket too.
 
     Calls may overlap (they are pipelined); a blocking command holds up the ones behind it.
     ``socket_timeout`` from the client's settings bounds the wait for each reply, plus the time
-    a blocking command ahead of it may take."""
+    a blocking command ahead of it may take; a caller's ``deadline`` (loop time) bounds its
+    call as a whole, opening the connection included."""
 
     def __init__(self, redis: Redis, name: str) -> None:
         self._pool = redis.connection_pool
@@ -120,22 +189,25 @@ class Wire:
         self._replies: _Replies | None = None
         self._connection: AbstractConnection | None = None  # whose socket the wire drives
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._connecting: asyncio.Future[_Replies] | None = None
+        self._connecting: asyncio.Task[_Replies] | None = None
         timeout = self._pool.connection_kwargs.get("socket_timeout")
         self._socket_timeout: float | None = timeout
         self._blocked_until = 0.0  # loop time until which a blocking command may hold replies
 
-    async def call(self, *command: Any) -> Any:
+    async def call(self, *command: Any, deadline: float | None = None) -> Any:
         """Sends ``command`` and returns its reply; raises its error reply as redis-py would."""
-        return await self.reply_to(await self.send(*command))
+        return await self.reply_to(await self.send(*command, deadline=deadline), deadline)
 
-    async def send(self, *command: Any, blocking_for: float = 0) -> asyncio.Future[Any]:
+    async def send(
+        self, *command: Any, blocking_for: float = 0, deadline: float | None = None
+    ) -> asyncio.Future[Any]:
         """Writes ``command``; the returned future gets its reply (or its error reply).
-        ``blocking_for``: the seconds a blocking command may wait before it replies."""
+        ``blocking_for``: the seconds a blocking command may wait before it replies. An error
+        raised here (opening the connection) means nothing was sent."""
         loop = asyncio.get_running_loop()
         replies = self._replies
         if replies is None or replies.transport is None or loop is not self._loop:
-            replies = await self._connect()
+            replies = await self._connect(deadline)
         assert replies.transport is not None
         waiter: asyncio.Future[Any] = loop.create_future()
         replies.waiting.append(waiter)
@@ -144,98 +216,109 @@ class Wire:
             self._blocked_until = max(self._blocked_until, loop.time() + blocking_for)
         return waiter
 
-    async def reply_to(self, waiter: asyncio.Future[Any]) -> Any:
-        """Awaits the reply ``waiter`` stands for. Cancelled meanwhile, ``waiter`` is too, and
-        its reply is read and dropped in turn."""
-        timeout = self._socket_timeout
-        try:
-            if timeout is None:
-                reply = await waiter
-            else:
-                blocked = max(0.0, self._blocked_until - asyncio.get_running_loop().time())
-                reply = await asyncio.wait_for(waiter, timeout + blocked)
-        except asyncio.TimeoutError:
-            self.close()  # the reply may still come: the connection is out of step
-            raise TimeoutError(f"{self._name}: no reply within {timeout}s") from None
+    async def reply_to(self, waiter: asyncio.Future[Any], deadline: float | None = None) -> Any:
+        """Awaits the reply ``waiter`` stands for, until ``deadline`` (loop time) at the latest.
+        Cancelled meanwhile, ``waiter`` is too, and its reply is read and dropped in turn."""
+        if deadline is None and self._socket_timeout is None:
+            reply = await waiter
+        else:
+            reply = await self._reply_in_time(waiter, deadline)
         if isinstance(reply, _ReplyError):
             _raise_error(reply)
         return reply
 
+    async def _reply_in_time(self, waiter: asyncio.Future[Any], deadline: float | None) -> Any:
+        loop = waiter.get_loop()
+        timeout = self._socket_timeout
+        limit = deadline
+        if timeout is not None:
+            limit = max(loop.time(), self._blocked_until) + timeout
+            if deadline is not None and deadline < limit:
+                limit = deadline
+        assert limit is not None
+        timer = loop.call_at(limit, _expire, waiter)
+        try:
+            return await waiter
+        except _ExpiredError:
+            self.close()  # the server does not answer: the next call opens a new connection
+            if limit == deadline:
+                raise ReplyTimeoutError(f"{self._name}: no reply in time", deadline=True) from None
+            raise ReplyTimeoutError(
+                f"{self._name}: no reply within {timeout}s (the client's socket_timeout)",
+                deadline=False,
+            ) from None
+        finally:
+            timer.cancel()
+
     def close(self) -> None:
-        """Closes the socket; calls still waiting fail with ConnectionError."""
+        """Closes the socket; calls still waiting fail with ReplyLostError."""
         if self._replies is not None:
-            self._replies.close(ConnectionError(f"{self._name}: connection closed"))
+            self._replies.close(ReplyLostError(f"{self._name}: connection closed"))
             self._replies = None
 
     async def aclose(self) -> None:
-        """Closes the socket and gives its connection back to the client's pool (call it on
-        the event loop the wire was used on)."""
+        """Closes the socket and drops its connection from the client's pool (call it on the
+        event loop the wire was used on)."""
         self.close()
         await self._give_back()
 
     async def _give_back(self) -> None:
         connection, self._connection = self._connection, None
         if connection is not None:
-            await connection.disconnect()
-            await self._pool.release(connection)
+            await give_back(self._pool, connection)
 
-    async def _connect(self) -> _Replies:
+    async def _connect(self, deadline: float | None) -> _Replies:
         """Opens the connection; calls arriving meanwhile wait for the same one."""
+        loop = asyncio.get_running_loop()
         connecting = self._connecting
-        if connecting is None:
-            connecting = self._connecting = asyncio.ensure_future(self._open())
+        if connecting is None or connecting.get_loop() is not loop:
+            connecting = self._connecting = loop.create_task(self._open())
         try:
-            return await asyncio.shield(connecting)
+            if deadline is None:
+                return await asyncio.shield(connecting)
+            return await asyncio.wait_for(asyncio.shield(connecting), deadline - loop.time())
+        except asyncio.TimeoutError:
+            raise TimeoutError(f"{self._name}: no connection in time") from None
         finally:
             if connecting.done() and self._connecting is connecting:
                 self._connecting = None
 
     async def _open(self) -> _Replies:
-        if self._loop is asyncio.get_running_loop():
+        loop = asyncio.get_running_loop()
+        if self._loop is loop:
             self.close()  # lost: fail whatever still waits on it
             await self._give_back()
-        else:  # made on another event loop, which may be gone: leave its socket be
+        else:  # made on another loop: closed there, or below once that loop is closed
             self._replies = self._connection = None
-        connection = await checkout(self._pool)
-        writer = getattr(connection, "_writer", None)
-        transport = getattr(writer, "transport", None)
-        if not isinstance(transport, asyncio.Transport):  # redis-py's internals changed
-            await self._pool.release(connection)
-            raise ConfigurationError(
-                f"{self._name}: cannot take over the socket of a redis-py "
-                f"{type(connection).__name__}; install a redis-py version within the range "
-                "adelayed's pyproject.toml allows"
-            )
-        replies = _Replies(self._name, transport.get_protocol())
-        transport.set_protocol(replies)
-        replies.connection_made(transport)
-        self._replies, self._connection = replies, connection
-        self._loop = asyncio.get_running_loop()
+        await close_orphans(self._pool)
+        connection = await new_connection(self._pool)
+        try:
+            transport = transport_of(connection, self._name)
+        except ConfigurationError:
+            await give_back(self._pool, connection)
+            raise
+        replies = _Replies(self._name, transport)
+        take_over(self._pool, connection, replies)
+        self._replies, self._connection, self._loop = replies, connection, loop
         return replies
 
 
-# redis-py 5.0 requires a command name here; later versions deprecate passing one.
-_CHECKOUT_NEEDS_NAME = (
-    inspect.signature(ConnectionPool.get_connection).parameters["command_name"].default
-    is inspect.Parameter.empty
+_shared: weakref.WeakKeyDictionary[Redis, dict[asyncio.AbstractEventLoop, Wire]] = (
+    weakref.WeakKeyDictionary()
 )
-
-
-async def checkout(pool: ConnectionPool) -> AbstractConnection:
-    """A connected connection from ``pool``, until ``pool.release()``."""
-    if _CHECKOUT_NEEDS_NAME:
-        return await pool.get_connection("_")  # type: ignore[no-any-return, no-untyped-call]
-    return await pool.get_connection()  # type: ignore[no-any-return, no-untyped-call]
-
-
-_shared: weakref.WeakKeyDictionary[Redis, Wire] = weakref.WeakKeyDictionary()
+_shared_lock = threading.Lock()  # loops of different threads may ask at once
 
 
 def shared_wire(redis: Redis) -> Wire:
-    """The wire the producers using ``redis`` share: any number of concurrent enqueues go out
-    pipelined on its one connection (redis-py's pool would open one connection per command in
-    flight, up to its limit, then fail)."""
-    wire = _shared.get(redis)
-    if wire is None:
-        wire = _shared[redis] = Wire(redis, "adelayed's enqueue connection")
+    """The wire every Queue call through ``redis`` on the running event loop shares: any number
+    of concurrent enqueues go out pipelined on its one connection (redis-py's pool would open
+    one connection per command in flight, up to its limit, then fail). Each loop has its own."""
+    loop = asyncio.get_running_loop()
+    with _shared_lock:
+        wires = _shared.setdefault(redis, {})
+        wire = wires.get(loop)
+        if wire is None:
+            for closed in [other for other in wires if other.is_closed()]:
+                del wires[closed]  # their connections are closed by the next wire that opens
+            wire = wires[loop] = Wire(redis, "adelayed's connection")
     return wire

@@ -1,44 +1,57 @@
-"""The Queue: enqueue tasks and run the protocol's scripts on one named queue."""
+"""The Queue: enqueue tasks and run the protocol's scripts on one named queue.
+
+Everything a Queue sends goes out on the wire its client shares on the running event loop
+(``_wire.shared_wire``), never on a connection of redis-py's pool: a pooled connection belongs to
+the loop that opened it, and a client must work from whichever loop uses it next (a module-level
+client under pytest-asyncio, or a loop per thread). The worker's fetches have a wire of their
+own.
+
+An enqueue is bounded by ``enqueue_timeout`` and says, when it fails, whether the task may have
+been added: ``EnqueueTimeoutError`` or ``EnqueueOutcomeUnknownError`` once it was sent (it may or
+may not be in the queue), ``EnqueueError`` when nothing was.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
-import msgpack
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError, OutOfMemoryError, RedisError, ResponseError
+from redis.exceptions import (
+    AuthenticationError,
+    AuthorizationError,
+    ConnectionError,
+    NoScriptError,
+    OutOfMemoryError,
+    RedisError,
+    TimeoutError,
+)
 
 from . import _protocol as protocol
-from ._wire import Wire, shared_wire
+from ._dead_letters import DeadLetters, DeadTask
+from ._wire import ReplyLostError, ReplyTimeoutError, Wire, shared_wire
 from .errors import (
     ConfigurationError,
     EnqueueError,
+    EnqueueOutcomeUnknownError,
+    EnqueueTimeoutError,
     PayloadTooLargeError,
     QueueFullError,
 )
 from .task import Task
+
+__all__ = ["DeadTask", "Queue"]
 
 logger = logging.getLogger(__name__)
 
 _DELIVERIES_MEMORY_MS = 24 * 3600 * 1000
 
 
-@dataclass(frozen=True)
-class DeadTask:
-    """A task that could not run, as kept in the queue's dead-letter list."""
-
-    payload: bytes
-    reason: str
-    failed_at: float
-    worker: str
-
-
-class Queue:
+class Queue(DeadLetters):
     """A named task queue on Redis, compatible with delayed's and go-delayed's.
 
     ``dequeue_timeout``: how long a worker blocks waiting for a task before it looks around.
@@ -48,6 +61,10 @@ class Queue:
     limit). ``max_payload_size``: largest serialized task, in bytes, on enqueue and on dequeue.
     ``max_deliveries``: a task whose worker died this many times is dead-lettered, not requeued
     (None: requeue forever, as delayed does). ``dead_letter_limit``: the dead-letter list's cap.
+    Its dead-letter list: ``dead_tasks()``, ``requeue_dead()``, ``purge_dead()``.
+    ``enqueue_timeout``: the most an ``enqueue`` or ``enqueue_many`` waits, connecting included
+    (seconds; None: no deadline but the client's ``socket_timeout``). When it passes after the
+    task was sent, EnqueueTimeoutError: the task may or may not have been enqueued.
     """
 
     def __init__(
@@ -61,6 +78,7 @@ class Queue:
         max_payload_size: int = 1 << 20,
         max_deliveries: int | None = 5,
         dead_letter_limit: int = 10_000,
+        enqueue_timeout: float | None = 5,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ConfigurationError(f"a queue needs a non-empty name, not {name!r}")
@@ -74,6 +92,13 @@ class Queue:
         ):
             if value <= 0:
                 raise ConfigurationError(f"queue {name!r}: {setting} must be positive, not {value}")
+        if enqueue_timeout is not None and not (
+            isinstance(enqueue_timeout, (int, float)) and 0 < enqueue_timeout < math.inf
+        ):
+            raise ConfigurationError(
+                f"queue {name!r}: enqueue_timeout must be positive seconds or None (no "
+                f"deadline), not {enqueue_timeout!r}"
+            )
         self._name = name
         self._redis = redis
         self._dequeue_timeout = dequeue_timeout
@@ -86,6 +111,8 @@ class Queue:
         self._processing_key = name + protocol.PROCESSING_SUFFIX
         self._dead_key = name + protocol.DEAD_SUFFIX
         self._deliveries_key = name + protocol.DELIVERIES_SUFFIX
+        self._enqueue_timeout = enqueue_timeout
+        self._loop_wire: tuple[asyncio.AbstractEventLoop | None, Wire | None] = (None, None)
 
     @property
     def name(self) -> str:
@@ -103,46 +130,59 @@ class Queue:
     def keep_alive_timeout(self) -> float:
         return self._keep_alive_timeout
 
+    @property
+    def enqueue_timeout(self) -> float | None:
+        return self._enqueue_timeout
+
     def __repr__(self) -> str:
         return f"Queue({self._name!r})"
 
     async def enqueue(self, task: Task) -> None:
         """Adds one task: its payload and its token in one script call (one round trip).
-        Raises QueueFullError, PayloadTooLargeError or EnqueueError; then nothing was added."""
+        Raises EnqueueTimeoutError or EnqueueOutcomeUnknownError when the task was sent and
+        no reply came (it may or may not have been added); QueueFullError, TaskDataError,
+        PayloadTooLargeError or EnqueueError when nothing was added."""
         payload = self._payload_of(task)
         keys = (self._name, self._noti_key)
+        wire = self._wire()
         try:
             pushed = await protocol.ENQUEUE(
-                shared_wire(self._redis), keys, (self._max_length, 1, payload)
+                wire, keys, (self._max_length, 1, payload), self._deadline()
             )
-        except ResponseError as exc:
-            raise self._enqueue_error(exc) from exc
+        except RedisError as exc:
+            raise self._enqueue_error(exc, (task,)) from exc
         if pushed == -1:
             raise self._full_error(1)
 
     async def enqueue_many(self, tasks: Iterable[Task]) -> int:
         """Adds many tasks in one round trip; returns how many. Up to MAX_ITEMS_PER_CALL
-        (10,000) tasks go in one atomic script call: all of them or, on an error, none."""
+        (10,000) tasks go in one atomic script call: all of them or, on an error, none.
+        Raises as ``enqueue`` does; ``enqueue_timeout`` bounds the whole call."""
+        tasks = list(tasks)
         payloads = [self._payload_of(task) for task in tasks]
         if not payloads:
             return 0
         step = protocol.MAX_ITEMS_PER_CALL
         groups = [payloads[i : i + step] for i in range(0, len(payloads), step)]
-        if self._max_length and len(groups) > 1:
-            # The first group is admitted against the whole call; the rest follow it only then.
-            await self._push(groups.pop(0), admitted=len(payloads))
-            await self._push(*groups, admitted=0)
-        else:
-            await self._push(*groups, admitted=len(payloads))
+        deadline = self._deadline()
+        try:
+            if self._max_length and len(groups) > 1:
+                # The first group is admitted against the whole call; the rest follow it then.
+                await self._push(groups.pop(0), admitted=len(payloads), deadline=deadline)
+                await self._push(*groups, admitted=0, deadline=deadline)
+            else:
+                await self._push(*groups, admitted=len(payloads), deadline=deadline)
+        except RedisError as exc:
+            raise self._enqueue_error(exc, tasks) from exc
         return len(payloads)
 
     async def len(self) -> int:
         """How many tasks wait in the queue (not counting those being run)."""
-        return int(await self._redis.llen(self._name))
+        return int(await self._wire().call("LLEN", self._name))
 
     async def in_flight(self) -> int:
         """How many tasks workers are running now (entries of the processing hash)."""
-        return int(await self._redis.hlen(self._processing_key))
+        return int(await self._wire().call("HLEN", self._processing_key))
 
     async def requeue_lost(self) -> int:
         """Puts back the tasks of dead workers (dead-lettering those whose workers died
@@ -156,7 +196,7 @@ class Queue:
             self._dead_key,
         )
         args = (self._max_deliveries, time.time(), self._dead_letter_limit, _DELIVERIES_MEMORY_MS)
-        requeued, buried, tokens = await protocol.REQUEUE_LOST(self._redis, keys, args)
+        requeued, buried, tokens = await protocol.REQUEUE_LOST(self._wire(), keys, args)
         if buried:
             logger.error(
                 "queue %r: %d task(s) dead-lettered: their workers died on each of %d deliveries",
@@ -168,30 +208,20 @@ class Queue:
             )
         return int(requeued)
 
-    # The dead-letter list.
-
-    async def dead_tasks(self, limit: int = 100) -> list[DeadTask]:
-        """The newest dead letters, newest first."""
-        records = await self._redis.lrange(self._dead_key, 0, limit - 1)
-        return [_decode_dead(record) for record in cast(list[bytes], records)]
-
-    async def requeue_dead(self, count: int | None = None) -> int:
-        """Moves up to ``count`` dead letters (all when None), oldest first, back onto the
-        queue; returns how many. Fix what killed them first."""
-        if count is None:
-            count = int(await self._redis.llen(self._dead_key))
-        keys = (self._name, self._noti_key, self._dead_key)
-        return int(await protocol.REQUEUE_DEAD(self._redis, keys, (count,)))
-
-    async def purge_dead(self) -> int:
-        """Deletes every dead letter; returns how many there were."""
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.llen(self._dead_key)
-            pipe.delete(self._dead_key)
-            count, _ = await pipe.execute()
-        return int(count)
-
     # Internals.
+
+    def _wire(self) -> Wire:
+        """The client's wire on the running loop (remembered for the loop that used it last)."""
+        loop = asyncio.get_running_loop()
+        used_on, wire = self._loop_wire
+        if used_on is not loop or wire is None:
+            wire = shared_wire(self._redis)
+            self._loop_wire = (loop, wire)
+        return wire
+
+    def _deadline(self) -> float | None:
+        timeout = self._enqueue_timeout
+        return None if timeout is None else asyncio.get_running_loop().time() + timeout
 
     def _payload_of(self, task: Task) -> bytes:
         payload = task.serialize()
@@ -203,26 +233,47 @@ class Queue:
             )
         return payload
 
-    async def _push(self, *groups: list[bytes], admitted: int) -> None:
+    async def _push(self, *groups: list[bytes], admitted: int, deadline: float | None) -> None:
         """One round trip: each group of payloads in one ENQUEUE call, pipelined."""
         args = [(self._max_length, admitted, *group) for group in groups]
-        try:
-            replies = await self._run_pipelined(
-                protocol.ENQUEUE, (self._name, self._noti_key), args
-            )
-        except ResponseError as exc:
-            raise self._enqueue_error(exc) from exc
+        keys = (self._name, self._noti_key)
+        replies = await self._run_pipelined(protocol.ENQUEUE, keys, args, deadline)
         if -1 in replies:
             raise self._full_error(admitted)
 
-    def _enqueue_error(self, exc: ResponseError) -> Exception:
+    def _enqueue_error(self, exc: RedisError, tasks: Sequence[Task]) -> Exception:
+        what = f"task {tasks[0].func_path!r}"
+        if len(tasks) > 1:
+            what = f"{len(tasks)} tasks (the first: {tasks[0].func_path!r})"
+        where = f"queue {self._name!r}: {what}"
+        if isinstance(exc, ReplyTimeoutError):
+            why, fix = str(exc), "raise the client's socket_timeout"
+            if exc.deadline:
+                why = f"no reply within enqueue_timeout ({self._enqueue_timeout}s)"
+                fix = "raise Queue(enqueue_timeout=...)"
+            return EnqueueTimeoutError(
+                f"{where} may or may not have been enqueued: {why}. Check whether it was before "
+                f"enqueueing it again, make the task idempotent, or {fix}"
+            )
+        if isinstance(exc, ReplyLostError):
+            return EnqueueOutcomeUnknownError(
+                f"{where} may or may not have been enqueued: the connection was lost after it "
+                f"was sent ({exc}). Check whether it was before enqueueing it again, or make "
+                "the task idempotent"
+            )
+        refused = isinstance(exc, (AuthenticationError, AuthorizationError))  # as redis-py's
+        if isinstance(exc, (ConnectionError, TimeoutError)) and not refused:  # nothing sent
+            return EnqueueError(
+                f"{where} was not enqueued: cannot reach Redis ({exc}); nothing was added. "
+                "Enqueue it again once Redis answers"
+            )
         # Redis 7 replies OOM; 6.2 wraps it in a script error. Either way the script's first
         # write was refused, so nothing was added.
         if not isinstance(exc, OutOfMemoryError) and "OOM command not allowed" not in str(exc):
             return exc
         return EnqueueError(
-            f"queue {self._name!r}: Redis refused the task(s) for lack of memory ({exc}); "
-            "nothing was added. Let workers drain the queue, or raise Redis's maxmemory"
+            f"{where}: Redis refused it for lack of memory ({exc}); nothing was added. Let "
+            "workers drain the queue, or raise Redis's maxmemory"
         )
 
     def _full_error(self, admitted: int) -> QueueFullError:
@@ -233,24 +284,29 @@ class Queue:
         )
 
     async def _run_pipelined(
-        self, script: protocol.Script, keys: Sequence[str], calls: Sequence[Sequence[Any]]
+        self,
+        script: protocol.Script,
+        keys: Sequence[str],
+        calls: Sequence[Sequence[Any]],
+        deadline: float | None,
     ) -> list[Any]:
         """Runs ``script`` once per ``calls`` entry, all sent before the first reply is read;
         raises the first error once every reply is in."""
-        wire = shared_wire(self._redis)
+        wire = self._wire()
         if len(calls) == 1:
-            return [await script(wire, keys, calls[0])]
-        sent = [await wire.send("EVALSHA", script.sha, len(keys), *keys, *args) for args in calls]
+            return [await script(wire, keys, calls[0], deadline)]
+        command = ("EVALSHA", script.sha, len(keys), *keys)
+        sent = [await wire.send(*command, *args, deadline=deadline) for args in calls]
         replies: list[Any] = []
         for waiter in sent:
             try:
-                replies.append(await wire.reply_to(waiter))
+                replies.append(await wire.reply_to(waiter, deadline))
             except RedisError as exc:
                 replies.append(exc)
         unloaded = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
         if unloaded:  # those calls did not run: load the script and send them again
-            await wire.call("SCRIPT", "LOAD", script.text)
-            again = await self._run_pipelined(script, keys, [calls[i] for i in unloaded])
+            await wire.call("SCRIPT", "LOAD", script.text, deadline=deadline)
+            again = await self._run_pipelined(script, keys, [calls[i] for i in unloaded], deadline)
             for i, reply in zip(unloaded, again, strict=True):
                 replies[i] = reply
         for reply in replies:
@@ -287,31 +343,13 @@ class Queue:
 
     async def _return_tokens(self, hand: str) -> None:
         """Puts back on noti any token a failed fetch left in a worker's ``hand``."""
-        while await self._redis.lmove(hand, self._noti_key):
+        wire = self._wire()
+        while await wire.call("LMOVE", hand, self._noti_key, "LEFT", "RIGHT"):
             pass
 
     async def _release(self, fields: Sequence[str]) -> None:
-        await self._redis.hdel(self._processing_key, *fields)
+        await self._wire().call("HDEL", self._processing_key, *fields)
 
     async def _requeue(self, field: str, payload: bytes, *, at_head: bool) -> None:
         keys = (self._name, self._noti_key, self._processing_key)
-        await protocol.REQUEUE(self._redis, keys, (field, payload, "head" if at_head else "tail"))
-
-    async def _bury(self, field: str, payload: bytes, reason: str, worker: str) -> None:
-        # use_bin_type=False: Redis's Lua cmsgpack (REQUEUE_DEAD) reads no bin type.
-        fields = {"payload": payload, "reason": reason, "failed_at": time.time(), "worker": worker}
-        record = msgpack.packb(fields, use_bin_type=False)
-        keys = (self._processing_key, self._dead_key)
-        await protocol.BURY(self._redis, keys, (field, record, self._dead_letter_limit))
-
-
-def _decode_dead(record: bytes) -> DeadTask:
-    # raw=True: records carry the payload as a msgpack str (Lua's cmsgpack has no bin type).
-    fields = msgpack.unpackb(record, raw=True)
-
-    def text(name: bytes) -> str:
-        return bytes(fields.get(name, b"")).decode("utf-8", "replace")
-
-    return DeadTask(
-        bytes(fields[b"payload"]), text(b"reason"), float(fields[b"failed_at"]), text(b"worker")
-    )
+        await protocol.REQUEUE(self._wire(), keys, (field, payload, "head" if at_head else "tail"))
