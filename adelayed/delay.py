@@ -54,7 +54,7 @@ class delayed:  # noqa: N801 - named after delayed's decorator factory, which us
     def _wrap(self, func: Callable[P, R], retry: int) -> DelayedFunction[P, R]:
         path = register_decorated(func)
         queue = self._queue
-        check_call = call_checker(func, path)
+        check_call = call_checker(func, path, queue.name)
 
         async def delay(*args: P.args, **kwargs: P.kwargs) -> None:
             check_call(args, kwargs)
@@ -66,7 +66,7 @@ class delayed:  # noqa: N801 - named after delayed's decorator factory, which us
 
 
 def call_checker(
-    func: Callable[..., Any], path: str
+    func: Callable[..., Any], path: str, queue_name: str
 ) -> Callable[[tuple[Any, ...], dict[str, Any]], None]:
     """A check that ``func(*args, **kwargs)`` would bind, as the worker will call it.
 
@@ -87,11 +87,18 @@ def call_checker(
         try:
             signature.bind(*args, **kwargs)
         except TypeError as exc:
+            name = path.rpartition(":")[2]
             raise TaskDataError(
-                f"{path}.delay() does not fit {path}{signature}: {exc}; pass the arguments "
-                f"{path.rpartition(':')[2]}() takes"
+                f"cannot enqueue {path} on queue {queue_name!r}: the call does not fit "
+                f"{name}{_bare(signature)}: {exc}; pass the arguments {name}() takes"
             ) from None
         if len(fits) < _SHAPES_KEPT:
             fits.add(shape)
 
     return check_call
+
+
+def _bare(signature: inspect.Signature) -> inspect.Signature:
+    """The signature without annotations, which postponed evaluation shows as strings."""
+    params = [param.replace(annotation=param.empty) for param in signature.parameters.values()]
+    return signature.replace(parameters=params, return_annotation=signature.empty)
