@@ -93,7 +93,10 @@ def _problems(value: Any, where: str) -> Iterator[str]:
     while stack:
         value, where, depth = stack.pop()
         if depth > _PACK_DEPTH:
-            yield f"{where[:40]}... is nested over {_PACK_DEPTH} levels deep, or contains itself"
+            yield (
+                f"{where[:40]}... is nested over {_PACK_DEPTH} levels deep, or contains itself; "
+                "pass a flatter value"
+            )
             return
         if isinstance(value, str):
             problem = _bad_str(value, where)
@@ -130,7 +133,10 @@ def _bad_str(value: str, where: str) -> str | None:
     try:
         value.encode()
     except UnicodeEncodeError as exc:
-        return f"{where} is a str msgpack cannot encode as UTF-8 ({exc.reason} at {exc.start})"
+        return (
+            f"{where} is a str msgpack cannot encode as UTF-8 ({exc.reason} at {exc.start}); "
+            "pass bytes, or a str without lone surrogates"
+        )
     return None
 
 

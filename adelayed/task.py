@@ -220,12 +220,23 @@ def _decode_go(func_path: str, packed_args: bytes | None, payload: bytes) -> GoT
     return task
 
 
+def _undecodable(payload: bytes, exc: Exception) -> str:
+    try:  # only to say why: a key other than str or bytes is msgpack, but not a v1 task's
+        msgpack.unpackb(payload, strict_map_key=False)
+    except (ValueError, TypeError, msgpack.UnpackException):
+        return f"payload is not msgpack ({exc}): {payload[:64]!r}"
+    return (
+        f"payload has a map key that is neither str nor bytes ({exc}), which delayed's and "
+        f"adelayed's workers cannot decode; adelayed's producers refuse it: {payload[:64]!r}"
+    )
+
+
 def decode_task(payload: bytes) -> Task:
     """The task a payload holds; raises PayloadError naming what is wrong with it."""
     try:
         fields = msgpack.unpackb(payload)
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
-        raise PayloadError(f"payload is not msgpack ({exc}): {payload[:64]!r}") from exc
+        raise PayloadError(_undecodable(payload, exc)) from exc
     if isinstance(fields, str) and fields:
         return _decode_go(fields, None, payload)
     if (

@@ -138,6 +138,13 @@ def test_the_decoder_still_reads_what_other_producers_write() -> None:
     assert task.kwargs == again.kwargs == raw
 
 
+def test_a_foreign_payload_with_int_keys_is_dead_lettered_for_its_real_reason() -> None:
+    with pytest.raises(PayloadError, match=r"^payload has a map key that is neither str nor"):
+        decode_task(msgpack.packb(["mod:f", [{1: "a"}]]))
+    with pytest.raises(PayloadError, match=r"^payload is not msgpack"):
+        decode_task(b"\xc1")
+
+
 def plain(value: Any) -> Any:
     """The value as a worker decodes it: arrays as lists, binaries as bytes; NaN made equal."""
     if isinstance(value, (list, tuple)):
