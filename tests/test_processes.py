@@ -62,7 +62,7 @@ async def test_a_second_signal_stops_at_once_and_requeues_running_tasks(
     await wait_for(lambda: _length(client, "started", 5), what="5 running tasks")
     worker.send_signal(signal.SIGTERM)
     await wait_for(lambda: "finishing running tasks" in log.read_text(), what="first signal")
-    assert processes.stop(worker, signal.SIGTERM, timeout=10) == 0
+    assert processes.stop(worker, signal.SIGTERM, timeout=10) == 128 + signal.SIGTERM
     assert await listed(client, "finished") == []
     assert await settled(client) == (8, 8, 0)
 
