@@ -163,5 +163,8 @@ def _show(value: Any) -> str:
             return f"{sign}2**{size.bit_length() - 1}"
         if size.bit_length() > 128:
             return f"an int of {size.bit_length()} bits"
-    text = repr(value)
+    try:
+        text = repr(value)
+    except Exception:  # a broken __repr__ must not hide the refusal
+        return f"a {type(value).__name__}"
     return text if len(text) <= 60 else f"{text[:57]}..."
