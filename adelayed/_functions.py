@@ -154,7 +154,7 @@ class FunctionTable:
             if missing is not None:
                 raise TaskError(
                     f"task {path!r}: cannot import module {module_name!r} on this worker "
-                    f"(no module named {missing!r}), and it is not among the worker's tasks; "
+                    f"(No module named {missing!r}), and it is not among the worker's tasks; "
                     f"{_where_to_run()}; and name it in Worker(tasks=...) or on the command line"
                 )
             raise FunctionNotAllowedError(

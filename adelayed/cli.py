@@ -105,7 +105,8 @@ def _parser() -> argparse.ArgumentParser:
 def _options(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = _parser()
     options = parser.parse_args(argv)
-    options.queue = [*(options.queue or ()), *getattr(options, "later_queues", ())] or ["default"]
+    later = vars(options).pop("later_queues", ())
+    options.queue = [*(options.queue or ()), *later] or ["default"]
     if options.command == "worker" and len(options.queue) != 1:
         parser.error("a worker serves one queue: give exactly one --queue (one worker per queue)")
     return options
