@@ -68,15 +68,14 @@ class ThreadRunner:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         thread.jobs.put((func, args, future))
         try:
-            result = await future
+            return await future
         except asyncio.CancelledError:
-            thread.abandon()
+            if future.cancelled():  # the call runs on, or its outcome is on its way: drop it
+                thread.abandon()
             raise
-        except BaseException:
-            self._idle.append(thread)
-            raise
-        self._idle.append(thread)
-        return result
+        finally:
+            if future.done() and not future.cancelled():  # the call returned: reuse the thread
+                self._idle.append(thread)
 
     def close(self) -> None:
         """Ends the idle threads (a running one ends when its call returns)."""

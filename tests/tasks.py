@@ -60,6 +60,13 @@ def sync_record(value: object) -> None:
     ran.append(value)
 
 
+def sync_record_thread(fail: bool = False) -> None:
+    """Records the thread it runs in; raises after that if ``fail``."""
+    ran.append(threading.get_ident())
+    if fail:
+        raise RuntimeError("planned failure")
+
+
 async def async_sleep(seconds: float, value: object = None) -> None:
     _enter()
     try:

@@ -70,6 +70,15 @@ async def test_more_sync_tasks_than_anyio_default_thread_limit_run_at_once(queue
     assert tasks.peak() == 60
 
 
+async def test_sync_tasks_reuse_threads_at_most_one_per_slot(queue: Queue) -> None:
+    await queue.enqueue_many(
+        PyTask(tasks.sync_record_thread, args=(i % 2 == 0,)) for i in range(60)
+    )
+    async with running(make_worker(queue, concurrency=3)):
+        await wait_for(lambda: len(tasks.ran) == 60)
+    assert len(set(tasks.ran)) <= 3  # failed calls' threads are reused too
+
+
 async def test_retry_runs_a_failing_task_retry_plus_one_times(
     client: redis.Redis, queue: Queue
 ) -> None:
