@@ -99,18 +99,18 @@ class RetryLog:
             self._storms[path] = (last_line, unlogged + 1)
         elif unlogged:
             logger.warning(
-                "queue %r: %d more retries of %r in the last %.0fs, the latest after "
-                "attempt %d failed (%r); retrying in %.1fs, %s",
+                "queue %r: %d more retries of %r in the last %.1fs; the latest: attempt %d "
+                "failed (%r), %s in %.1fs",
                 self._queue_name, unlogged + 1, path, now - last_line, attempt, error,
-                pause, _left(task),
+                _retry_of(task, attempt), pause,
             )  # fmt: skip
             self._storms[path] = (now, 0)
         else:
             logger.warning(
-                "queue %r: task %r failed (attempt %d); retrying in %.1fs, %s "
-                "(further retries of %r are summed up every %.0fs)",
-                self._queue_name, path, attempt, pause, _left(task), path, SUMMARY_INTERVAL,
-                exc_info=error,
+                "queue %r: task %r failed (attempt %d), %s in %.1fs (further retries of %r "
+                "are summed up every %gs)",
+                self._queue_name, path, attempt, _retry_of(task, attempt), pause, path,
+                SUMMARY_INTERVAL, exc_info=error,
             )  # fmt: skip
             self._storms[path] = (now, 0)
 
@@ -122,8 +122,10 @@ class RetryLog:
         )  # fmt: skip
 
 
-def _left(task: PyTask) -> str:
-    return "retries left: " + ("unlimited" if task.retry < 0 else str(task.retry))
+def _retry_of(task: PyTask, attempt: int) -> str:
+    """E.g. 'retry 2 of 3' after attempt 2 (``task`` as it ran then)."""
+    total = "unlimited" if task.retry < 0 else str(task.retry + attempt - 1)
+    return f"retry {attempt} of {total}"
 
 
 class Retry(NamedTuple):

@@ -52,7 +52,7 @@ async def test_retrying_forever_is_bounded_per_second_and_logged_once(
         assert 2 <= attempts <= 21  # at least 0.05 s apart
         assert await queue_state(client) == (0, 0, 1)  # held in its slot, not requeued
     [line] = retry_lines(caplog)  # the first failure only, with its traceback
-    assert line.exc_info is not None and "retries left: unlimited" in line.getMessage()
+    assert line.exc_info is not None and "retry 1 of unlimited" in line.getMessage()
 
 
 async def test_a_retry_storm_is_summed_up_once_per_interval(
@@ -80,6 +80,7 @@ async def test_the_final_failure_says_how_many_attempts_ran(
     [final] = [r for r in caplog.records if "failed after" in r.getMessage()]
     assert final.levelno == logging.ERROR and final.exc_info is not None
     assert "'tests.tasks:fail_timed' failed after 3 attempts" in final.getMessage()
+    assert "failed (attempt 1), retry 1 of 2 in " in caplog.text
     assert "retry=0" not in caplog.text
     assert await queue_state(client) == (0, 0, 0)
 
