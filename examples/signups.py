@@ -58,7 +58,6 @@ class Settings:
     enqueue_timeout: float = 1.0  # a handler answers within about this when Redis is slow
     socket_connect_timeout: float = 1.0
     socket_timeout: float = 5.0
-    health_check_interval: int = 30
 
 
 @asynccontextmanager
@@ -75,7 +74,6 @@ async def open_queue(settings: Settings) -> AsyncIterator[Queue]:
             url,
             socket_connect_timeout=settings.socket_connect_timeout,
             socket_timeout=settings.socket_timeout,
-            health_check_interval=settings.health_check_interval,
         )
         stack.push_async_callback(client.aclose)
         yield Queue(
