@@ -11,7 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -347,7 +347,7 @@ def test_help_lists_the_exit_codes() -> None:
 
 
 @pytest.fixture
-def trap_modules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def trap_modules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """Importable modules whose import would show: none may be imported unless allowed."""
     root = tmp_path / "importable"
     (root / "trap_pkg").mkdir(parents=True)
@@ -357,8 +357,15 @@ def trap_modules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (root / "trap_pkg" / "sub.py").write_text(trap + "def run(): pass\n")
     (root / "needs_missing_dependency.py").write_text("import adelayed_no_such_dependency\n")
     monkeypatch.syspath_prepend(str(root))
+    _forget_trap_modules()
+    yield root
+    _forget_trap_modules()
+
+
+def _forget_trap_modules() -> None:
     IMPORTED.clear()
-    return root
+    for name in [name for name in sys.modules if name.startswith(("trap_", "needs_missing"))]:
+        del sys.modules[name]
 
 
 IMPORTED: list[str] = []
