@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import socket
 import threading
 import weakref
@@ -90,7 +91,11 @@ class _ReplyError(Exception):
 
 
 class _ExpiredError(Exception):
-    """Set on a waiter whose time ran out."""
+    """Set on a waiter whose time ran out; ``deadline``: its caller's (not socket_timeout)."""
+
+    def __init__(self, deadline: bool) -> None:
+        super().__init__()
+        self.deadline = deadline
 
 
 def _raise_error(reply: _ReplyError) -> NoReturn:
@@ -100,11 +105,6 @@ def _raise_error(reply: _ReplyError) -> NoReturn:
     if error_class is None:
         raise ResponseError(message)
     raise error_class(rest)
-
-
-def _expire(waiter: asyncio.Future[Any]) -> None:
-    if not waiter.done():
-        waiter.set_exception(_ExpiredError())
 
 
 class _Replies(asyncio.Protocol):
@@ -118,6 +118,10 @@ class _Replies(asyncio.Protocol):
         self.loop = asyncio.get_running_loop()  # the socket's
         self.socket = transport  # kept to close it if its loop is closed first
         self.transport: asyncio.Transport | None = transport  # None once closed
+        # Calls that must be answered in time, oldest first: (loop time, waiter, deadline?).
+        self._watched: deque[tuple[float, asyncio.Future[Any], bool]] = deque()
+        self._timer: asyncio.TimerHandle | None = None  # one for all of them
+        self._timer_at = math.inf
         transport.set_protocol(self)
 
     def data_received(self, data: bytes) -> None:
@@ -136,7 +140,40 @@ class _Replies(asyncio.Protocol):
         self.close(ReplyLostError(f"{self._name}: connection lost ({exc or 'closed by server'})"))
         self._stream_protocol.connection_lost(exc)  # redis-py's reader sees the end too
 
+    def watch(self, waiter: asyncio.Future[Any], when: float, deadline: bool) -> None:
+        """Fails ``waiter`` with _ExpiredError, and closes the connection, if no reply came by
+        ``when``. Costs no timer per call: one timer waits for the earliest time."""
+        watched = self._watched
+        while watched and watched[0][1].done():
+            watched.popleft()
+        watched.append((when, waiter, deadline))
+        if when < self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer, self._timer_at = self.loop.call_at(when, self._expire), when
+
+    def _expire(self) -> None:
+        self._timer, self._timer_at = None, math.inf
+        now = self.loop.time() + 0.001  # a timer may fire within the clock's resolution early
+        pending = [entry for entry in self._watched if not entry[1].done()]
+        due = [entry for entry in pending if entry[0] <= now]
+        if not due:
+            self._watched = deque(pending)
+            if pending:
+                when = min(entry[0] for entry in pending)
+                self._timer, self._timer_at = self.loop.call_at(when, self._expire), when
+            return
+        for _, waiter, deadline in due:
+            waiter.set_exception(_ExpiredError(deadline))
+            waiter.exception()  # raised to its caller, if it still waits
+        # The server does not answer: the next call opens a new connection.
+        self.close(ReplyLostError(f"{self._name}: connection closed: a reply came too late"))
+
     def close(self, error: Exception) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer, self._timer_at = None, math.inf
+        self._watched.clear()
         if self.transport is not None:
             # abort() closes the socket on the loop's next turn; the server should see the end
             # now, before anything sent after this (a blocked command of ours gives up first).
@@ -196,7 +233,7 @@ class Wire:
 
     async def call(self, *command: Any, deadline: float | None = None) -> Any:
         """Sends ``command`` and returns its reply; raises its error reply as redis-py would."""
-        return await self.reply_to(await self.send(*command, deadline=deadline), deadline)
+        return await self.reply_to(await self.send(*command, deadline=deadline))
 
     async def send(
         self, *command: Any, blocking_for: float = 0, deadline: float | None = None
@@ -214,41 +251,29 @@ class Wire:
         replies.transport.write(hiredis.pack_command(command))
         if blocking_for:
             self._blocked_until = max(self._blocked_until, loop.time() + blocking_for)
+        timeout = self._socket_timeout
+        if timeout is not None:  # the reply is due then, or after the blocking ahead of it
+            limit = max(loop.time(), self._blocked_until) + timeout
+            if deadline is None or limit < deadline:
+                replies.watch(waiter, limit, deadline=False)
+                return waiter
+        if deadline is not None:
+            replies.watch(waiter, deadline, deadline=True)
         return waiter
 
-    async def reply_to(self, waiter: asyncio.Future[Any], deadline: float | None = None) -> Any:
-        """Awaits the reply ``waiter`` stands for, until ``deadline`` (loop time) at the latest.
-        Cancelled meanwhile, ``waiter`` is too, and its reply is read and dropped in turn."""
-        if deadline is None and self._socket_timeout is None:
+    async def reply_to(self, waiter: asyncio.Future[Any]) -> Any:
+        """Awaits the reply ``waiter`` stands for. Cancelled meanwhile, ``waiter`` is too, and
+        its reply is read and dropped in turn."""
+        try:
             reply = await waiter
-        else:
-            reply = await self._reply_in_time(waiter, deadline)
+        except _ExpiredError as exc:
+            message = f"{self._name}: no reply in time"
+            if not exc.deadline:
+                message = f"{self._name}: no reply within {self._socket_timeout}s (socket_timeout)"
+            raise ReplyTimeoutError(message, deadline=exc.deadline) from None
         if isinstance(reply, _ReplyError):
             _raise_error(reply)
         return reply
-
-    async def _reply_in_time(self, waiter: asyncio.Future[Any], deadline: float | None) -> Any:
-        loop = waiter.get_loop()
-        timeout = self._socket_timeout
-        limit = deadline
-        if timeout is not None:
-            limit = max(loop.time(), self._blocked_until) + timeout
-            if deadline is not None and deadline < limit:
-                limit = deadline
-        assert limit is not None
-        timer = loop.call_at(limit, _expire, waiter)
-        try:
-            return await waiter
-        except _ExpiredError:
-            self.close()  # the server does not answer: the next call opens a new connection
-            if limit == deadline:
-                raise ReplyTimeoutError(f"{self._name}: no reply in time", deadline=True) from None
-            raise ReplyTimeoutError(
-                f"{self._name}: no reply within {timeout}s (the client's socket_timeout)",
-                deadline=False,
-            ) from None
-        finally:
-            timer.cancel()
 
     def close(self) -> None:
         """Closes the socket; calls still waiting fail with ReplyLostError."""

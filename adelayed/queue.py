@@ -300,7 +300,7 @@ class Queue(DeadLetters):
         replies: list[Any] = []
         for waiter in sent:
             try:
-                replies.append(await wire.reply_to(waiter, deadline))
+                replies.append(await wire.reply_to(waiter))
             except RedisError as exc:
                 replies.append(exc)
         unloaded = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]

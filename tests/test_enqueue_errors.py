@@ -200,6 +200,9 @@ class InProcessConnection(redis.Connection):
     async def on_connect_check_health(self, check_health: bool = True) -> None:
         pass
 
+    async def can_read(self) -> bool:  # nothing waiting to be read
+        return False
+
 
 async def test_a_fake_redis_is_refused_with_a_pointer_to_the_embedded_server() -> None:
     pool = redis.ConnectionPool(connection_class=InProcessConnection)
