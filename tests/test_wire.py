@@ -1,6 +1,7 @@
 """adelayed's own connections (adelayed._wire) against a real redis-server: replies in order,
-error replies raised as redis-py raises them, cancelled calls and lost connections; producers
-share one per client, closed with the client."""
+error replies raised as redis-py raises them, cancelled calls, lost connections and closed ones;
+a client's Queue calls share one per event loop, closed with the client (more on event loops in
+test_event_loops.py)."""
 
 from __future__ import annotations
 
@@ -117,3 +118,24 @@ async def test_an_enqueue_after_a_server_restart_reconnects_before_sending() -> 
             assert await client.lrange("jobs", 0, -1) == [PyTask("mod:b").serialize()]
         finally:
             await client.aclose()
+
+
+async def test_a_closed_wires_blocked_command_gives_up_before_what_is_sent_next(
+    client: redis.Redis, wire: Wire
+) -> None:
+    other = Wire(client, "another wire")
+    try:
+        await other.call("PING")  # connected
+        waiter = await wire.send("BLMOVE", "from", "to", "LEFT", "RIGHT", 5, blocking_for=5)
+        await wait_for(lambda: _blocked_clients(client, 1), timeout=2, what="the BLMOVE blocks")
+        wire.close()  # as a cancelled fetch does, then a requeue follows at once
+        assert await other.call("RPUSH", "from", "task") == 1
+        with pytest.raises(ConnectionError):
+            await wire.reply_to(waiter)
+        assert await client.lrange("from", 0, -1) == [b"task"]  # not taken by the closed BLMOVE
+    finally:
+        other.close()
+
+
+async def _blocked_clients(client: redis.Redis, count: int) -> bool:
+    return int((await client.info("clients"))["blocked_clients"]) == count
