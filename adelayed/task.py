@@ -4,7 +4,9 @@ Payload shapes (PROTOCOL.md):
 
 - Python task: ``[func_path, args, kwargs, retry]``; trailing defaults are dropped when writing
   (retry 0, then empty kwargs, then empty args); readers accept 1 to 4 items, args may be nil.
-- Go task: ``[func_path, payload]`` with payload msgpack *bin* (or nil), or a bare ``func_path``.
+- Go task: ``[func_path, payload]`` with payload msgpack *bin* holding the args' msgpack (nil
+  when there are none, as go-delayed writes it); read also as ``[func_path]``,
+  ``[func_path, nil]`` or delayed 1.2's bare ``func_path`` string.
 """
 
 from __future__ import annotations
@@ -193,12 +195,11 @@ class GoTask:
         return self._args
 
     def serialize(self) -> bytes:
-        """The v1 payload, byte-identical to delayed 1.2's ``GoTask.serialize()``."""
+        """The payload go-delayed writes and reads: ``[func_path, bin(msgpack of args)]``.
+        With no args that is a bin holding msgpack nil, as go-delayed writes it, where delayed
+        1.2 writes the bare string, which go-delayed's worker cannot decode (the task is lost)."""
         if self._payload is None:
-            if self._args is None:
-                self._payload = msgpack.packb(self._func_path)
-            else:
-                self._payload = msgpack.packb((self._func_path, msgpack.packb(self._args)))
+            self._payload = msgpack.packb((self._func_path, msgpack.packb(self._args)))
         return self._payload
 
     def __repr__(self) -> str:
@@ -247,10 +248,11 @@ def decode_task(payload: bytes) -> Task:
     ):
         raise PayloadError(f"payload is not a v1 task array [func_path, ...]: {fields!r:.200}")
     func_path = fields[0]
-    if len(fields) == 2 and (
-        isinstance(fields[1], bytes) or (fields[1] is None and FUNC_SEPARATOR not in func_path)
+    go_args = fields[1] if len(fields) == 2 else None
+    if isinstance(go_args, bytes) or (
+        go_args is None and len(fields) <= 2 and FUNC_SEPARATOR not in func_path
     ):
-        return _decode_go(func_path, fields[1], payload)
+        return _decode_go(func_path, go_args, payload)
     args, kwargs, retry = (*fields[1:], None, None, None)[:3]
     retry = 0 if retry is None else retry
     if FUNC_SEPARATOR not in func_path:

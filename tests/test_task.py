@@ -28,8 +28,14 @@ GOLDEN = [
     ),
     (GoTask("syscall.Kill", (0, 1)), "92ac73797363616c6c2e4b696c6cc403920001"),
     (GoTask("fmt.Println", (1, "test")), "92ab666d742e5072696e746c6ec4079201a474657374"),
-    (GoTask("main.f"), "a66d61696e2e66"),
+    # Not delayed 1.2's bytes: it writes a no-argument Go task as the bare string
+    # "a66d61696e2e66", which the real go-delayed worker cannot decode (the task is lost).
+    # adelayed writes what go-delayed itself writes, [path, bin(nil)]; the bare string still
+    # decodes (DELAYED_ONLY below).
+    (GoTask("main.f"), "92a66d61696e2e66c401c0"),
 ]
+# Bytes delayed 1.2 writes that adelayed reads but no longer writes.
+DELAYED_ONLY = [(GoTask("main.f"), "a66d61696e2e66")]
 
 
 @pytest.mark.parametrize(("task", "golden"), GOLDEN, ids=[hex_ for _, hex_ in GOLDEN])
@@ -37,7 +43,9 @@ def test_serialize_matches_delayed_golden_bytes(task: PyTask | GoTask, golden: s
     assert task.serialize().hex() == golden
 
 
-@pytest.mark.parametrize(("task", "golden"), GOLDEN, ids=[hex_ for _, hex_ in GOLDEN])
+@pytest.mark.parametrize(
+    ("task", "golden"), GOLDEN + DELAYED_ONLY, ids=[hex_ for _, hex_ in GOLDEN + DELAYED_ONLY]
+)
 def test_golden_bytes_decode_to_the_same_task(task: PyTask | GoTask, golden: str) -> None:
     decoded = decode_task(bytes.fromhex(golden))
     assert type(decoded) is type(task)
