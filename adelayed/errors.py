@@ -44,9 +44,8 @@ class PayloadTooLargeError(PayloadError, EnqueueError):
 
 
 class TaskDataError(AdelayedError, ValueError):
-    """A task's function path or arguments cannot be sent (wrong types, a value msgpack cannot
-    carry, a call its function would refuse); the message names the argument. Nothing was
-    enqueued."""
+    """A task's arguments cannot be sent (wrong types, a value a worker could not decode, a
+    call its function would refuse); the message names the argument. Nothing was enqueued."""
 
 
 class EnqueueOutcomeUnknownError(EnqueueError):
