@@ -70,9 +70,12 @@ def served(framework: str, settings: Settings) -> Any:
     return {"fastapi": fastapi_served, "aiohttp": aiohttp_served}[framework](settings)
 
 
-async def post_many(post: Post, count: int, concurrency: int = 20) -> dict[str, Reply]:
-    """``count`` signups, ``concurrency`` at a time; the reply to each, by address."""
-    replies: dict[str, Reply] = {}
+async def post_many(
+    post: Post, count: int, concurrency: int = 20, replies: dict[str, Reply] | None = None
+) -> dict[str, Reply]:
+    """``count`` signups, ``concurrency`` at a time; the reply to each, by address (filled in
+    ``replies`` as they come, when given)."""
+    replies = {} if replies is None else replies
     limit = anyio.Semaphore(concurrency)
 
     async def one(i: int) -> None:
@@ -170,6 +173,42 @@ async def test_frozen_redis_gives_503_outcome_unknown(
     assert "may have been accepted" in body["detail"]
     assert "safe only if the task is idempotent" in body["detail"]
     assert took < 2, f"the handler waited {took:.1f}s for a frozen Redis"
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+async def test_each_answer_is_true_across_a_redis_crash(framework: str) -> None:
+    """Redis crashes (SIGKILL) in the middle of 300 signups and restarts 10 replies later: a
+    202's task runs exactly once, a "not_accepted" one never, an "unknown" one at most once."""
+    durable = {"appendonly": "yes", "appendfsync": "always"}  # so the crash loses no write
+    replies: dict[str, Reply] = {}
+    with EmbeddedRedis(durable) as server:
+
+        async def crash_midway() -> None:
+            await wait_for(lambda: len(replies) >= 100, what="100 replies")
+            server.stop(kill=True)
+            down = len(replies)
+            await wait_for(lambda: len(replies) >= down + 10, what="10 replies while down")
+            await anyio.to_thread.run_sync(server.start)
+
+        settings = Settings(redis_url=server.url)
+        async with served(framework, settings) as post, anyio.create_task_group() as group:
+            group.start_soon(crash_midway)
+            await post_many(post, 300, replies=replies)
+        client = redis.Redis.from_url(server.url)
+        queue = Queue(signups.QUEUE_NAME, client, dequeue_timeout=0.2, keep_alive_timeout=5)
+        async with running(make_worker(queue, tasks=["examples.signups"], concurrency=20)):
+
+            async def drained() -> bool:
+                return await queue.len() == 0 and await queue.in_flight() == 0
+
+            await wait_for(drained, what="the worker to run every task")
+        await client.aclose()
+    outcomes = {address: body.get("outcome") for address, (_, _, body) in replies.items()}
+    runs = {address: signups.sent_emails[address] for address in replies}
+    assert {runs[a] for a, outcome in outcomes.items() if outcome == "accepted"} == {1}
+    assert {runs[a] for a, outcome in outcomes.items() if outcome == "not_accepted"} <= {0}
+    assert {runs[a] for a, outcome in outcomes.items() if outcome == "unknown"} <= {0, 1}
+    assert set(outcomes.values()) - {"accepted"}, "no request met the crash"
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
