@@ -192,7 +192,8 @@ class _Replies(asyncio.Protocol):
     def orphan(self) -> None:
         """Closes the socket of a closed event loop, from another one."""
         self.waiting.clear()  # the closed loop's futures: nothing awaits them any more
-        self.transport = None
+        self._watched.clear()
+        self._timer = self.transport = None
         close_without_loop(self.socket)
 
     def close_from_anywhere(self) -> None:
@@ -303,7 +304,7 @@ class Wire:
                 return await asyncio.shield(connecting)
             return await asyncio.wait_for(asyncio.shield(connecting), deadline - loop.time())
         except asyncio.TimeoutError:
-            raise TimeoutError(f"{self._name}: no connection in time") from None
+            raise TimeoutError(f"{self._name}: no connection before the deadline") from None
         finally:
             if connecting.done() and self._connecting is connecting:
                 self._connecting = None

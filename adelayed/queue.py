@@ -64,7 +64,8 @@ class Queue(DeadLetters):
     Its dead-letter list: ``dead_tasks()``, ``requeue_dead()``, ``purge_dead()``.
     ``enqueue_timeout``: the most an ``enqueue`` or ``enqueue_many`` waits, connecting included
     (seconds; None: no deadline but the client's ``socket_timeout``). When it passes after the
-    task was sent, EnqueueTimeoutError: the task may or may not have been enqueued.
+    task was sent, EnqueueTimeoutError: the task may or may not have been enqueued; before
+    (still connecting), EnqueueError: nothing was added.
     """
 
     def __init__(
@@ -80,25 +81,17 @@ class Queue(DeadLetters):
         dead_letter_limit: int = 10_000,
         enqueue_timeout: float | None = 5,
     ) -> None:
-        if not isinstance(name, str) or not name:
-            raise ConfigurationError(f"a queue needs a non-empty name, not {name!r}")
-        for setting, value in (
-            ("dequeue_timeout", dequeue_timeout),
-            ("keep_alive_timeout", keep_alive_timeout),
-            ("max_length", max_length or 1),
-            ("max_payload_size", max_payload_size),
-            ("max_deliveries", max_deliveries or 1),
-            ("dead_letter_limit", dead_letter_limit),
-        ):
-            if value <= 0:
-                raise ConfigurationError(f"queue {name!r}: {setting} must be positive, not {value}")
-        if enqueue_timeout is not None and not (
-            isinstance(enqueue_timeout, (int, float)) and 0 < enqueue_timeout < math.inf
-        ):
-            raise ConfigurationError(
-                f"queue {name!r}: enqueue_timeout must be positive seconds or None (no "
-                f"deadline), not {enqueue_timeout!r}"
-            )
+        _check_settings(
+            name,
+            dequeue_timeout=dequeue_timeout,
+            keep_alive_timeout=keep_alive_timeout,
+            max_length=max_length or 1,
+            max_payload_size=max_payload_size,
+            max_deliveries=max_deliveries or 1,
+            dead_letter_limit=dead_letter_limit,
+        )
+        if enqueue_timeout is not None:  # None: no deadline
+            _check_settings(name, enqueue_timeout=enqueue_timeout)
         self._name = name
         self._redis = redis
         self._dequeue_timeout = dequeue_timeout
@@ -353,3 +346,11 @@ class Queue(DeadLetters):
     async def _requeue(self, field: str, payload: bytes, *, at_head: bool) -> None:
         keys = (self._name, self._noti_key, self._processing_key)
         await protocol.REQUEUE(self._wire(), keys, (field, payload, "head" if at_head else "tail"))
+
+
+def _check_settings(name: str, **settings: float) -> None:
+    if not isinstance(name, str) or not name:
+        raise ConfigurationError(f"a queue needs a non-empty name, not {name!r}")
+    for setting, value in settings.items():
+        if not (isinstance(value, (int, float)) and 0 < value < math.inf):
+            raise ConfigurationError(f"queue {name!r}: {setting} must be positive, not {value!r}")
