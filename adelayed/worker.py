@@ -4,8 +4,8 @@ Shape of ``run()``: the lease is refreshed from its own thread; one task group h
 services (loop watchdog, releaser, signal watcher, embedded sweeper); an inner group holds one
 runner per concurrency slot. The fetch loop hands tasks to free slots, and each fetch's script
 call also releases the slots whose tasks finished: one round trip per cycle, not per task.
-Whatever moves a task in Redis (release, retry, dead-letter, requeue on cancel) runs shielded
-from cancellation, so a shutdown never strands a task half-moved.
+Whatever moves a task in Redis (release, dead-letter, requeue at stop) runs shielded from
+cancellation, so a shutdown never strands a task half-moved; a retry stays in its slot.
 """
 
 from __future__ import annotations
@@ -71,7 +71,8 @@ class Worker:
     waits a random time between ``base`` and ``min(cap, base * 2**n)`` seconds, with
     ``retry_backoff=(base, cap)``, by default (1, 300). The task stays in its slot across its
     attempts, so its attempt count is exact; a stop during a pause requeues it at once, with
-    the retries it has left. A storm of retries is logged once, then summed up every minute.
+    the retries it has left (a worker that dies leaves it as fetched: a sweep requeues it with
+    its first retry count). A storm of retries is logged once, then summed up every minute.
     """
 
     def __init__(
