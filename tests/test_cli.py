@@ -11,7 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -69,6 +69,19 @@ def project(tmp_path: Path) -> Path:
     return root
 
 
+_STARTED: list[subprocess.Popen[bytes]] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_process_outlives_its_test() -> Iterator[None]:
+    yield
+    while _STARTED:
+        process = _STARTED.pop()
+        if process.poll() is None:  # the test failed before stopping it
+            process.kill()
+        process.wait()
+
+
 class Command:
     """One run of the command: its process, with stderr (the log) in a file."""
 
@@ -89,6 +102,7 @@ class Command:
                 # As in a terminal, whatever the test runner's own SIGINT disposition is.
                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
             )
+        _STARTED.append(self.process)
 
     def log(self) -> str:
         return self.stderr.read_text()
@@ -282,6 +296,30 @@ async def test_redis_refusing_the_settings_ends_the_command_with_one_line_and_ex
     ended = run(project, redis_server.url, *args)
     assert ended.process.returncode == 1
     ended.assert_short_errors("adelayed: error:", expected)
+
+
+@pytest.fixture
+async def evicting_redis(client: redis.Redis) -> AsyncIterator[None]:
+    """The test Redis (private to this test session) with a policy that can evict keys."""
+    await client.config_set("maxmemory-policy", "volatile-lru")
+    yield
+    await client.config_set("maxmemory-policy", "noeviction")
+
+
+@pytest.mark.parametrize("placement", ["before", "after"])
+@pytest.mark.parametrize("command", ["worker", "sweep"])
+async def test_allow_eviction_lets_the_command_start_on_an_evicting_redis(
+    redis_server: EmbeddedRedis, project: Path, evicting_redis: None, command: str, placement: str
+) -> None:
+    args = [command, *(["app.tasks"] if command == "worker" else [])]
+    refused = run(project, redis_server.url, "--url", redis_server.url, *args)
+    assert refused.process.returncode == 1
+    refused.assert_short_errors("adelayed: error:", "maxmemory-policy", "noeviction")
+    flag = ["--allow-eviction"]
+    args = [*flag, *args] if placement == "before" else [*args, *flag]
+    allowed = adelayed(project, redis_server.url, "--url", redis_server.url, *args)
+    await wait_for(lambda: "accepted by allow_eviction=True" in allowed.log(), what="the start")
+    assert allowed.stop(signal.SIGTERM) in (0, -signal.SIGTERM)  # a sweeper has no handler
 
 
 async def test_a_bug_in_a_task_module_still_shows_its_traceback(
