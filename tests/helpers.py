@@ -18,6 +18,7 @@ def make_worker(queue: Queue, **options: Any) -> Worker:
         "handle_signals": False,
         "sweep_interval": None,
         "keep_alive_interval": 1,
+        "retry_backoff": (0.01, 0.05),  # retries in ms, not the default seconds
         **options,
     }
     return Worker(queue, **settings)
