@@ -34,7 +34,7 @@ exit codes:
   1        an error ended the worker or sweeper (bad configuration, Redis refusing the settings)
   2        a usage error
   130/143  a hard stop (a second SIGINT / SIGTERM: running tasks were requeued; 128 + the
-           signal's number), or Ctrl-C before the worker started
+           signal's number), Ctrl-C before the worker started, or a sweeper stopped by Ctrl-C
 """
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a process that SIGINT ended

@@ -353,6 +353,15 @@ async def test_ctrl_c_before_the_worker_starts_exits_quietly_with_code_130(
     worker.assert_short_errors()
 
 
+async def test_ctrl_c_stops_a_sweeper_quietly_with_code_130(
+    redis_server: EmbeddedRedis, project: Path
+) -> None:
+    sweeper = adelayed(project, redis_server.url, "--url", redis_server.url, "sweep")
+    await wait_for(lambda: "sweeper started" in sweeper.log(), what="the sweeper")
+    assert sweeper.stop(signal.SIGINT, timeout=10) == 130
+    sweeper.assert_short_errors()
+
+
 @pytest.mark.parametrize(
     ("sig", "function"),
     [(signal.SIGINT, "app.tasks:sleep_long"), (signal.SIGTERM, "app.tasks:async_sleep_long")],
