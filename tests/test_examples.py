@@ -1,6 +1,6 @@
 """The web examples (examples/fastapi_app.py, examples/aiohttp_app.py), each driven through its
-framework's test client against a real redis-server: accepted signups run exactly once, and a
-Redis that is down, frozen or full gets the documented answers."""
+framework's test client against a real redis-server: accepted signups run exactly once; a
+Redis that is down, frozen, full or crashing gets the documented answers, each of them true."""
 
 from __future__ import annotations
 
