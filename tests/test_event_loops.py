@@ -6,7 +6,11 @@ next uses the client, and none is left open or unclosed."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
+import socket
+import ssl
+import subprocess
 import threading
 import time
 import warnings
@@ -18,6 +22,7 @@ import redis
 import redis.asyncio
 
 from adelayed import PyTask, Queue
+from adelayed._takeover import close_without_loop
 from adelayed.embedded import EmbeddedRedis
 
 
@@ -151,3 +156,56 @@ def test_closed_loops_leave_no_connection_open_and_none_unclosed(
         gc.collect()
     assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
     assert connections(admin, "many-loops", 0) == 0
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return str(cert), str(key)
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["tcp", "tls"])
+def test_a_closed_loops_socket_is_closed_from_another_loop(
+    tls: bool, certificate: tuple[str, str]
+) -> None:
+    """What closing a closed loop's connection comes down to (rediss:// included; this host's
+    redis-server has no TLS): the peer sees the end, and nothing is left unclosed."""
+    cert, key = certificate
+    server_side = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_side.load_cert_chain(cert, key)
+    listener = socket.create_server(("127.0.0.1", 0))
+    ended = threading.Event()
+
+    def serve() -> None:
+        peer, _ = listener.accept()
+        with contextlib.suppress(OSError):
+            if tls:
+                peer = server_side.wrap_socket(peer, server_side=True)
+            while peer.recv(100):
+                pass
+        peer.close()
+        ended.set()
+
+    threading.Thread(target=serve, daemon=True).start()
+    opened: list[asyncio.StreamWriter] = []  # held, as redis-py's connection holds it
+
+    async def open_and_leave() -> None:
+        context = ssl.create_default_context(cafile=cert) if tls else None
+        _, writer = await asyncio.open_connection(*listener.getsockname(), ssl=context)
+        opened.append(writer)
+
+    with listener, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        asyncio.run(open_and_leave())  # its loop closes with the socket open
+        close_without_loop(opened[0].transport)  # type: ignore[arg-type]
+        assert ended.wait(5)
+        opened.clear()
+        gc.collect()
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
