@@ -15,6 +15,7 @@ from typing import Any, cast
 import anyio
 import pytest
 import redis.asyncio as redis
+import redis.exceptions as redis_errors
 from aiohttp.test_utils import TestClient as AiohttpClient
 from aiohttp.test_utils import TestServer
 from fastapi import FastAPI
@@ -136,6 +137,22 @@ async def test_each_accepted_signup_runs_exactly_once(
     assert accepted(replies) == set(replies)
     assert signups.sent_emails == dict.fromkeys(replies, 1)
     assert await queue.len() == 0
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+async def test_without_a_redis_url_the_app_runs_its_own_redis(
+    framework: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.delenv("ADELAYED_REDIS_URL", raising=False)
+    async with served(framework, Settings()) as post:
+        status, _, body = await post({"email": "ada@example.com", "user_id": 1})
+        [url] = [r.args[0] for r in caplog.records if "started a redis-server" in r.getMessage()]
+        own = redis.Redis.from_url(str(url))
+        assert await own.llen(signups.QUEUE_NAME) == 1
+    assert (status, body) == (202, {"outcome": "accepted"})
+    with pytest.raises(redis_errors.ConnectionError):  # stopped with the app
+        await own.ping()
+    await own.aclose()
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
