@@ -146,8 +146,8 @@ async def test_without_a_redis_url_the_app_runs_its_own_redis(
     monkeypatch.delenv("ADELAYED_REDIS_URL", raising=False)
     async with served(framework, Settings()) as post:
         status, _, body = await post({"email": "ada@example.com", "user_id": 1})
-        [url] = [r.args[0] for r in caplog.records if "started a redis-server" in r.getMessage()]
-        own = redis.Redis.from_url(str(url))
+        [message] = [r.getMessage() for r in caplog.records if "started a redis-server" in r.msg]
+        own = redis.Redis.from_url(message.rpartition(" ")[2])
         assert await own.llen(signups.QUEUE_NAME) == 1
     assert (status, body) == (202, {"outcome": "accepted"})
     with pytest.raises(redis_errors.ConnectionError):  # stopped with the app
