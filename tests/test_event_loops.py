@@ -23,6 +23,7 @@ import redis.asyncio
 
 from adelayed import PyTask, Queue
 from adelayed._takeover import close_without_loop
+from adelayed._wire import Wire
 from adelayed.embedded import EmbeddedRedis
 
 
@@ -69,6 +70,55 @@ def test_a_module_level_client_works_under_a_second_asyncio_run(
     assert admin.lrange("jobs", 0, -1) == [
         PyTask("mod:f", args=(i,)).serialize() for i in (1, 2, 3)
     ]
+
+
+async def every_queue_call(queue: Queue, wire: Wire) -> tuple[int, ...]:
+    """Each Queue method that talks to Redis, the worker's side included; what they return."""
+    with anyio.fail_after(5):
+        await queue.enqueue_many([PyTask("mod:a"), PyTask("mod:b"), PyTask("mod:c")])
+        [(_, first)] = await queue._fetch(wire, "test:hand", ["test:0"])
+        await queue._requeue("test:0", first, at_head=True)
+        [(_, first)] = await queue._fetch(wire, "test:hand", ["test:0"])
+        await queue._bury("test:0", first, "refused", "test-worker")
+        await queue._fetch(wire, "test:hand", ["test:1"])
+        await queue._release(["test:1"])
+        await queue._return_tokens("test:hand")
+        dead = len(await queue.dead_tasks())
+        requeued_dead = await queue.requeue_dead()
+        await queue.enqueue(PyTask("mod:d"))
+        await queue._bury("test:missing", b"x", "nothing in that slot", "test-worker")
+        return (
+            dead,
+            requeued_dead,
+            await queue.purge_dead(),
+            await queue.requeue_lost(),
+            await queue.in_flight(),
+            await queue.len(),
+        )
+
+
+def test_every_queue_call_works_from_a_second_loop_without_redis_pys_pool(
+    admin: redis.Redis, redis_server: EmbeddedRedis
+) -> None:
+    client = redis.asyncio.Redis.from_url(redis_server.url)
+    queue = Queue("jobs", client)
+
+    async def run() -> tuple[int, ...]:
+        wire = Wire(client, "a worker's fetch wire")  # one per worker, on the worker's loop
+        try:
+            return await every_queue_call(queue, wire)
+        finally:
+            await wire.aclose()
+
+    for _ in range(2):
+        admin.flushall()
+        assert asyncio.run(run()) == (1, 1, 0, 0, 0, 3)
+        assert client.connection_pool._available_connections == []  # none used, none left
+
+    async def close() -> None:
+        await client.aclose()
+
+    asyncio.run(close())
 
 
 # pytest-asyncio gives each test its own event loop: an app's module-level client meets a new
