@@ -4,7 +4,7 @@ start-up and shutdown, and what a handler answers when the enqueue fails.
 A worker runs the tasks, from the repository root, against the same Redis (the app logs the
 URL of the redis-server it starts when ADELAYED_REDIS_URL is not set)::
 
-    ADELAYED_REDIS_URL=redis://... python -m adelayed --queue signups worker examples.signups
+    ADELAYED_REDIS_URL=redis://... adelayed worker examples.signups --queue signups
 """
 
 from __future__ import annotations
