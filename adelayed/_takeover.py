@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import threading
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from redis.asyncio import ConnectionPool
 from redis.asyncio.connection import AbstractConnection
@@ -64,11 +64,14 @@ def close_without_loop(transport: asyncio.Transport) -> None:
                 finish(None)
 
 
+_TRANSPORT_METHODS = ("get_extra_info", "get_protocol", "set_protocol", "write", "abort")
+
+
 def transport_of(connection: AbstractConnection, name: str) -> asyncio.Transport:
     """The transport of ``connection``'s socket, or ConfigurationError when it has none."""
     transport = getattr(getattr(connection, "_writer", None), "transport", None)
-    if isinstance(transport, asyncio.Transport):
-        return transport
+    if all(callable(getattr(transport, method, None)) for method in _TRANSPORT_METHODS):
+        return cast(asyncio.Transport, transport)  # uvloop's are not asyncio.Transport's
     kind = type(connection)
     if kind.__module__.startswith("redis."):  # redis-py's own connection: its internals changed
         raise ConfigurationError(
