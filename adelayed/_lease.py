@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 
 from . import _protocol as protocol
 from ._backoff import backoff
-from ._preflight import configuration_error
+from ._fatal import configuration_error
 from .queue import Queue
 
 logger = logging.getLogger(__name__)

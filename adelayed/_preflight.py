@@ -11,8 +11,9 @@ A worker or sweeper checks once, before anything else starts (nothing is checked
   start-up instead of failing in the fetch loop.
 
 Errors no retry can fix (wrong or missing credentials, an unknown database, an ACL refusal) are
-told apart from connection trouble (refused, reset, timeouts, LOADING) in ``configuration_error``,
-which the lease and the sweeper use too: only connection trouble is retried.
+told apart from connection trouble (refused, reset, timeouts, LOADING) by
+``_fatal.configuration_error``, which the lease, the sweeper and enqueue use too: only connection
+trouble is retried.
 """
 
 from __future__ import annotations
@@ -27,9 +28,6 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import (
-    AuthenticationError,
-    AuthenticationWrongNumberOfArgsError,
-    NoPermissionError,
     RedisError,
     ResponseError,
 )
@@ -37,6 +35,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import _protocol as protocol
 from ._backoff import backoff
+from ._fatal import configuration_error
 from .errors import RedisConfigurationError
 from .queue import Queue
 
@@ -45,65 +44,6 @@ logger = logging.getLogger(__name__)
 SAFE_POLICY = "noeviction"
 # How long the start-up check waits for its replies before it counts as connection trouble.
 REPLY_TIMEOUT = 5.0
-
-# What an ACL user of a worker and sweeper needs, as ACL SETUSER rules: the keys of each queue
-# NAME and the liveness keys; the commands the worker sends (the lease's SET and DEL, EVALSHA
-# and SCRIPT LOAD, BLMOVE and LMOVE on tokens, HDEL on releases) and those its scripts call.
-ACL_KEYS = "~{name} ~{name}_* ~adelayed:*"
-ACL_COMMANDS = (
-    "+@connection +set +del +exists +pexpire +evalsha +script|load +blmove +lmove +lpop "
-    "+lpush +rpush +llen +ltrim +hset +hdel +hmget +hgetall +hincrby"
-)
-
-_NO_PASSWORD_GIVEN = ("Authentication required", "must be called with the client already auth")
-_NO_PASSWORD_SET = ("called without any password configured", "but no password is set")
-_BAD_DATABASE = ("DB index is out of range", "invalid DB index", "SELECT is not allowed")
-_ACL_REFUSALS = ("NOPERM", "no permissions", "The user executing the script can't")
-
-
-def configuration_error(exc: BaseException, who: str) -> RedisConfigurationError | None:
-    """The RedisConfigurationError that ``exc`` stands for, if retrying cannot fix it; None for
-    connection trouble and other errors worth retrying. ``who``: e.g. "worker of queue 'jobs'"."""
-    text = str(exc)
-    if isinstance(exc, AuthenticationWrongNumberOfArgsError):
-        return RedisConfigurationError(
-            f"{who}: Redis refused AUTH's arguments ({text}): this Redis (before 6.0) has no "
-            "ACL users; drop the username from the URL (redis://:PASSWORD@host:port/db)"
-        )
-    if isinstance(exc, AuthenticationError) or text.startswith(("NOAUTH", "WRONGPASS")):
-        return _authentication_error(text, who)
-    if not isinstance(exc, ResponseError):
-        return None  # connection trouble: refused, reset, timeouts, LOADING
-    if any(marker in text for marker in _BAD_DATABASE):
-        return RedisConfigurationError(
-            f"{who}: Redis refused the database number ({text}): the URL's /DB (or db=) must be "
-            "below the server's `databases` setting (16 unless configured; Redis Cluster and "
-            "some managed Redis have database 0 only)"
-        )
-    if isinstance(exc, NoPermissionError) or any(marker in text for marker in _ACL_REFUSALS):
-        return RedisConfigurationError(
-            f"{who}: Redis's ACL refuses this user a command or key adelayed needs ({text}); "
-            f"give the user these rules (ACL SETUSER USER ...): {ACL_KEYS.format(name='NAME')} "
-            f"for each queue NAME, and {ACL_COMMANDS} (+config|get lets adelayed check "
-            "maxmemory-policy)"
-        )
-    return None
-
-
-def _authentication_error(text: str, who: str) -> RedisConfigurationError:
-    if any(marker in text for marker in _NO_PASSWORD_GIVEN):
-        fix = (
-            "Redis requires a password and none was given: put it in the URL "
-            "(redis://:PASSWORD@host:port/db, or redis://USER:PASSWORD@... for an ACL user)"
-        )
-    elif any(marker in text for marker in _NO_PASSWORD_SET):
-        fix = "a password was given but this Redis has none set: drop it from the URL"
-    else:
-        fix = (
-            "Redis refused the username or password: check the URL's USER and PASSWORD "
-            "(redis://USER:PASSWORD@host:port/db), and that the ACL user is enabled (on)"
-        )
-    return RedisConfigurationError(f"{who}: {fix} ({text})")
 
 
 async def check_worker_start(queue: Queue, *, allow_eviction: bool) -> None:

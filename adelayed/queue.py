@@ -33,6 +33,7 @@ from redis.exceptions import (
 
 from . import _protocol as protocol
 from ._dead_letters import DeadLetters, DeadTask
+from ._fatal import configuration_error
 from ._wire import ReplyLostError, ReplyTimeoutError, Wire, shared_wire
 from .errors import (
     ConfigurationError,
@@ -239,6 +240,9 @@ class Queue(DeadLetters):
         if len(tasks) > 1:
             what = f"{len(tasks)} tasks (the first: {tasks[0].func_path!r})"
         where = f"queue {self._name!r}: {what}"
+        fatal = configuration_error(exc, f"{where} was not enqueued (nothing was added)")
+        if fatal is not None:
+            return fatal
         if isinstance(exc, ReplyTimeoutError):
             why, fix = str(exc), "raise the client's socket_timeout"
             if exc.deadline:

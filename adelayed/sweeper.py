@@ -8,7 +8,8 @@ from collections.abc import Sequence
 import anyio
 from redis.exceptions import RedisError
 
-from ._preflight import check_sweeper_start, configuration_error
+from ._fatal import configuration_error
+from ._preflight import check_sweeper_start
 from .errors import ConfigurationError
 from .queue import Queue
 

@@ -19,8 +19,8 @@ import redis.asyncio
 from redis.exceptions import OutOfMemoryError
 
 from adelayed import PyTask, Queue, RedisConfigurationError, Sweeper, _preflight
+from adelayed._fatal import ACL_COMMANDS, ACL_KEYS
 from adelayed._lease import Lease
-from adelayed._preflight import ACL_COMMANDS, ACL_KEYS
 from adelayed.embedded import EmbeddedRedis
 from tests import tasks
 from tests.helpers import make_worker, running, wait_for

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as redis
-from redis.exceptions import AuthenticationError, NoPermissionError
+from redis.exceptions import NoPermissionError
 
-from adelayed import PyTask, Queue, Sweeper
+from adelayed import PyTask, Queue, RedisConfigurationError, Sweeper
 from adelayed.embedded import EmbeddedRedis
 from tests import tasks
 from tests.helpers import make_worker, running, wait_for
@@ -40,12 +40,17 @@ async def test_a_password_protected_server_works(password_server: EmbeddedRedis)
     await client.aclose()
 
 
-async def test_a_wrong_password_is_refused_with_redis_own_error(
-    password_server: EmbeddedRedis,
+@pytest.mark.parametrize(
+    ("password", "says"),
+    [("wrong", "refused the username or password"), (None, "requires a password")],
+)
+async def test_an_enqueue_with_a_wrong_or_missing_password_says_so(
+    password_server: EmbeddedRedis, password: str | None, says: str
 ) -> None:
-    client = redis.Redis(host="127.0.0.1", port=password_server.port, password="wrong")
-    with pytest.raises(AuthenticationError):
+    client = redis.Redis(host="127.0.0.1", port=password_server.port, password=password)
+    with pytest.raises(RedisConfigurationError, match=says) as refused:
         await Queue("jobs", client).enqueue(PyTask("mod:f"))
+    assert "queue 'jobs': task 'mod:f' was not enqueued (nothing was added)" in str(refused.value)
     await client.aclose()
 
 

@@ -1,0 +1,74 @@
+"""Which Redis errors no retry can fix: wrong or missing credentials, an unknown database, an
+ACL refusal. The start-up checks, the lease, the sweeper and enqueue turn them into a
+RedisConfigurationError that says what to change; everything else (refused, reset, timeouts,
+LOADING) is connection trouble, worth retrying."""
+
+from __future__ import annotations
+
+from redis.exceptions import (
+    AuthenticationError,
+    AuthenticationWrongNumberOfArgsError,
+    NoPermissionError,
+    ResponseError,
+)
+
+from .errors import RedisConfigurationError
+
+# What an ACL user of a worker and sweeper needs, as ACL SETUSER rules: the keys of each queue
+# NAME and the liveness keys; the commands the worker sends (the lease's SET and DEL, EVALSHA
+# and SCRIPT LOAD, BLMOVE and LMOVE on tokens, HDEL on releases) and those its scripts call.
+ACL_KEYS = "~{name} ~{name}_* ~adelayed:*"
+ACL_COMMANDS = (
+    "+@connection +set +del +exists +pexpire +evalsha +script|load +blmove +lmove +lpop "
+    "+lpush +rpush +llen +ltrim +hset +hdel +hmget +hgetall +hincrby"
+)
+
+_NO_PASSWORD_GIVEN = ("Authentication required", "must be called with the client already auth")
+_NO_PASSWORD_SET = ("called without any password configured", "but no password is set")
+_BAD_DATABASE = ("DB index is out of range", "invalid DB index", "SELECT is not allowed")
+_ACL_REFUSALS = ("NOPERM", "no permissions", "The user executing the script can't")
+
+
+def configuration_error(exc: BaseException, who: str) -> RedisConfigurationError | None:
+    """The RedisConfigurationError that ``exc`` stands for, if retrying cannot fix it; None for
+    connection trouble and other errors worth retrying. ``who``: e.g. "worker of queue 'jobs'"."""
+    text = str(exc)
+    if isinstance(exc, AuthenticationWrongNumberOfArgsError):
+        return RedisConfigurationError(
+            f"{who}: Redis refused AUTH's arguments ({text}): this Redis (before 6.0) has no "
+            "ACL users; drop the username from the URL (redis://:PASSWORD@host:port/db)"
+        )
+    if isinstance(exc, AuthenticationError) or text.startswith(("NOAUTH", "WRONGPASS")):
+        return _authentication_error(text, who)
+    if not isinstance(exc, ResponseError):
+        return None  # connection trouble: refused, reset, timeouts, LOADING
+    if any(marker in text for marker in _BAD_DATABASE):
+        return RedisConfigurationError(
+            f"{who}: Redis refused the database number ({text}): the URL's /DB (or db=) must be "
+            "below the server's `databases` setting (16 unless configured; Redis Cluster and "
+            "some managed Redis have database 0 only)"
+        )
+    if isinstance(exc, NoPermissionError) or any(marker in text for marker in _ACL_REFUSALS):
+        return RedisConfigurationError(
+            f"{who}: Redis's ACL refuses this user a command or key adelayed needs ({text}); "
+            f"give the user these rules (ACL SETUSER USER ...): {ACL_KEYS.format(name='NAME')} "
+            f"for each queue NAME, and {ACL_COMMANDS} (+config|get lets adelayed check "
+            "maxmemory-policy)"
+        )
+    return None
+
+
+def _authentication_error(text: str, who: str) -> RedisConfigurationError:
+    if any(marker in text for marker in _NO_PASSWORD_GIVEN):
+        fix = (
+            "Redis requires a password and none was given: put it in the URL "
+            "(redis://:PASSWORD@host:port/db, or redis://USER:PASSWORD@... for an ACL user)"
+        )
+    elif any(marker in text for marker in _NO_PASSWORD_SET):
+        fix = "a password was given but this Redis has none set: drop it from the URL"
+    else:
+        fix = (
+            "Redis refused the username or password: check the URL's USER and PASSWORD "
+            "(redis://USER:PASSWORD@host:port/db), and that the ACL user is enabled (on)"
+        )
+    return RedisConfigurationError(f"{who}: {fix} ({text})")
