@@ -65,7 +65,10 @@ class Worker:
     period, cancels them and puts them back on the queue (a sync task's thread is abandoned:
     see ``hard_stop_signal`` and adelayed._threads). ``sweep_interval`` runs a Sweeper for the
     queue inside the worker (None: no sweeper). While the event loop lags by more than
-    ``max_loop_lag`` seconds, no new task is taken.
+    ``max_loop_lag`` seconds, no new task is taken. At start it refuses a Redis whose
+    ``maxmemory-policy`` can evict keys (its liveness keys would be evicted and its running
+    tasks run twice; ``allow_eviction=True`` accepts the risk) and ends at once on settings no
+    retry can fix (RedisConfigurationError: a wrong password, database or ACL).
 
     A failed task with retries left is retried in the same slot after a pause: the n-th retry
     waits a random time between ``base`` and ``min(cap, base * 2**n)`` seconds, with
@@ -90,14 +93,7 @@ class Worker:
         max_loop_lag: float = 1.0,
         retry_backoff: tuple[float, float] = (1.0, 300.0),
     ) -> None:
-        if concurrency < 1:
-            raise ConfigurationError(f"worker of queue {queue.name!r}: concurrency must be >= 1")
-        if not 0 < keep_alive_interval < queue.keep_alive_timeout:
-            raise ConfigurationError(
-                f"worker of queue {queue.name!r}: keep_alive_interval ({keep_alive_interval}s) "
-                f"must be positive and below the queue's keep_alive_timeout "
-                f"({queue.keep_alive_timeout}s), or the lease lapses between refreshes"
-            )
+        _check_settings(queue, concurrency, keep_alive_interval)
         self._queue = queue
         self._concurrency = concurrency
         self._functions = FunctionTable(tasks, allow_any=allow_any_function)
@@ -361,6 +357,17 @@ class Worker:
             return
         logger.info("worker %s: %s, finishing running tasks (again: stop now)", self.id, sig.name)
         self.stop()
+
+
+def _check_settings(queue: Queue, concurrency: int, keep_alive_interval: float) -> None:
+    if concurrency < 1:
+        raise ConfigurationError(f"worker of queue {queue.name!r}: concurrency must be >= 1")
+    if not 0 < keep_alive_interval < queue.keep_alive_timeout:
+        raise ConfigurationError(
+            f"worker of queue {queue.name!r}: keep_alive_interval ({keep_alive_interval}s) "
+            f"must be positive and below the queue's keep_alive_timeout "
+            f"({queue.keep_alive_timeout}s), or the lease lapses between refreshes"
+        )
 
 
 def _name_of(payload: bytes) -> str:
