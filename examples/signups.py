@@ -28,6 +28,7 @@ from adelayed import (
     PyTask,
     Queue,
     QueueFullError,
+    RedisConfigurationError,
     TaskDataError,
 )
 from adelayed.embedded import EmbeddedRedis
@@ -148,7 +149,8 @@ async def enqueue_signup(queue: Queue, address: str, user_id: int) -> Answer:
     except EnqueueOutcomeUnknownError as exc:  # EnqueueTimeoutError too: sent, unconfirmed
         logger.error("signup of %s: %s", address, exc)
         return OUTCOME_UNKNOWN
-    except (EnqueueError, RedisError) as exc:  # nothing was written (e.g. no connection)
+    except (EnqueueError, RedisConfigurationError, RedisError) as exc:  # nothing was written
+        # No connection, no memory, or a client Redis refuses (a wrong password): say so loudly.
         logger.error("signup of %s not enqueued: %s", address, exc)
         return NOT_ACCEPTED
     return ACCEPTED

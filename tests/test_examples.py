@@ -171,6 +171,16 @@ async def test_redis_down_gives_503_not_accepted_then_recovers(
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
+async def test_a_refused_password_gives_503_not_accepted(framework: str) -> None:
+    with EmbeddedRedis({"requirepass": "right"}) as server:
+        url = server.url.replace(":right@", ":wrong@")
+        async with served(framework, Settings(redis_url=url)) as post:
+            status, headers, body = await post({"email": "ada@example.com", "user_id": 1})
+    assert (status, headers["retry-after"]) == (503, signups.RETRY_AFTER_UNAVAILABLE)
+    assert body["outcome"] == "not_accepted"
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
 async def test_frozen_redis_gives_503_outcome_unknown(
     framework: str, own_server: EmbeddedRedis
 ) -> None:
