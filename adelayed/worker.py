@@ -15,6 +15,7 @@ import logging
 import signal
 import threading
 from collections.abc import Awaitable, Iterable
+from contextlib import AbstractContextManager, nullcontext
 from typing import TypeVar
 
 import anyio
@@ -145,17 +146,26 @@ class Worker:
         self._lease.start()
         self._hand = protocol.hand_key(self.id)
         self._watchdog = LoopWatchdog(self.id, self._max_loop_lag)
-        logger.info(
-            "worker %s started on queue %r, concurrency %d",
-            self.id, self._queue.name, self._concurrency,
-        )  # fmt: skip
-        self._functions.warn_if_empty(f"worker {self.id}")
+        with self._listening():  # from here on, a stop signal stops this worker cleanly
+            logger.info(
+                "worker %s started on queue %r, concurrency %d",
+                self.id, self._queue.name, self._concurrency,
+            )  # fmt: skip
+            self._functions.warn_if_empty(f"worker {self.id}")
+            await self._serve()
+
+    def _listening(self) -> AbstractContextManager[None]:
+        """Stop signals for this worker, shared with every worker on this loop (only the main
+        thread receives signals)."""
+        if self._handle_signals and threading.current_thread() is threading.main_thread():
+            return stop_signals(self._on_signal)
+        return nullcontext()
+
+    async def _serve(self) -> None:
         try:
             async with anyio.create_task_group() as services:
                 services.start_soon(self._watchdog.run)
                 services.start_soon(self._release_finished)
-                if self._handle_signals and threading.current_thread() is threading.main_thread():
-                    services.start_soon(self._watch_signals)
                 if self._sweep_interval is not None:
                     services.start_soon(Sweeper([self._queue], self._sweep_interval)._sweep_loop)
                 await self._work()
@@ -344,10 +354,6 @@ class Worker:
         logger.error("queue %r: task sent to the dead-letter list: %s", queue.name, error)
         reason = f"{type(error).__name__}: {error}"
         return lambda: queue._bury(field, payload, reason, self.id)
-
-    async def _watch_signals(self) -> None:
-        with stop_signals(self._on_signal):  # shared with every worker on this loop
-            await anyio.sleep_forever()
 
     def _on_signal(self, sig: signal.Signals) -> None:
         if self._stopping:

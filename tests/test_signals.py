@@ -104,3 +104,30 @@ def _handler_of(loop: asyncio.AbstractEventLoop, sig: int) -> object:
     """The callback of the loop's handler for ``sig`` (asyncio's Unix loops keep them here)."""
     handle = loop._signal_handlers.get(sig)  # type: ignore[attr-defined]
     return None if handle is None else handle._callback
+
+
+async def test_a_worker_that_says_it_started_already_catches_stop_signals(
+    client: redis.Redis, caught: list[int], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A supervisor that sends SIGTERM as soon as the worker logs that it started must get a
+    clean stop, not the default action (the signal killed the process: exit -15)."""
+    ours = signal.getsignal(signal.SIGTERM)
+    at_start: list[bool] = []
+
+    class AtStart(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "started on queue" in record.getMessage():
+                at_start.append(signal.getsignal(signal.SIGTERM) is not ours)
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    caplog.set_level(logging.INFO, logger="adelayed")
+    watcher = AtStart()
+    logging.getLogger("adelayed").addHandler(watcher)
+    try:
+        worker = make_worker(Queue("jobs", client, dequeue_timeout=0.2), handle_signals=True)
+        with anyio.fail_after(10):
+            await worker.run()  # the signal stops it
+    finally:
+        logging.getLogger("adelayed").removeHandler(watcher)
+    assert at_start == [True]
+    assert caught == []
