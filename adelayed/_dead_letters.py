@@ -69,12 +69,16 @@ class DeadLetters:
 
 
 def _decode(record: bytes) -> DeadTask:
+    """A record as BURY (or the sweep's poison check) writes it; anything else written to the
+    list is shown as it is, with a reason saying so (requeue_dead leaves it in place)."""
     # raw=True: records carry the payload as a msgpack str (Lua's cmsgpack has no bin type).
-    fields = msgpack.unpackb(record, raw=True)
+    try:
+        fields = msgpack.unpackb(record, raw=True)
 
-    def text(name: bytes) -> str:
-        return bytes(fields.get(name, b"")).decode("utf-8", "replace")
+        def text(name: bytes) -> str:
+            return bytes(fields.get(name, b"")).decode("utf-8", "replace")
 
-    return DeadTask(
-        bytes(fields[b"payload"]), text(b"reason"), float(fields[b"failed_at"]), text(b"worker")
-    )
+        payload = bytes(fields[b"payload"])
+        return DeadTask(payload, text(b"reason"), float(fields[b"failed_at"]), text(b"worker"))
+    except (ValueError, TypeError, KeyError, AttributeError, msgpack.UnpackException):
+        return DeadTask(record, "not a dead-letter record (written by something else)", 0.0, "")

@@ -23,7 +23,6 @@ lost, PROTOCOL.md hole 9): a second run finds its work done and changes nothing.
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -41,13 +40,14 @@ WORKER_KEY_PREFIX = "adelayed:worker:"
 # 1000 items at a time. One ENQUEUE call carries up to this many tasks.
 MAX_ITEMS_PER_CALL = 10_000
 
-_HASH_TAG = re.compile(r"\{[^{}]+\}")
-
 
 def hash_tag(queue_name: str) -> str:
-    """The Redis Cluster hash tag of a queue name (``{...}``), or '' when it has none."""
-    match = _HASH_TAG.search(queue_name)
-    return match.group(0) if match else ""
+    """The Redis Cluster hash tag of a queue name, by Redis's rule: from its first ``{`` to the
+    first ``}`` after it, when at least one character lies between (``{{b}}`` -> ``{{b}``,
+    hashed as ``{b``); '' when it has none (``a{}{b}`` hashes whole)."""
+    start = queue_name.find("{")
+    end = queue_name.find("}", start + 1) if start >= 0 else -1
+    return queue_name[start : end + 1] if end > start + 1 else ""
 
 
 def worker_key(worker_hex: str, queue_name: str) -> str:
@@ -191,9 +191,10 @@ return out
 )
 
 # KEYS: queue, noti, processing.  ARGV: slot field, serialized task, 'head' or 'tail'.
-# Releases the slot and pushes the task back (a retry goes to the tail, a task cancelled by a
-# shutdown to the head) in one step (PROTOCOL.md hole 2). Only a slot that still holds a task
-# pushes one: a re-sent call, or a slot the sweeper already emptied, changes nothing.
+# Releases the slot and pushes the task back (the worker sends 'head': a task cancelled or
+# waiting to be retried at shutdown goes first) in one step (PROTOCOL.md hole 2). Only a slot
+# that still holds a task pushes one: a re-sent call, or a slot the sweeper already emptied,
+# changes nothing.
 REQUEUE = Script(
     "requeue",
     """
@@ -277,18 +278,26 @@ return {requeued, buried, tokens}
 )
 
 # KEYS: queue, noti, dead.  ARGV: how many dead letters to requeue, oldest first.
-# Moves them back to the queue, each with its token; returns how many.
+# Moves them back to the queue, each with its token; returns how many. A record is read before
+# it is removed (Redis does not undo a script's writes when it fails later): one that is not a
+# dead-letter record with a payload is moved to the newest end and stays, never lost.
 REQUEUE_DEAD = Script(
     "requeue_dead",
     """
 local queue, noti, dead = KEYS[1], KEYS[2], KEYS[3]
 local moved = 0
 for i = 1, tonumber(ARGV[1]) do
-    local record = redis.call('rpop', dead)
+    local record = redis.call('lindex', dead, -1)
     if not record then break end
-    redis.call('rpush', queue, cmsgpack.unpack(record).payload)
-    redis.call('rpush', noti, '1')
-    moved = moved + 1
+    local ok, fields = pcall(cmsgpack.unpack, record)
+    if ok and type(fields) == 'table' and type(fields.payload) == 'string' then
+        redis.call('rpop', dead)
+        redis.call('rpush', queue, fields.payload)
+        redis.call('rpush', noti, '1')
+        moved = moved + 1
+    else
+        redis.call('lmove', dead, dead, 'RIGHT', 'LEFT')
+    end
 end
 return moved
 """,

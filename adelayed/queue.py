@@ -163,7 +163,7 @@ class Queue(DeadLetters):
             if self._max_length and len(groups) > 1:
                 # The first group is admitted against the whole call; the rest follow it then.
                 await self._push(groups.pop(0), admitted=len(payloads), deadline=deadline)
-                await self._push(*groups, admitted=0, deadline=deadline)
+                await self._push(*groups, admitted=None, deadline=deadline)
             else:
                 await self._push(*groups, admitted=len(payloads), deadline=deadline)
         except RedisError as exc:
@@ -227,13 +227,17 @@ class Queue(DeadLetters):
             )
         return payload
 
-    async def _push(self, *groups: list[bytes], admitted: int, deadline: float | None) -> None:
-        """One round trip: each group of payloads in one ENQUEUE call, pipelined."""
-        args = [(self._max_length, admitted, *group) for group in groups]
+    async def _push(
+        self, *groups: list[bytes], admitted: int | None, deadline: float | None
+    ) -> None:
+        """One round trip: each group of payloads in one ENQUEUE call, pipelined. ``admitted``:
+        how many tasks max_length is checked against; None: already admitted, not checked."""
+        limit = 0 if admitted is None else self._max_length
+        args = [(limit, admitted or 0, *group) for group in groups]
         keys = (self._name, self._noti_key)
         replies = await self._run_pipelined(protocol.ENQUEUE, keys, args, deadline)
         if -1 in replies:
-            raise self._full_error(admitted)
+            raise self._full_error(admitted or 0)
 
     def _enqueue_error(self, exc: RedisError, tasks: Sequence[Task]) -> Exception:
         what = f"task {tasks[0].func_path!r}"

@@ -157,3 +157,31 @@ def test_no_pickle_anywhere_in_the_package() -> None:
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert found.stdout == ""
+
+
+async def test_a_record_that_is_not_a_dead_letter_is_kept_not_lost(client: redis.Redis) -> None:
+    """requeue_dead reads a record before it removes it: Redis does not undo a script's
+    earlier writes when it fails, so popping first lost whatever it could not decode."""
+    queue = Queue("jobs", client)
+    await client.hset("jobs_processing", "field", PyTask("mod:f").serialize())
+    await queue._bury("field", PyTask("mod:f").serialize(), "TaskError: test", "w")
+    await client.rpush("jobs_dead", b"\xc1 not msgpack", msgpack.packb({"no": "payload"}))
+    assert await queue.requeue_dead() == 1  # the real record, oldest end first
+    assert await client.lrange("jobs", 0, -1) == [PyTask("mod:f").serialize()]
+    kept = await queue.dead_tasks()
+    assert sorted(task.payload for task in kept) == sorted(
+        [b"\xc1 not msgpack", msgpack.packb({"no": "payload"})]
+    )
+    assert all(task.reason.startswith("not a dead-letter record") for task in kept)
+
+
+async def test_the_batches_after_the_first_of_an_admitted_enqueue_many_are_not_refused(
+    client: redis.Redis,
+) -> None:
+    """max_length admits a batch of more than one script call whole, by its first call: a
+    later call must not be refused when the queue grew meanwhile (the batch was half-written
+    while the error said nothing was added)."""
+    queue = Queue("jobs", client, max_length=10)
+    await client.rpush("jobs", *[b"\x91\xa5mod:f"] * 20)  # a v1 producer ignores max_length
+    await queue._push([PyTask("mod:f").serialize()], admitted=None, deadline=None)
+    assert await client.llen("jobs") == 21

@@ -5,9 +5,12 @@ from __future__ import annotations
 import time
 
 import anyio
+import pytest
 import redis.asyncio as redis
+from redis.crc import key_slot
 
 from adelayed import PyTask, Queue
+from adelayed import _protocol as protocol
 from adelayed._protocol import MAX_ITEMS_PER_CALL
 from adelayed._wire import Wire
 
@@ -260,3 +263,16 @@ async def test_fetch_releases_finished_slots_in_the_same_call(
     again = await queue._fetch(wire, HAND, [FIELD_B], [FIELD_A])  # re-sent
     assert again == taken
     assert await lengths(client, queue) == (0, 0, 1)
+
+
+@pytest.mark.parametrize(
+    "name", ["{emails}", "x{emails}y", "{{b}}", "a{}{b}", "{a}{b}", "}{a}", "{}", "{", "plain"]
+)
+def test_liveness_keys_share_the_queue_s_cluster_slot_by_redis_s_own_rule(name: str) -> None:
+    """Redis hashes the part between the first '{' and the first '}' after it, when not
+    empty; otherwise the whole key. A tagged queue's worker keys must land in its slot."""
+    worker = protocol.slot_key(protocol.worker_key("0f" * 8, name), 3)
+    tagged = protocol.hash_tag(name) != ""
+    assert tagged == (key_slot(name.encode()) == key_slot(b"x" + name.encode()))
+    if tagged:
+        assert key_slot(worker.encode()) == key_slot(name.encode())
