@@ -128,9 +128,10 @@ return #ARGV - 2
 # One round trip per cycle of a busy worker: it releases what finished and takes new work.
 # Takes tokens and their tasks in one step, so no sweep can see a task without its token.
 # An idle worker sends ``BLMOVE noti hand`` with this script right behind it, in one write:
-# Redis runs the script the moment the BLMOVE is served, and the token in between sits in a
-# key, not in a client (PROTOCOL.md hole 3's window is closed, and a pickup costs one round
-# trip). A token in the hand counts as held; one left there by a call that failed is used by
+# Redis runs the script right after it serves the BLMOVE, and the token in between sits in a
+# key, not in a client (a worker dying there loses no token, and a pickup costs one round
+# trip). PROTOCOL.md hole 3 is narrowed, not closed: another client's command may run between
+# the two, and a sweep there adds a phantom token, which fetches consume and sweeps trim. A token in the hand counts as held; one left there by a call that failed is used by
 # the next. An empty hand behind a BLMOVE means it timed out: nothing to do.
 # An empty LPOP is false in Lua, not nil (hole 1): checked as such.
 # Safe to run twice: releasing is idempotent, and the caller never asks to fill a field it is
