@@ -131,8 +131,9 @@ return #ARGV - 2
 # Redis runs the script right after it serves the BLMOVE, and the token in between sits in a
 # key, not in a client (a worker dying there loses no token, and a pickup costs one round
 # trip). PROTOCOL.md hole 3 is narrowed, not closed: another client's command may run between
-# the two, and a sweep there adds a phantom token, which fetches consume and sweeps trim. A token in the hand counts as held; one left there by a call that failed is used by
-# the next. An empty hand behind a BLMOVE means it timed out: nothing to do.
+# the two, and a sweep there adds a phantom token, which fetches consume and sweeps trim.
+# A token in the hand counts as held; one left there by a call that failed is used by the
+# next. An empty hand behind a BLMOVE means it timed out: nothing to do.
 # An empty LPOP is false in Lua, not nil (hole 1): checked as such.
 # Safe to run twice: releasing is idempotent, and the caller never asks to fill a field it is
 # releasing, so a re-sent call finds its fields to fill already filled and returns what they
