@@ -159,7 +159,9 @@ async def test_go_delayed_runs_its_last_task_again_after_it_exits(
     await wait_for(lambda: len(go_peer.runs(out)) == 1, what="the task ran")
     assert processes.stop(first, signal.SIGHUP) == 0
     assert await client.hlen("jobs_processing") == 1  # left behind by a clean exit
-    assert await queue.requeue_lost() == 1
+    # Its keep-alive goroutine may set the liveness key again after the exit's DEL, so the
+    # sweep can requeue the task only once that key expires (5 s later, in the peer).
+    await wait_for(lambda: swept(queue), timeout=10, what="a sweep requeued the last task")
     second = go.worker("jobs", out, tmp_path / "second.log")
     try:
         await wait_for(lambda: len(go_peer.runs(out)) == 2, what="the task ran again")
