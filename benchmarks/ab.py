@@ -68,6 +68,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("after")
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--tasks", type=int, default=20_000)
+    parser.add_argument("--only", default="", help="measurements whose name contains this")
     options = parser.parse_args(argv)
     settings = Settings(tasks=options.tasks, samples=100, max_seconds=10, worker_timeout=300)
     scratch = Path(tempfile.mkdtemp(prefix="adelayed-ab-"))
@@ -81,7 +82,8 @@ def main(argv: list[str]) -> None:
             side: TreeRunner("adelayed", project_python(), server, scratch / f"{side}.log", tree)
             for side, tree in trees.items()
         }
-        results = run_pairs(runners, settings, options.reps)
+        chosen = [m for m in MEASUREMENTS if options.only in m[0]]
+        results = run_pairs(runners, settings, options.reps, chosen)
     finally:
         server.close()
         for tree in trees.values():
@@ -91,10 +93,13 @@ def main(argv: list[str]) -> None:
 
 
 def run_pairs(
-    runners: dict[str, TreeRunner], settings: Settings, reps: int
+    runners: dict[str, TreeRunner],
+    settings: Settings,
+    reps: int,
+    chosen: list[tuple[str, Measure, str, bool]],
 ) -> dict[str, dict[str, list[float]]]:
     results: dict[str, dict[str, list[float]]] = {}
-    for name, body, figure, _ in MEASUREMENTS:
+    for name, body, figure, _ in chosen:
         for rep in range(reps):
             order = ("before", "after") if rep % 2 == 0 else ("after", "before")
             for side in order:
@@ -108,11 +113,12 @@ def run_pairs(
 
 
 def report(options: argparse.Namespace, results: dict[str, dict[str, list[float]]]) -> None:
+    only = f" --only '{options.only}'" if options.only else ""
     print(f"\n$ python benchmarks/ab.py {options.before} {options.after} --reps {options.reps}"
-          f" --tasks {options.tasks}\n")  # fmt: skip
+          f" --tasks {options.tasks}{only}\n")  # fmt: skip
     print("| measurement | before: median (range) | after: median (range) | after / before |")
     print("|---|---|---|---|")
-    for name, _, _, _ in MEASUREMENTS:
+    for name in results:
         cells = []
         for side in ("before", "after"):
             values = results[name][side]
