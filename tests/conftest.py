@@ -4,6 +4,7 @@ flushed before each test."""
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -62,3 +63,17 @@ def _reset_tasks() -> None:
 @pytest.fixture
 def client_queue_limit(client: redis.Redis) -> Queue:
     return Queue("jobs", client, dequeue_timeout=0.2, keep_alive_timeout=5, dead_letter_limit=2)
+
+
+@pytest.fixture(scope="session")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """A self-signed certificate and key for 127.0.0.1 (paths), for TLS servers and clients."""
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return str(cert), str(key)

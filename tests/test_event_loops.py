@@ -10,7 +10,6 @@ import contextlib
 import gc
 import socket
 import ssl
-import subprocess
 import threading
 import time
 import warnings
@@ -206,19 +205,6 @@ def test_closed_loops_leave_no_connection_open_and_none_unclosed(
         gc.collect()
     assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
     assert connections(admin, "many-loops", 0) == 0
-
-
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return str(cert), str(key)
 
 
 @pytest.mark.parametrize("tls", [False, True], ids=["tcp", "tls"])
