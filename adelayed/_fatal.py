@@ -5,6 +5,8 @@ LOADING) is connection trouble, worth retrying."""
 
 from __future__ import annotations
 
+import sys
+
 from redis.exceptions import (
     AuthenticationError,
     AuthenticationWrongNumberOfArgsError,
@@ -13,6 +15,9 @@ from redis.exceptions import (
 )
 
 from .errors import RedisConfigurationError
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
 
 # What an ACL user of a worker and sweeper needs, as ACL SETUSER rules: the keys of each queue
 # NAME and the liveness keys; the commands the worker sends (the lease's SET and DEL, EVALSHA
@@ -72,3 +77,15 @@ def _authentication_error(text: str, who: str) -> RedisConfigurationError:
             "(redis://USER:PASSWORD@host:port/db), and that the ACL user is enabled (on)"
         )
     return RedisConfigurationError(f"{who}: {fix} ({text})")
+
+
+def sole_fatal(exc: BaseException) -> RedisConfigurationError | None:
+    """The first RedisConfigurationError in ``exc`` when that is all it holds (an exception
+    group of them, as a worker's task groups raise when several of its tasks met the same
+    refusal), else None."""
+    if isinstance(exc, RedisConfigurationError):
+        return exc
+    if not isinstance(exc, BaseExceptionGroup):
+        return None
+    found = [sole_fatal(inner) for inner in exc.exceptions]
+    return found[0] if found and all(found) else None

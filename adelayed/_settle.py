@@ -10,6 +10,7 @@ import anyio
 from redis.exceptions import RedisError
 
 from ._backoff import backoff
+from ._fatal import configuration_error
 from ._lease import Lease
 
 logger = logging.getLogger(__name__)
@@ -23,7 +24,9 @@ SETTLE_TIMEOUT_AT_EXIT = 5.0
 
 class Settler:
     """Retries a settle through Redis errors: while the worker runs, until it lands; once it
-    is closing, for a few seconds (then the lease's expiry hands the task to a sweep)."""
+    is closing, for a few seconds (then the lease's expiry hands the task to a sweep). An error
+    no retry can fix (RedisConfigurationError: an ACL that now refuses the worker) ends the
+    worker: its slot must not take another task while the finished one is still in it."""
 
     def __init__(self, lease: Lease, queue_name: str) -> None:
         self._lease = lease
@@ -42,13 +45,17 @@ class Settler:
                 return
             except (RedisError, OSError) as exc:
                 failures += 1
+                fatal = configuration_error(exc, f"worker {self._lease.worker_id}")
                 closing = self._closing_since
-                if closing is not None and time.monotonic() - closing > SETTLE_TIMEOUT_AT_EXIT:
+                late = closing is not None and time.monotonic() - closing > SETTLE_TIMEOUT_AT_EXIT
+                if fatal is not None or late:
                     logger.error(
                         "worker %s: could not settle a task (%s); it stays in %r until a "
                         "sweep requeues it",
                         self._lease.worker_id, exc, self._processing,
                     )  # fmt: skip
+                    if fatal is not None:  # no retry can fix it: the worker ends
+                        raise fatal from exc
                     return
                 delay = backoff(failures)
                 logger.warning(

@@ -23,6 +23,7 @@ from redis.exceptions import RedisError
 
 from . import _protocol as protocol
 from ._backoff import backoff
+from ._fatal import configuration_error, sole_fatal
 from ._functions import FunctionTable, TaskFunction
 from ._lease import Lease
 from ._preflight import check_worker_start
@@ -152,7 +153,13 @@ class Worker:
                 self.id, self._queue.name, self._concurrency,
             )  # fmt: skip
             self._functions.warn_if_empty(f"worker {self.id}")
-            await self._serve()
+            try:
+                await self._serve()
+            except Exception as exc:  # a refusal no retry can fix, met by any of its tasks
+                fatal = sole_fatal(exc)
+                if fatal is None:
+                    raise
+                raise fatal from exc
 
     def _listening(self) -> AbstractContextManager[None]:
         """Stop signals for this worker, shared with every worker on this loop (only the main
@@ -208,6 +215,9 @@ class Worker:
             try:
                 block = await self._fetch(block)
             except _REDIS_ERRORS as exc:
+                fatal = configuration_error(exc, f"worker {self.id}")
+                if fatal is not None:  # e.g. its ACL changed: ends run(), tasks go back
+                    raise fatal from exc
                 failures += 1
                 delay = backoff(failures)
                 logger.warning(

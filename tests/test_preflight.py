@@ -4,6 +4,7 @@ database, an ACL refusal. Only connection trouble is waited out."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -331,3 +332,27 @@ async def test_a_redis_frozen_at_start_is_waited_for(
         finally:
             os.kill(server.pid, signal.SIGCONT)
             await client.aclose()
+
+
+async def test_an_acl_revoked_while_the_worker_runs_ends_it_and_its_tasks_go_back(
+    locked_server: EmbeddedRedis,
+) -> None:
+    """A refusal no retry can fix, met in the fetch loop (the user's rights changed while it
+    ran), ends run() with RedisConfigurationError instead of retrying forever; the task it was
+    running is put back when the refusal is lifted (requeued at stop, or by a sweep)."""
+    admin = redis.asyncio.Redis(host="127.0.0.1", port=locked_server.port, password=PASSWORD)
+    await admin.execute_command(
+        "ACL", "SETUSER", "revoked", "on", ">pw", *QUEUE_KEYS, "+@all", "-config"
+    )
+    queue = locked_queue(locked_server, username="revoked", password="pw")
+    await queue.enqueue(PyTask(tasks.async_sleep, args=(0.5, "survivor")))
+    worker = asyncio.ensure_future(make_worker(queue, concurrency=2).run())
+    await wait_for(lambda: queue.in_flight(), what="the task started")
+    await admin.execute_command("ACL", "SETUSER", "revoked", "-evalsha")
+    with pytest.raises(RedisConfigurationError, match="ACL"):
+        await asyncio.wait_for(worker, 10)
+    await admin.execute_command("ACL", "SETUSER", "revoked", "+evalsha")
+    await Queue("jobs", admin).requeue_lost()  # its lease is gone: a sweep puts it back
+    assert (await admin.llen("jobs"), await admin.hlen("jobs_processing")) == (1, 0)
+    await admin.flushall()
+    await admin.aclose()
