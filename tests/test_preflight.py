@@ -203,6 +203,7 @@ async def test_a_wrong_password_ends_start_up(start: Start, locked_server: Embed
     queue = locked_queue(locked_server, password="wrong")
     message = await refused(start, queue)
     assert "refused the username or password" in message and "queue 'jobs'" in message
+    await queue.redis.aclose()
 
 
 @STARTS
@@ -212,6 +213,7 @@ async def test_a_wrong_password_of_an_acl_user_ends_start_up(
     queue = locked_queue(locked_server, username="app", password="wrong")
     message = await refused(start, queue)
     assert "refused the username or password" in message and "USER:PASSWORD" in message
+    await queue.redis.aclose()
 
 
 @STARTS
@@ -219,6 +221,7 @@ async def test_a_missing_password_ends_start_up(start: Start, locked_server: Emb
     queue = locked_queue(locked_server)
     message = await refused(start, queue)
     assert "requires a password and none was given" in message
+    await queue.redis.aclose()
 
 
 @STARTS
@@ -229,6 +232,7 @@ async def test_a_database_the_server_does_not_have_ends_start_up(
     message = await refused(start, queue)
     assert "database number" in message and "DB index is out of range" in message
     assert "`databases` setting" in message
+    await queue.redis.aclose()
 
 
 @STARTS
@@ -240,6 +244,7 @@ async def test_an_acl_that_refuses_what_adelayed_needs_ends_start_up(
     message = await refused(start, queue)
     assert "ACL refuses this user" in message and "no permissions" in message
     assert "~NAME ~NAME_* ~adelayed:*" in message and "+evalsha" in message
+    await queue.redis.aclose()
 
 
 async def test_a_worker_whose_acl_refuses_blmove_ends_start_up(
@@ -250,6 +255,7 @@ async def test_a_worker_whose_acl_refuses_blmove_ends_start_up(
     queue = locked_queue(locked_server, username="no-blocking", password="pw")
     message = await refused(start_worker, queue)
     assert "'blmove'" in message and "+blmove" in message
+    await queue.redis.aclose()
 
 
 async def test_the_worker_s_acl_user_with_the_rules_the_message_names_works(
@@ -263,6 +269,7 @@ async def test_the_worker_s_acl_user_with_the_rules_the_message_names_works(
     queue = locked_queue(locked_server, username="least", password="pw")
     async with running(make_worker(queue, sweep_interval=0.1)):
         await wait_for(lambda: tasks.ran == ["least"])
+    await queue.redis.aclose()
 
 
 async def test_the_lease_ends_at_once_on_an_acl_refusal(locked_server: EmbeddedRedis) -> None:
@@ -270,6 +277,7 @@ async def test_the_lease_ends_at_once_on_an_acl_refusal(locked_server: EmbeddedR
     queue = locked_queue(locked_server, username="other-keys", password="pw")
     with anyio.fail_after(5), pytest.raises(RedisConfigurationError, match="ACL refuses"):
         await Lease(queue, 1, 1).claim()
+    await queue.redis.aclose()
 
 
 # Connection trouble is still waited out.
