@@ -170,6 +170,23 @@ async def test_go_delayed_runs_its_last_task_again_after_it_exits(
     assert go_peer.runs(out) == [("Echo", "last"), ("Echo", "last")]
 
 
+async def test_a_py_task_that_reaches_a_go_delayed_worker_is_lost(
+    client: aredis.Redis, queue: Queue, go_worker: tuple[Path, Path]
+) -> None:
+    """What a mixed fleet must know: go-delayed stores a task in NAME_processing before it
+    decodes it; a PyTask fails to decode, and the next task overwrites that entry. One queue
+    per runtime."""
+    out, log = go_worker
+    python_task = PyTask("tests.tasks:sync_record", args=("lost",))
+    await queue.enqueue(python_task)
+    await wait_for(lambda: "Failed to deserialize task" in log.read_text(), what="decode error")
+    assert await client.hvals("jobs_processing") == [python_task.serialize()]
+    await queue.enqueue(GoTask("main.Echo", "next"))
+    await wait_for(lambda: len(go_peer.runs(out)) == 1, what="the next task ran")
+    assert await client.hvals("jobs_processing") == [GoTask("main.Echo", "next").serialize()]
+    assert await client.llen("jobs") == 0  # the PyTask is nowhere now
+
+
 async def test_adelayed_sweep_removes_a_phantom_token_before_go_delayed_chokes_on_it(
     client: aredis.Redis, queue: Queue, go: GoPeer, tmp_path: Path
 ) -> None:
