@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from redis.asyncio import ConnectionPool
 from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import AuthenticationError
 
 from .errors import ConfigurationError
 
@@ -97,6 +98,8 @@ async def new_connection(pool: ConnectionPool) -> AbstractConnection:
     connection: AbstractConnection = pool.make_connection()  # type: ignore[no-untyped-call]
     checked_out = in_use(pool)
     checked_out.add(connection)
+    retry = connection.retry
+    connection.retry = _RefusalsNotRetried(retry)  # type: ignore[assignment]
     try:
         await connection.connect()  # type: ignore[no-untyped-call]
     except BaseException:
@@ -104,7 +107,37 @@ async def new_connection(pool: ConnectionPool) -> AbstractConnection:
         with contextlib.suppress(Exception):
             await connection.disconnect(nowait=True)
         raise
+    finally:
+        connection.retry = retry
     return connection
+
+
+class _RefusedError(Exception):
+    """Carries a refusal through redis-py's Retry, which retries every ConnectionError."""
+
+
+class _RefusalsNotRetried:
+    """The pool's Retry, except that a wrong or missing password (an AuthenticationError, which
+    redis-py counts as a ConnectionError) fails at once: redis-py 6+ retries the whole handshake
+    with backoff, which took seconds to report what no retry can fix."""
+
+    def __init__(self, retry: Any) -> None:
+        self._retry = retry
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._retry, name)
+
+    async def call_with_retry(self, do: Any, fail: Any, *args: Any, **kwargs: Any) -> Any:
+        async def attempt() -> Any:
+            try:
+                return await do()
+            except AuthenticationError as exc:
+                raise _RefusedError(exc) from exc
+
+        try:
+            return await self._retry.call_with_retry(attempt, fail, *args, **kwargs)
+        except _RefusedError as refused:
+            raise refused.args[0] from None
 
 
 # The connections wires took over, by pool: closed by the wire that gives them up, or, when their
