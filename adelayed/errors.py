@@ -62,3 +62,23 @@ class RedisConfigurationError(ConfigurationError):
     """Redis refuses this client or is set up so that tasks would be lost or run twice (a
     wrong or missing password, an unknown database, a refused ACL, an evicting
     ``maxmemory-policy``). Retrying cannot fix it; the message says what to change."""
+
+
+class TaskTimeoutError(AdelayedError, TimeoutError):
+    """A task ran past its ``timeout``; the attempt failed and goes through its retry policy."""
+
+
+class TaskCrashedError(AdelayedError):
+    """The child process of a task run with ``isolation="process"`` died (a signal, a
+    segfault, the OOM killer) before returning: a failure of that task, not of the worker."""
+
+
+class RemoteTaskError(AdelayedError):
+    """An exception a task raised in another process (``isolation="process"``): carries the
+    remote exception's type name, message and traceback text."""
+
+    def __init__(self, type_name: str, message: str, traceback_text: str) -> None:
+        super().__init__(f"{type_name}: {message}")
+        self.type_name = type_name
+        self.message = message
+        self.traceback_text = traceback_text
