@@ -9,7 +9,6 @@ import os
 import resource
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -28,8 +27,16 @@ async def add_later(a: int, b: int) -> tuple[int, bool]:
     return a + b, asyncio.get_running_loop().is_running()
 
 
+class OwnError(Exception):
+    pass
+
+
 def fail(message: str) -> None:
     raise ValueError(message)
+
+
+def fail_with_own_error() -> None:
+    raise OwnError("own")
 
 
 def record_pid(path: str) -> None:
@@ -76,7 +83,9 @@ def unpicklable_result() -> Any:
     return lambda: None
 
 
-def print_then_return() -> int:
-    print("from the child")
-    sys.stdout.flush()
-    return 1
+def large(size: int) -> bytes:
+    return b"x" * size
+
+
+def process_group() -> tuple[int, int]:
+    return os.getpid(), os.getpgrp()

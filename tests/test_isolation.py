@@ -1,0 +1,230 @@
+"""isolation="process": a function run in a child process that is killed at its deadline
+(adelayed._isolation.call_in_process). Real processes, no Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import signal
+import sys
+import textwrap
+import time
+import uuid
+from pathlib import Path
+
+import anyio
+import pytest
+
+from adelayed._isolation import _server, call_in_process
+from adelayed.errors import RemoteTaskError, TaskCrashedError, TaskTimeoutError
+from tests.helpers import wait_for
+from tests.processes import ROOT
+
+TASKS = "tests.isolated_tasks"
+
+
+def reaped(pid: int) -> bool:
+    """Whether no process ``pid`` is left, not even a zombie."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def gone(pid: int) -> bool:
+    """Whether ``pid`` no longer runs (a zombie of a reaper that is not ours counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except FileNotFoundError:
+        return True
+    return state == "Z"
+
+
+async def pid_in(path: Path) -> int:
+    await wait_for(path.exists, 10, f"{path} to be written")
+    return int(path.read_text())
+
+
+async def test_a_runaway_loop_is_killed_at_its_timeout_while_the_loop_keeps_ticking(
+    tmp_path: Path,
+) -> None:
+    await call_in_process(f"{TASKS}:echo", [], {}, None)  # the process server is up
+    ticks: list[float] = []
+
+    async def ticker() -> None:
+        while True:
+            ticks.append(time.monotonic())
+            await asyncio.sleep(0.01)
+
+    pid_file = tmp_path / "pid"
+    ticking = asyncio.create_task(ticker())
+    started = time.monotonic()
+    with pytest.raises(TaskTimeoutError) as caught:
+        await call_in_process(f"{TASKS}:spin", [str(pid_file)], {}, 1)
+    elapsed = time.monotonic() - started
+    ticking.cancel()
+    assert 1 <= elapsed < 2
+    assert "tests.isolated_tasks:spin" in str(caught.value)
+    assert "timeout of 1 s" in str(caught.value)
+    assert reaped(int(pid_file.read_text()))
+    gaps = [later - earlier for earlier, later in itertools.pairwise(ticks)]
+    assert len(ticks) > 50
+    assert max(gaps) < 0.2  # a blocking wait on the child would stall the loop for 1 s
+
+
+@pytest.mark.parametrize(
+    ("func", "how"),
+    [
+        ("segfault", "killed by SIGSEGV (a segfault)"),
+        ("killed_by_the_oom_killer", "killed by SIGKILL"),
+        ("exit_at_once", "exited with code 3"),
+    ],
+)
+async def test_a_child_that_dies_without_returning_is_a_crash_of_that_task(
+    func: str, how: str
+) -> None:
+    with pytest.raises(TaskCrashedError) as caught:
+        await call_in_process(f"{TASKS}:{func}", [], {}, 10)
+    assert how in str(caught.value)
+    assert f"{TASKS}:{func}" in str(caught.value)
+    assert "the worker goes on" in str(caught.value)
+    assert await call_in_process(f"{TASKS}:echo", [1], {}, 10) == ((1,), {})
+
+
+async def test_an_exception_comes_back_with_its_type_message_and_traceback() -> None:
+    with pytest.raises(RemoteTaskError) as caught:
+        await call_in_process(f"{TASKS}:fail", ["boom"], {}, 10)
+    error = caught.value
+    assert (error.type_name, error.message) == ("builtins.ValueError", "boom")
+    assert "isolated_tasks.py" in error.traceback_text
+    assert "raise ValueError(message)" in error.traceback_text
+    assert error.traceback_text.rstrip().endswith("ValueError: boom")
+
+
+async def test_an_exception_type_is_named_with_its_module() -> None:
+    with pytest.raises(RemoteTaskError) as caught:
+        await call_in_process(f"{TASKS}:fail_with_own_error", [], {}, 10)
+    assert caught.value.type_name == "tests.isolated_tasks.OwnError"
+    assert str(caught.value) == "tests.isolated_tasks.OwnError: own"
+
+
+async def test_return_values_come_back() -> None:
+    assert await call_in_process(f"{TASKS}:nested", [b"\x00\xff"], {}, 10) == {
+        "list": [1, [2.5, None, True]],
+        "bytes": b"\x00\xff",
+        "map": {"a": {"b": ["c"]}},
+    }
+
+
+async def test_a_result_larger_than_a_socket_buffer_comes_back() -> None:
+    assert await call_in_process(f"{TASKS}:large", [20_000_000], {}, 10) == b"x" * 20_000_000
+
+
+async def test_args_and_kwargs_reach_the_function() -> None:
+    result = await call_in_process(f"{TASKS}:echo", [1, "two"], {"three": [3], "four": b"4"}, 10)
+    assert result == ((1, "two"), {"three": [3], "four": b"4"})
+
+
+async def test_an_async_function_runs_on_an_event_loop_of_the_child() -> None:
+    assert await call_in_process(f"{TASKS}:add_later", [1, 2], {}, 10) == (3, True)
+
+
+async def test_a_result_that_cannot_be_pickled_is_an_error_of_the_task() -> None:
+    with pytest.raises(RemoteTaskError, match="cannot be sent back to the worker"):
+        await call_in_process(f"{TASKS}:unpicklable_result", [], {}, 10)
+
+
+async def test_a_missing_module_or_function_is_an_import_error() -> None:
+    with pytest.raises(RemoteTaskError) as caught:
+        await call_in_process("tests.no_such_module:f", [], {}, 10)
+    assert caught.value.type_name == "builtins.ImportError"
+    assert "cannot import module 'tests.no_such_module'" in caught.value.message
+    with pytest.raises(RemoteTaskError, match="has no function 'no_such_function'"):
+        await call_in_process(f"{TASKS}:no_such_function", [], {}, 10)
+
+
+async def test_the_child_finds_modules_on_the_callers_sys_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await call_in_process(f"{TASKS}:echo", [], {}, None)  # a server started before the change
+    name = f"isolated_{uuid.uuid4().hex}"
+    (tmp_path / f"{name}.py").write_text("def where():\n    return __file__\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert await call_in_process(f"{name}:where", [], {}, 10) == str(tmp_path / f"{name}.py")
+
+
+async def test_cancelling_the_call_kills_and_reaps_the_child(tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    call = asyncio.create_task(call_in_process(f"{TASKS}:spin", [str(pid_file)], {}, None))
+    pid = await pid_in(pid_file)
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    assert reaped(pid)
+
+
+async def test_an_anyio_cancel_scope_kills_and_reaps_the_child(tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    with anyio.CancelScope() as scope:  # how the worker's hard stop cancels a task
+        async with anyio.create_task_group() as group:
+            group.start_soon(call_in_process, f"{TASKS}:spin", [str(pid_file)], {}, None)
+            pid = await pid_in(pid_file)
+            scope.cancel()
+    assert scope.cancelled_caught
+    assert reaped(pid)
+
+
+async def test_a_timeout_kills_only_that_child(tmp_path: Path) -> None:
+    napping = asyncio.create_task(
+        call_in_process(f"{TASKS}:nap_then_return", [str(tmp_path / "pid"), 1], {}, 5)
+    )
+    with pytest.raises(TaskTimeoutError):
+        await call_in_process(f"{TASKS}:spin", [], {}, 0.3)
+    assert await napping == "rested"
+
+
+async def test_what_the_task_started_is_killed_with_it(tmp_path: Path) -> None:
+    pid_file = tmp_path / "sleeper"
+    with pytest.raises(TaskTimeoutError):
+        await call_in_process(f"{TASKS}:spin_under_a_sleeper", [str(pid_file)], {}, 0.5)
+    sleeper = int(pid_file.read_text())
+    await wait_for(lambda: gone(sleeper), 5, "the task's own subprocess to be killed")
+
+
+async def test_the_child_is_out_of_the_callers_process_group() -> None:
+    pid, group = await call_in_process(f"{TASKS}:process_group", [], {}, 10)
+    assert group == pid != os.getpgrp()  # so a terminal's Ctrl-C does not reach it
+
+
+async def test_a_lost_process_server_fails_its_running_call_and_is_replaced(
+    tmp_path: Path,
+) -> None:
+    pid_file = tmp_path / "pid"
+    call = asyncio.create_task(call_in_process(f"{TASKS}:spin", [str(pid_file)], {}, 30))
+    child = await pid_in(pid_file)
+    assert _server._process is not None
+    os.kill(_server._process.pid, signal.SIGKILL)
+    with pytest.raises(TaskCrashedError, match="process server died"):
+        await call
+    await wait_for(lambda: gone(child), 5, "the child to die with its server")
+    assert await call_in_process(f"{TASKS}:echo", [1], {}, 10) == ((1,), {})
+
+
+async def test_a_child_does_not_outlive_a_killed_worker(tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    script = textwrap.dedent(
+        f"""
+        import asyncio
+        from adelayed._isolation import call_in_process
+        asyncio.run(call_in_process("{TASKS}:spin", [{str(pid_file)!r}], {{}}, None))
+        """
+    )
+    worker = await asyncio.create_subprocess_exec(sys.executable, "-c", script, cwd=ROOT)
+    try:
+        child = await pid_in(pid_file)
+    finally:
+        worker.kill()  # SIGKILL: no cleanup of its own runs
+        await worker.wait()
+    await wait_for(lambda: gone(child), 5, "the child to die with its worker")
