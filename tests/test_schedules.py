@@ -285,19 +285,21 @@ async def _moved_past(client: redis.Redis, name: str, now: int) -> bool:
 async def test_runner_costs_one_script_call_per_tick_and_nothing_between(
     client: redis.Redis, queue: Queue
 ) -> None:
+    await client.script_load(wire_protocol.TICK.text)  # no NOSCRIPT reply to count
     before = await client.info("commandstats")
     async with runner(queue, Every(0.1, TASK)):
         await wait_for(lambda: _length(client, "jobs", 10), what="10 ticks")
-        await anyio.sleep(0.05)  # half-way to the next tick
+        now = await redis_ms(client)
+        await _sleep_until(client, now // 100 * 100 + 150)  # half-way between two ticks
         enqueued = await client.llen("jobs")
         after = await client.info("commandstats")
     calls = {
         name: stats["calls"] - before.get(name, {"calls": 0})["calls"]
         for name, stats in after.items()
     }
-    # The test's own, the wire's connection handshake, and one load of the script.
-    for name in ("info", "llen", "hello", "client", "client|setinfo", "script|load"):
+    for name in ("info", "llen", "hello", "client", "client|setinfo"):  # the test's, the wire's
         calls.pop(f"cmdstat_{name}", None)
+    calls["cmdstat_time"] -= 2  # the test's own
     calls = {name: count for name, count in calls.items() if count}
     # The first call reads the field, the second adds it; then one call per tick. Each call of
     # the script shows as EVALSHA and, inside it, TIME and HGET (and the writes when it wins).
@@ -320,7 +322,7 @@ async def test_runner_keeps_to_redis_clock_when_the_local_clock_is_an_hour_off(
         await wait_for(lambda: _length(client, "jobs", 3), what="3 ticks")
         found = await field(client, every.name)
         now = await redis_ms(client)
-    assert found is not None and now <= found[0] <= now + 50
+    assert found is not None and abs(found[0] - now) < 1000  # not an hour off
 
 
 async def test_queue_schedules_lists_each_next_run_in_its_zone(
@@ -384,7 +386,8 @@ async def test_three_worker_processes_run_each_tick_once_while_one_is_killed(
             print(log.name, log.read_text()[-3000:])
     records = await client.lrange(RECORDS, 0, -1)
     counts = Counter(_tick_of(record) for record in records)
-    assert [counts[tick] for tick in window] == [1] * len(window), counts
+    lags = sorted(int(record.split()[0]) % INTERVAL_MS for record in records)  # a few ms
+    assert [counts[tick] for tick in window] == [1] * len(window), (counts, lags)
     runners = {record.split()[1] for record in records}
     assert len(runners) >= 2  # the tasks themselves ran on several workers
 
