@@ -21,6 +21,7 @@ class DeadTask:
     reason: str
     failed_at: float
     worker: str
+    traceback: str = ""  # the last error's, for a task dead-lettered on failure
 
 
 class DeadLetters:
@@ -59,13 +60,23 @@ class DeadLetters:
         count, _ = replies[-1]
         return int(count)
 
-    async def _bury(self, field: str, payload: bytes, reason: str, worker: str) -> None:
+    async def _bury(
+        self, field: str, payload: bytes, reason: str, worker: str, trace: str = ""
+    ) -> None:
         """A worker's: moves the task in ``field`` to the dead-letter list (one round trip)."""
-        # use_bin_type=False: Redis's Lua cmsgpack (REQUEUE_DEAD) reads no bin type.
-        fields = {"payload": payload, "reason": reason, "failed_at": time.time(), "worker": worker}
-        record = msgpack.packb(fields, use_bin_type=False)
+        record = dead_record(payload, reason, worker, trace)
         keys = (self._processing_key, self._dead_key)
         await protocol.BURY(self._wire(), keys, (field, record, self._dead_letter_limit))
+
+
+def dead_record(payload: bytes, reason: str, worker: str, trace: str) -> bytes:
+    """A dead letter as the list keeps it: ``trace`` is the last error's traceback text."""
+    fields = {"payload": payload, "reason": reason, "failed_at": time.time(), "worker": worker}
+    if trace:
+        fields["traceback"] = trace
+    # use_bin_type=False: Redis's Lua cmsgpack (REQUEUE_DEAD) reads no bin type.
+    record: bytes = msgpack.packb(fields, use_bin_type=False)
+    return record
 
 
 def _decode(record: bytes) -> DeadTask:
@@ -79,6 +90,7 @@ def _decode(record: bytes) -> DeadTask:
             return bytes(fields.get(name, b"")).decode("utf-8", "replace")
 
         payload = bytes(fields[b"payload"])
-        return DeadTask(payload, text(b"reason"), float(fields[b"failed_at"]), text(b"worker"))
+        failed_at = float(fields[b"failed_at"])
+        return DeadTask(payload, text(b"reason"), failed_at, text(b"worker"), text(b"traceback"))
     except (ValueError, TypeError, KeyError, AttributeError, msgpack.UnpackException):
         return DeadTask(record, "not a dead-letter record (written by something else)", 0.0, "")

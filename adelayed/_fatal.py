@@ -24,8 +24,9 @@ if sys.version_info < (3, 11):
 # and SCRIPT LOAD, BLMOVE and LMOVE on tokens, HDEL on releases) and those its scripts call.
 ACL_KEYS = "~{name} ~{name}_* ~adelayed:*"
 ACL_COMMANDS = (
-    "+@connection +set +del +exists +pexpire +evalsha +script|load +blmove +lmove +lpop "
-    "+lpush +rpush +llen +ltrim +hset +hdel +hmget +hgetall +hincrby"
+    "+@connection +set +del +exists +pexpire +evalsha +script|load +blmove +blpop +lmove "
+    "+lpop +lpush +rpush +llen +ltrim +hset +hget +hexists +hdel +hmget +hgetall +hincrby "
+    "+zadd +zrem +zrange +zrangebyscore +zcard +time"
 )
 
 _NO_PASSWORD_GIVEN = ("Authentication required", "must be called with the client already auth")

@@ -36,6 +36,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from . import _protocol as protocol
 from ._backoff import backoff
 from ._fatal import configuration_error
+from ._protocol import scheduled
 from .errors import RedisConfigurationError
 from .queue import Queue
 
@@ -73,11 +74,17 @@ def _worker_probe(queue: Queue) -> list[tuple[Any, ...]]:
     hand, field = protocol.hand_key(worker), protocol.slot_key(worker, 0)
     name = queue.name
     noti, processing = name + protocol.NOTI_SUFFIX, name + protocol.PROCESSING_SUFFIX
-    fetch = protocol.FETCH
+    fetch, promote = protocol.FETCH, scheduled.PROMOTE
+    enveloped = [
+        name + suffix
+        for suffix in (scheduled.READY_SUFFIX, scheduled.ACTIVE_SUFFIX, scheduled.JOBS_SUFFIX)
+    ]
     return [
         ("SET", worker, 1, "PX", 1000, "NX"),
         ("SCRIPT", "LOAD", fetch.text),
-        ("EVALSHA", fetch.sha, 4, name, noti, processing, hand, 0, 0),  # takes no task
+        ("EVALSHA", fetch.sha, 7, name, noti, processing, hand, *enveloped, 0, 0, 0),  # no task
+        ("SCRIPT", "LOAD", promote.text),  # PROMOTE moves only what is due: harmless
+        ("EVALSHA", promote.sha, 3, name + scheduled.SCHEDULED_SUFFIX, *enveloped[:1], noti, 1),
         ("HDEL", processing, field),
         ("HDEL", name + protocol.DELIVERIES_SUFFIX, field),
         ("LTRIM", name + protocol.DEAD_SUFFIX, 0, -1),

@@ -1,10 +1,8 @@
-"""The pause before each retry of a failed task, and a retry log that a storm cannot flood.
+"""Whether and when a failed task is retried, and a retry log that a storm cannot flood.
 
-v1 payloads carry no attempt count, so a failed task with retries left is held in its slot
-across all its attempts (run, fail, pause, run again, one retry used up each time), never
-requeued in between: its attempt count is then exact, the pause costs no Redis round trip,
-and the task stays in ``NAME_processing`` under the worker's live lease throughout. A stop
-during a pause puts it back on the queue at once, with the retries it has left.
+A retry goes through the queue's scheduled set (adelayed._protocol.scheduled.RESCHEDULE): the
+slot is released and the next attempt scheduled in one step, as an envelope carrying its
+attempt number (a v1 task's retry becomes enveloped: only adelayed's workers run it).
 """
 
 from __future__ import annotations
@@ -12,11 +10,10 @@ from __future__ import annotations
 import logging
 import random
 import time
-from typing import NamedTuple
 
-import anyio
-
+from ._envelope import Options, matches
 from .errors import ConfigurationError
+from .retry import Retry
 from .task import PyTask
 
 logger = logging.getLogger(__name__)
@@ -48,40 +45,32 @@ class RetryBackoff:
 
 class Retries:
     """A worker's retry rule (delayed's: a failure raised inside the function is retried while
-    the task has retries left, negative meaning forever), its pauses and its log."""
+    the task has retries left, negative meaning forever), refined by the task's options: only
+    ``retry_on`` exceptions are retried, after the task's ``backoff`` (else the worker's); a
+    ``Retry`` raised by the task is retried after its own delay."""
 
     def __init__(self, backoff: tuple[float, float], queue_name: str) -> None:
         self.backoff = RetryBackoff(*backoff, queue_name)
         self._log = RetryLog(queue_name)
-        self._pauses: set[anyio.CancelScope] = set()
-        self._closed = False
 
-    def after_failure(self, task: PyTask, error: BaseException, attempt: int) -> Retry | None:
-        """The task's next attempt, or None when it has no retry left (it is released)."""
-        if not task.retry:
+    def after_failure(
+        self, task: PyTask, options: Options, error: BaseException, attempt: int
+    ) -> float | None:
+        """Seconds before the task's next attempt, or None when it is not retried."""
+        asked = isinstance(error, Retry)
+        if not task.retry or (options.retry_on and not asked and not matches(
+            error, options.retry_on
+        )):  # fmt: skip
             self._log.failed(task, error, attempt)
             return None
-        pause = self.backoff.delay(attempt)
+        if isinstance(error, Retry) and error.delay is not None:
+            pause = error.delay
+        elif options.backoff is not None:
+            pause = options.backoff.delay(attempt)
+        else:
+            pause = self.backoff.delay(attempt)
         self._log.retrying(task, error, attempt, pause)
-        return Retry(task.retried().serialize(), pause)
-
-    async def pause(self, seconds: float) -> bool:
-        """Waits ``seconds`` before a retry; False if the worker stopped before or meanwhile."""
-        if self._closed:
-            return False
-        with anyio.CancelScope() as scope:
-            self._pauses.add(scope)
-            try:
-                await anyio.sleep(seconds)
-            finally:
-                self._pauses.discard(scope)
-        return not scope.cancel_called
-
-    def close(self) -> None:
-        """Ends every pause at once, and the ones to come."""
-        self._closed = True
-        for scope in self._pauses:
-            scope.cancel()
+        return pause
 
 
 class RetryLog:
@@ -126,10 +115,3 @@ def _retry_of(task: PyTask, attempt: int) -> str:
     """E.g. 'retry 2 of 3' after attempt 2 (``task`` as it ran then)."""
     total = "unlimited" if task.retry < 0 else str(task.retry + attempt - 1)
     return f"retry {attempt} of {total}"
-
-
-class Retry(NamedTuple):
-    """A failed task's next attempt: its payload with one retry used up, after ``pause``."""
-
-    payload: bytes
-    pause: float

@@ -22,6 +22,7 @@ Threads are reused, so no thread is started per task; the worker's slots bound h
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import ctypes
 import queue
 import threading
@@ -51,8 +52,8 @@ async def call_task(func: TaskFunction, task: PyTask, threads: ThreadRunner) -> 
                 raise _call_error(exc, task) from exc
             raise
         await coroutine
-    else:
-        await threads.call(_call_in_thread, func, task)
+    else:  # in a copy of this context: the thread sees current_task()
+        await threads.call(contextvars.copy_context().run, _call_in_thread, func, task)
 
 
 class ThreadRunner:

@@ -16,8 +16,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import time
 from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 from redis.asyncio import Redis
@@ -34,7 +34,9 @@ from redis.exceptions import (
 from . import _protocol as protocol
 from ._dead_letters import DeadLetters, DeadTask
 from ._fatal import configuration_error
+from ._scheduling import Scheduling, options_of
 from ._wire import ReplyLostError, ReplyTimeoutError, Wire, shared_wire
+from ._worker_calls import WorkerCalls
 from .errors import (
     ConfigurationError,
     EnqueueError,
@@ -43,6 +45,7 @@ from .errors import (
     PayloadTooLargeError,
     QueueFullError,
 )
+from .retry import Backoff
 from .task import Task
 
 __all__ = ["DeadTask", "Queue"]
@@ -52,7 +55,7 @@ logger = logging.getLogger(__name__)
 _DELIVERIES_MEMORY_MS = 24 * 3600 * 1000
 
 
-class Queue(DeadLetters):
+class Queue(DeadLetters, Scheduling, WorkerCalls):
     """A named task queue on Redis, compatible with delayed's and go-delayed's.
 
     ``dequeue_timeout``: how long a worker blocks waiting for a task before it looks around.
@@ -107,6 +110,7 @@ class Queue(DeadLetters):
         self._deliveries_key = name + protocol.DELIVERIES_SUFFIX
         self._enqueue_timeout = enqueue_timeout
         self._loop_wire: tuple[asyncio.AbstractEventLoop | None, Wire | None] = (None, None)
+        self._init_scheduling()
 
     @property
     def name(self) -> str:
@@ -131,11 +135,51 @@ class Queue(DeadLetters):
     def __repr__(self) -> str:
         return f"Queue({self._name!r})"
 
-    async def enqueue(self, task: Task) -> None:
+    async def enqueue(
+        self,
+        task: Task,
+        *,
+        delay: float | timedelta | None = None,
+        eta: datetime | None = None,
+        timeout: float | timedelta | None = None,
+        backoff: Backoff | None = None,
+        retry_on: tuple[type[BaseException], ...] = (),
+        dead_letter_on_failure: bool = False,
+        isolation: str | None = None,
+    ) -> None:
         """Adds one task: its payload and its token in one script call (one round trip).
+
+        Options (a task with none stays delayed 1.2's bytes, which any v1 worker runs):
+        ``delay`` (seconds or a timedelta) or ``eta`` (an aware datetime): when it becomes
+        due, by Redis's clock. ``timeout``: seconds an attempt may run (an ``async def`` task
+        is cancelled then; see the README for thread and process tasks). ``backoff``: the pause
+        before each retry (``Backoff.fixed``, ``Backoff.exponential``; default: the worker's
+        ``retry_backoff``). ``retry_on``: only these exceptions are retried (the task's
+        ``retry`` count still bounds them). ``dead_letter_on_failure``: a task out of retries
+        goes to the dead-letter list with its last error, instead of being dropped.
+        ``isolation="process"``: the function runs in a child process, killed at its timeout.
+        A task with options is run by adelayed's workers only.
+
         Raises EnqueueTimeoutError or EnqueueOutcomeUnknownError when the task was sent and
         no reply came (it may or may not have been added); QueueFullError, TaskDataError,
-        PayloadTooLargeError or EnqueueError when nothing was added."""
+        PayloadTooLargeError, ConfigurationError or EnqueueError when nothing was added."""
+        if (
+            delay is None and eta is None and timeout is None and backoff is None
+            and not retry_on and not dead_letter_on_failure and isolation is None
+        ):  # fmt: skip
+            await self._enqueue_v1(task)
+            return
+        options, due = options_of(
+            self._name, task.func_path, delay=delay, eta=eta, timeout=timeout,
+            backoff=backoff, retry_on=retry_on, dead_letter_on_failure=dead_letter_on_failure,
+            isolation=isolation,
+        )  # fmt: skip
+        try:
+            await self._enqueue_enveloped([self._payload_of(task)], options, due)
+        except RedisError as exc:
+            raise self._enqueue_error(exc, (task,)) from exc
+
+    async def _enqueue_v1(self, task: Task) -> None:
         payload = self._payload_of(task)
         keys = (self._name, self._noti_key)
         wire = self._wire()
@@ -148,14 +192,42 @@ class Queue(DeadLetters):
         if pushed == -1:
             raise self._full_error(1)
 
-    async def enqueue_many(self, tasks: Iterable[Task]) -> int:
+    async def enqueue_many(
+        self,
+        tasks: Iterable[Task],
+        *,
+        delay: float | timedelta | None = None,
+        eta: datetime | None = None,
+        timeout: float | timedelta | None = None,
+        backoff: Backoff | None = None,
+        retry_on: tuple[type[BaseException], ...] = (),
+        dead_letter_on_failure: bool = False,
+        isolation: str | None = None,
+    ) -> int:
         """Adds many tasks in one round trip; returns how many. Up to MAX_ITEMS_PER_CALL
-        (10,000) tasks go in one atomic script call: all of them or, on an error, none.
+        (10,000) tasks go in one atomic script call: all of them or, on an error, none (with
+        options: up to 1,000 per call). The options, as ``enqueue``'s, apply to every task.
         Raises as ``enqueue`` does; ``enqueue_timeout`` bounds the whole call."""
         tasks = list(tasks)
         payloads = [self._payload_of(task) for task in tasks]
         if not payloads:
             return 0
+        if not (
+            delay is None and eta is None and timeout is None and backoff is None
+            and not retry_on and not dead_letter_on_failure and isolation is None
+        ):  # fmt: skip
+            options, due = options_of(
+                self._name, tasks[0].func_path, delay=delay, eta=eta, timeout=timeout,
+                backoff=backoff, retry_on=retry_on,
+                dead_letter_on_failure=dead_letter_on_failure, isolation=isolation,
+            )  # fmt: skip
+            try:
+                return await self._enqueue_enveloped(payloads, options, due)
+            except RedisError as exc:
+                raise self._enqueue_error(exc, tasks) from exc
+        return await self._enqueue_many_v1(tasks, payloads)
+
+    async def _enqueue_many_v1(self, tasks: list[Task], payloads: list[bytes]) -> int:
         step = protocol.MAX_ITEMS_PER_CALL
         groups = [payloads[i : i + step] for i in range(0, len(payloads), step)]
         deadline = self._deadline()
@@ -171,12 +243,19 @@ class Queue(DeadLetters):
         return len(payloads)
 
     async def len(self) -> int:
-        """How many tasks wait in the queue (not counting those being run)."""
-        return int(await self._wire().call("LLEN", self._name))
+        """How many tasks wait in the queue (not counting those being run, nor those
+        scheduled for later: see ``scheduled()``)."""
+        wire = self._wire()
+        waiting = await wire.send("LLEN", self._name)
+        due = await wire.send("LLEN", self._ready_key)
+        return int(await wire.reply_to(waiting)) + int(await wire.reply_to(due))
 
     async def in_flight(self) -> int:
         """How many tasks workers are running now (entries of the processing hash)."""
-        return int(await self._wire().call("HLEN", self._processing_key))
+        wire = self._wire()
+        v1 = await wire.send("HLEN", self._processing_key)
+        enveloped = await wire.send("HLEN", self._active_key)
+        return int(await wire.reply_to(v1)) + int(await wire.reply_to(enveloped))
 
     async def requeue_lost(self) -> int:
         """Puts back the tasks of dead workers (dead-lettering those whose workers died
@@ -188,8 +267,11 @@ class Queue(DeadLetters):
             self._processing_key,
             self._deliveries_key,
             self._dead_key,
+            self._ready_key,
+            self._active_key,
+            self._jobs_key,
         )
-        args = (self._max_deliveries, time.time(), self._dead_letter_limit, _DELIVERIES_MEMORY_MS)
+        args = (self._max_deliveries, self._dead_letter_limit, _DELIVERIES_MEMORY_MS)
         requeued, buried, tokens = await protocol.REQUEUE_LOST(self._wire(), keys, args)
         if buried:
             logger.error(
@@ -314,46 +396,6 @@ class Queue(DeadLetters):
             if isinstance(reply, Exception):
                 raise reply
         return replies
-
-    # The worker's side of the protocol; one round trip each.
-
-    async def _fetch(
-        self,
-        wire: Wire,
-        hand: str,
-        fields: Sequence[str],
-        release: Sequence[str] = (),
-        *,
-        wait: bool = False,
-    ) -> list[tuple[int, bytes]]:
-        """Releases the ``release`` fields, then takes up to len(fields) tasks into the given
-        slot fields; returns (index in fields, payload) pairs. With ``wait``, first waits
-        up to dequeue_timeout for a token (a BLMOVE into ``hand``, sent with the fetch)."""
-        keys = (self._name, self._noti_key, self._processing_key, hand)
-        timeout = self._dequeue_timeout
-        try:
-            if wait:
-                move = ("BLMOVE", self._noti_key, hand, "LEFT", "RIGHT", timeout)
-                await wire.send(*move, blocking_for=timeout)
-            flat = await protocol.FETCH(wire, keys, (int(wait), len(release), *release, *fields))
-        except asyncio.CancelledError:
-            if wait:  # Redis drops a pending BLMOVE, and the fetch behind it, with the connection
-                wire.close()
-            raise
-        return list(zip(flat[::2], flat[1::2], strict=True))
-
-    async def _return_tokens(self, hand: str) -> None:
-        """Puts back on noti any token a failed fetch left in a worker's ``hand``."""
-        wire = self._wire()
-        while await wire.call("LMOVE", hand, self._noti_key, "LEFT", "RIGHT"):
-            pass
-
-    async def _release(self, fields: Sequence[str]) -> None:
-        await self._wire().call("HDEL", self._processing_key, *fields)
-
-    async def _requeue(self, field: str, payload: bytes, *, at_head: bool) -> None:
-        keys = (self._name, self._noti_key, self._processing_key)
-        await protocol.REQUEUE(self._wire(), keys, (field, payload, "head" if at_head else "tail"))
 
 
 def _check_settings(name: str, **settings: float) -> None:

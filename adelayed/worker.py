@@ -23,28 +23,24 @@ from redis.exceptions import RedisError
 
 from . import _protocol as protocol
 from ._backoff import backoff
+from ._envelope import NO_OPTIONS
+from ._execution import Delivery, Executor, delivery_of
 from ._fatal import configuration_error, sole_fatal
 from ._functions import FunctionTable, TaskFunction
 from ._lease import Lease
 from ._preflight import check_worker_start
-from ._retries import Retries, Retry
-from ._settle import SETTLE_TIMEOUT_AT_EXIT, Settle, Settler
+from ._promoter import Promoter
+from ._retries import Retries
+from ._settle import SETTLE_TIMEOUT_AT_EXIT, Settler
 from ._signals import stop_signals
 from ._slots import Slots
-from ._threads import ThreadRunner, call_task
+from ._threads import ThreadRunner
 from ._watchdog import LoopWatchdog
 from ._wire import Wire
-from .errors import (
-    ConfigurationError,
-    PayloadError,
-    PayloadTooLargeError,
-    TaskCallError,
-    TaskError,
-    UnsupportedTaskError,
-)
+from .errors import ConfigurationError, PayloadError
 from .queue import Queue
 from .sweeper import Sweeper
-from .task import GoTask, PyTask, decode_task
+from .task import decode_task
 
 logger = logging.getLogger(__name__)
 
@@ -72,12 +68,12 @@ class Worker:
     tasks run twice; ``allow_eviction=True`` accepts the risk) and ends at once on settings no
     retry can fix (RedisConfigurationError: a wrong password, database or ACL).
 
-    A failed task with retries left is retried in the same slot after a pause: the n-th retry
-    waits a random time between ``base`` and ``min(cap, base * 2**n)`` seconds, with
-    ``retry_backoff=(base, cap)``, by default (1, 300). The task stays in its slot across its
-    attempts, so its attempt count is exact; a stop during a pause requeues it at once, with
-    the retries it has left (a worker that dies leaves it as fetched: a sweep requeues it with
-    its first retry count). A storm of retries is logged once, then summed up every minute.
+    A failed task with retries left is retried after a pause, through the queue's scheduled
+    set (its slot is free meanwhile): after the task's own ``backoff`` when it has one, else
+    the n-th retry waits a random time between ``base`` and ``min(cap, base * 2**n)`` seconds,
+    with ``retry_backoff=(base, cap)``, by default (1, 300). A storm of retries is logged once,
+    then summed up every minute. The worker also promotes the queue's due tasks (delayed ones,
+    retries) on Redis's clock, waiting for the next due time without polling.
     """
 
     def __init__(
@@ -109,7 +105,10 @@ class Worker:
         self._settler = Settler(self._lease, queue.name)
         self._slots = Slots(concurrency)
         self._threads = ThreadRunner(f"queue {queue.name!r}")
-        self._retries = Retries(retry_backoff, queue.name)
+        self._executor = Executor(
+            queue, self._functions, self._threads, Retries(retry_backoff, queue.name)
+        )
+        self._deliveries: list[Delivery | None] = [None] * concurrency  # by slot, while held
         self._stopping = False
         self._hard_stop_signal: signal.Signals | None = None
         self._running_scope: anyio.CancelScope | None = None
@@ -133,7 +132,6 @@ class Worker:
         and requeue them at once). Call it from the worker's event loop."""
         self._stopping = True
         self._slots.close()
-        self._retries.close()
         if now:
             self._settler.closing()
             for scope in (self._fetch_scope, self._running_scope):
@@ -146,6 +144,7 @@ class Worker:
         await self._lease.claim()
         self._lease.start()
         self._hand = protocol.hand_key(self.id)
+        self._executor.worker_id = self.id
         self._watchdog = LoopWatchdog(self.id, self._max_loop_lag)
         with self._listening():  # from here on, a stop signal stops this worker cleanly
             logger.info(
@@ -173,6 +172,7 @@ class Worker:
             async with anyio.create_task_group() as services:
                 services.start_soon(self._watchdog.run)
                 services.start_soon(self._release_finished)
+                services.start_soon(Promoter(self._queue, self.id).run)
                 if self._sweep_interval is not None:
                     services.start_soon(Sweeper([self._queue], self._sweep_interval)._sweep_loop)
                 await self._work()
@@ -249,7 +249,7 @@ class Worker:
             finished = self._slots.take_finished()
             try:
                 taken = await self._queue._fetch(
-                    self._wire, self._hand, offered, [fields[slot] for slot in finished]
+                    self._wire, self._hand, offered, *self._releases(finished)
                 )
             except BaseException:
                 self._slots.unreleased(finished)
@@ -281,10 +281,22 @@ class Worker:
     async def _release_slots(self, slots: list[int]) -> None:
         if not slots:
             return
-        fields = [self._lease.fields[slot] for slot in slots]
+        fields, ended = self._releases(slots)
         with anyio.CancelScope(shield=True):
-            await self._settler.settle(lambda: self._queue._release(fields))
+            await self._settler.settle(lambda: self._queue._release(self._hand, fields, ended))
         self._slots.released(slots)
+
+    def _releases(self, slots: list[int]) -> tuple[list[str], list[str]]:
+        """The slot fields of finished v1 tasks, and the (field, id, ...) of enveloped ones."""
+        fields: list[str] = []
+        ended: list[str] = []
+        for slot in slots:
+            delivery = self._deliveries[slot]
+            if delivery is None or delivery.id is None:
+                fields.append(self._lease.fields[slot])
+            else:
+                ended += (self._lease.fields[slot], delivery.id)
+        return fields, ended
 
     async def _run_slot(self, slot: int) -> None:
         """The runner of one slot: runs each task handed to it, one after the other."""
@@ -294,76 +306,44 @@ class Worker:
         except anyio.get_cancelled_exc_class():
             payload = self._slots.unclaimed(slot)  # handed over, never started: put it back
             if payload is not None:
-                await self._requeue_at_shutdown(slot, payload, "not started at shutdown")
+                delivery = self._delivery(slot, payload)
+                await self._requeue_at_shutdown(slot, delivery, "not started at shutdown")
             raise
 
-    async def _requeue_at_shutdown(self, slot: int, payload: bytes, why: str) -> None:
-        field = self._lease.fields[slot]
+    async def _requeue_at_shutdown(self, slot: int, delivery: Delivery, why: str) -> None:
+        field, id_, payload = self._lease.fields[slot], delivery.id, delivery.payload
         logger.warning("worker %s: task %s %s; requeued", self.id, _name_of(payload), why)
+        queue = self._queue
         with anyio.CancelScope(shield=True):
             await self._slots.wait_fetching_ended()
-            await self._settler.settle(lambda: self._queue._requeue(field, payload, at_head=True))
+            if id_ is None:
+                await self._settler.settle(lambda: queue._requeue(field, payload, at_head=True))
+            else:
+                await self._settler.settle(lambda: queue._requeue_enveloped(field, id_))
+
+    def _delivery(self, slot: int, payload: bytes) -> Delivery:
+        try:
+            delivery = delivery_of(payload)
+        except PayloadError:  # an envelope that cannot be read: fails to decode, is buried
+            delivery = Delivery(payload, None, 1, 0.0, NO_OPTIONS)
+        self._deliveries[slot] = delivery
+        return delivery
 
     async def _run_task(self, slot: int, payload: bytes) -> None:
-        """Runs a task to its end. A failure with retries left is retried in this slot after
-        a backoff pause, with one retry used up (the payload a requeue would carry)."""
-        field = self._lease.fields[slot]
-        attempt = 1
+        """Runs a task to its end and settles it: a release (batched) when done, a retry
+        through the scheduled set, or a dead letter."""
+        field, delivery = self._lease.fields[slot], self._delivery(slot, payload)
         try:
-            while isinstance(outcome := await self._execute(field, payload, attempt), Retry):
-                payload = outcome.payload
-                if not await self._retries.pause(outcome.pause):
-                    break
-                attempt += 1
+            outcome = await self._executor.run(field, delivery)
         except anyio.get_cancelled_exc_class():
-            await self._requeue_at_shutdown(slot, payload, "cancelled by a hard stop")
+            await self._requeue_at_shutdown(slot, delivery, "cancelled by a hard stop")
             raise
-        if isinstance(outcome, Retry):  # the worker stopped during the pause
-            await self._requeue_at_shutdown(slot, payload, "was waiting to be retried at stop")
-        elif outcome is None:  # done: released in a batch by the next fetch or the releaser
+        if outcome is None:  # done: released in a batch by the next fetch or the releaser
             self._slots.finish(slot)
             return
-        else:
-            with anyio.CancelScope(shield=True):
-                await self._settler.settle(outcome)
+        with anyio.CancelScope(shield=True):
+            await self._settler.settle(outcome)
         self._slots.give(slot)
-
-    async def _execute(self, field: str, payload: bytes, attempt: int) -> Settle | Retry | None:
-        """Runs the task once; returns how to settle it (None: a release will do), or its
-        next attempt."""
-        try:
-            task = self._decode(payload)
-            func = self._functions.resolve(task.func_path)
-        except TaskError as exc:
-            return self._bury(field, payload, exc)
-        except Exception as exc:  # a decoder or import bug must not end the worker
-            return self._bury(field, payload, PayloadError(f"unreadable task: {exc!r}"))
-        try:
-            await call_task(func, task, self._threads)
-        except TaskCallError as exc:
-            return self._bury(field, payload, exc)
-        except (Exception, SystemExit) as exc:
-            return self._retries.after_failure(task, exc, attempt)
-        return None
-
-    def _decode(self, payload: bytes) -> PyTask:
-        limit = self._queue.max_payload_size
-        if len(payload) > limit:
-            raise PayloadTooLargeError(
-                f"payload of {len(payload)} bytes is over the queue's max_payload_size ({limit})"
-            )
-        task = decode_task(payload)
-        if isinstance(task, GoTask):
-            raise UnsupportedTaskError(
-                f"Go task {task.func_path!r} reached a Python worker; run Go workers on its queue"
-            )
-        return task
-
-    def _bury(self, field: str, payload: bytes, error: TaskError) -> Settle:
-        queue = self._queue
-        logger.error("queue %r: task sent to the dead-letter list: %s", queue.name, error)
-        reason = f"{type(error).__name__}: {error}"
-        return lambda: queue._bury(field, payload, reason, self.id)
 
     def _on_signal(self, sig: signal.Signals) -> None:
         if self._stopping:

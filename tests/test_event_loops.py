@@ -80,7 +80,7 @@ async def every_queue_call(queue: Queue, wire: Wire) -> tuple[int, ...]:
         [(_, first)] = await queue._fetch(wire, "test:hand", ["test:0"])
         await queue._bury("test:0", first, "refused", "test-worker")
         await queue._fetch(wire, "test:hand", ["test:1"])
-        await queue._release(["test:1"])
+        await queue._release("test:hand", ["test:1"])
         await queue._return_tokens("test:hand")
         dead = len(await queue.dead_tasks())
         requeued_dead = await queue.requeue_dead()

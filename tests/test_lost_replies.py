@@ -63,9 +63,9 @@ def classify(command: list[bytes], previous: list[bytes]) -> str | None:
 
 
 def releases(fetch: list[bytes]) -> int:
-    """EVALSHA sha 4 queue noti processing hand waited RELEASED field...: how many finished
-    slots the fetch releases on the way."""
-    return int(fetch[8]) if fetch[8:9] and fetch[8].isdigit() else 0
+    """EVALSHA sha 7 queue noti processing hand ready active jobs waited RELEASED ENDED
+    field...: how many finished slots the fetch releases on the way."""
+    return int(fetch[11]) if fetch[11:12] and fetch[11].isdigit() else 0
 
 
 def moved(kind: str, command: list[bytes], reply: Any) -> bool:

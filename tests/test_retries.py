@@ -1,5 +1,5 @@
-"""Retries pause between attempts (exponential backoff with jitter and a cap), are logged
-without flooding, and the final failure says how many attempts ran."""
+"""Retries pause between attempts (exponential backoff with jitter and a cap) in the queue's
+scheduled set, are logged without flooding, and the final failure says how many attempts ran."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import pytest
 import redis.asyncio as redis
 
 from adelayed import ConfigurationError, PyTask, Queue, Worker
+from adelayed import _envelope as envelope
 from adelayed import _retries as retries
 from adelayed._retries import RetryBackoff
 from tests import tasks
@@ -50,7 +51,7 @@ async def test_retrying_forever_is_bounded_per_second_and_logged_once(
         await anyio.sleep(1)
         attempts = len(tasks.call_times["forever"])
         assert 2 <= attempts <= 21  # at least 0.05 s apart
-        assert await queue_state(client) == (0, 0, 1)  # held in its slot, not requeued
+        assert await copies(client) == 1  # one task, wherever it is: never duplicated
     [line] = retry_lines(caplog)  # the first failure only, with its traceback
     assert line.exc_info is not None and "retry 1 of unlimited" in line.getMessage()
 
@@ -85,8 +86,15 @@ async def test_the_final_failure_says_how_many_attempts_ran(
     assert await queue_state(client) == (0, 0, 0)
 
 
+async def copies(client: redis.Redis) -> int:
+    """How many tasks the queue holds in every place a task can be."""
+    places = [("llen", "jobs"), ("llen", "jobs_ready"), ("zcard", "jobs_scheduled"),
+              ("hlen", "jobs_processing"), ("hlen", "jobs_active")]  # fmt: skip
+    return sum([await getattr(client, command)(key) for command, key in places])
+
+
 @pytest.mark.parametrize("now", [False, True])
-async def test_a_stop_during_a_retry_pause_requeues_the_task_at_once(
+async def test_a_retry_waits_in_the_scheduled_set_with_its_attempt_and_a_stop_does_not_wait(
     client: redis.Redis, queue: Queue, now: bool
 ) -> None:
     await queue.enqueue(PyTask(tasks.fail_timed, args=("paused",), retry=5))
@@ -94,17 +102,17 @@ async def test_a_stop_during_a_retry_pause_requeues_the_task_at_once(
     async with anyio.create_task_group() as group:
         group.start_soon(worker.run)
         await wait_for(lambda: "paused" in tasks.call_times, what="the first attempt")
-        await wait_for(lambda: _state_is(client, (0, 0, 1)), what="the task held in its slot")
+        await wait_for(queue.scheduled, what="the retry scheduled")
+        assert await queue_state(client) == (0, 0, 0)  # the slot is free meanwhile
         stopped = time.monotonic()
         worker.stop(now=now)
     assert time.monotonic() - stopped < 2  # not the pause, not the grace period
-    assert await queue_state(client) == (1, 1, 0)
+    [id_] = await client.zrange("jobs_scheduled", 0, -1)
+    retry = envelope.unpack(await client.hget("jobs_jobs", id_))
+    assert retry.attempt == 2 and retry.id == id_.decode()
     retried = PyTask(tasks.fail_timed, args=("paused",), retry=4)  # one retry used up
-    assert await client.lrange("jobs", 0, -1) == [retried.serialize()]
-
-
-async def _state_is(client: redis.Redis, state: tuple[int, int, int]) -> bool:
-    return await queue_state(client) == state
+    assert retry.payload == retried.serialize()
+    assert await copies(client) == 1
 
 
 def test_the_backoff_is_jittered_grows_and_is_capped() -> None:

@@ -64,7 +64,7 @@ async def test_a_least_privilege_acl_user_works(password_server: EmbeddedRedis) 
     await admin.execute_command(
         "ACL", "SETUSER", "jobs-app", "on", ">app pass", "resetkeys", "~jobs", "~jobs_*",
         "~adelayed:*", "-@all", "+@read", "+@write", "+@list", "+@hash", "+@string",
-        "+@keyspace", "+@scripting", "+@connection", "-@dangerous",
+        "+@keyspace", "+@scripting", "+@connection", "+@sortedset", "+time", "-@dangerous",
     )  # fmt: skip
     client = redis.Redis(
         host="127.0.0.1", port=password_server.port, username="jobs-app", password="app pass"

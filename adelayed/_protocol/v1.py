@@ -34,50 +34,72 @@ return #ARGV - 2
 """,
 )
 
-# KEYS: queue, noti, processing, the worker's hand (see hand_key).
+# KEYS: queue, noti, processing, the worker's hand (see hand_key), ready, active, jobs.
 # ARGV[1]: 1 when sent behind a BLMOVE into the hand, else 0.
-# ARGV[2]: r, how many slot fields follow to release (their tasks are done).
-# ARGV[3 .. r+2]: the slot fields to release.  ARGV[r+3 ..]: free slot fields to fill.
+# ARGV[2]: r, how many slot fields of v1 tasks follow to release (their tasks are done).
+# ARGV[3]: e, how many (slot field, task id) pairs of enveloped tasks follow to release.
+# ARGV[4 .. r+3]: the v1 slot fields; then e pairs; then the free slot fields to fill.
 # Returns a flat list: slot index (0-based, among the fields to fill), task, index, task, ...
+# where a task is a v1 payload or an envelope (see adelayed._envelope).
 #
 # One round trip per cycle of a busy worker: it releases what finished and takes new work.
 # Takes tokens and their tasks in one step, so no sweep can see a task without its token.
+# A token stands for a task of the queue (v1) or an id in ready (an enveloped task that is due):
+# ready goes first, then the queue.
 # An idle worker sends ``BLMOVE noti hand`` with this script right behind it, in one write:
 # Redis runs the script right after it serves the BLMOVE, and the token in between sits in a
 # key, not in a client (a worker dying there loses no token, and a pickup costs one round
 # trip). PROTOCOL.md hole 3 is narrowed, not closed: another client's command may run between
 # the two, and a sweep there adds a phantom token, which fetches consume and sweeps trim.
 # A token in the hand counts as held; one left there by a call that failed is used by the
-# next. An empty hand behind a BLMOVE means it timed out: nothing to do.
+# next. An empty hand behind a BLMOVE means it timed out: nothing to do, unless ready holds a
+# task while noti holds no token (a delayed 1.2 worker took a ready task's token: it reads
+# only the queue); then that task is taken.
 # An empty LPOP is false in Lua, not nil (hole 1): checked as such.
-# Safe to run twice: releasing is idempotent, and the caller never asks to fill a field it is
-# releasing, so a re-sent call finds its fields to fill already filled and returns what they
-# hold, taking nothing more (a token in the hand goes back to noti).
-# Tokens with no task behind them (phantoms left by a sweep, hole 3) are consumed here; when
-# any were, the surplus of tokens over tasks is trimmed (only phantoms make tokens outnumber
-# tasks).
+# Safe to run twice: releasing is idempotent (an enveloped task's id only while its slot still
+# holds it), and the caller never asks to fill a field it is releasing, so a re-sent call
+# finds its fields to fill already filled and returns what they hold, taking nothing more (a
+# token in the hand goes back to noti).
+# Tokens with no task behind them (phantoms left by a sweep, hole 3; the id of a task removed
+# meanwhile) are consumed here; when any were, the surplus of tokens over tasks is trimmed.
 FETCH = Script(
     "fetch",
     """
 local queue, noti, processing, hand = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local waited, released = ARGV[1] == '1', tonumber(ARGV[2])
-if released > 0 then redis.call('hdel', processing, unpack(ARGV, 3, released + 2)) end
-local first = released + 3
+local ready, active, jobs = KEYS[5], KEYS[6], KEYS[7]
+local waited, released, ended = ARGV[1] == '1', tonumber(ARGV[2]), tonumber(ARGV[3])
+if released > 0 then redis.call('hdel', processing, unpack(ARGV, 4, released + 3)) end
+local first = released + 4
+for i = first, first + 2 * ended - 1, 2 do
+    if redis.call('hget', active, ARGV[i]) == ARGV[i + 1] then
+        redis.call('hdel', active, ARGV[i])
+        redis.call('hdel', jobs, ARGV[i + 1])
+    end
+end
+first = first + 2 * ended
 local slots = #ARGV - first + 1
-local held = 0
-if redis.call('lpop', hand) then held = 1 elseif waited then return {} end
+local held, borrowed = 0, false
+if redis.call('lpop', hand) then
+    held = 1
+elseif waited then
+    if redis.call('llen', noti) > 0 or redis.call('llen', ready) == 0 then return {} end
+    held, borrowed = 1, true
+end
 local out = {}
 if slots > 0 then
     local filled = redis.call('hmget', processing, unpack(ARGV, first))
+    local enveloped = redis.call('hmget', active, unpack(ARGV, first))
     for i = 1, slots do
-        if filled[i] then
+        local task = filled[i]
+        if not task and enveloped[i] then task = redis.call('hget', jobs, enveloped[i]) end
+        if task then
             out[#out + 1] = i - 1
-            out[#out + 1] = filled[i]
+            out[#out + 1] = task
         end
     end
 end
 if slots == 0 or #out > 0 then
-    if held > 0 then redis.call('rpush', noti, '1') end
+    if held > 0 and not borrowed then redis.call('rpush', noti, '1') end
     return out
 end
 local tokens = held
@@ -86,21 +108,38 @@ if slots > held then
     if popped then tokens = tokens + #popped end
 end
 if tokens == 0 then return out end
-local tasks = redis.call('lpop', queue, tokens)
 local taken = 0
-if tasks then
-    taken = #tasks
+local ids = redis.call('lpop', ready, tokens)
+if ids then
     local fields = {}
-    for i = 1, taken do
-        fields[#fields + 1] = ARGV[first + i - 1]
+    for i = 1, #ids do
+        local envelope = redis.call('hget', jobs, ids[i])
+        if envelope then
+            fields[#fields + 1] = ARGV[first + taken]
+            fields[#fields + 1] = ids[i]
+            out[#out + 1] = taken
+            out[#out + 1] = envelope
+            taken = taken + 1
+        end
+    end
+    if taken > 0 then redis.call('hset', active, unpack(fields)) end
+end
+local spent = ids and #ids or 0
+local tasks = false
+if tokens > spent then tasks = redis.call('lpop', queue, tokens - spent) end
+if tasks then
+    local fields = {}
+    for i = 1, #tasks do
+        fields[#fields + 1] = ARGV[first + taken]
         fields[#fields + 1] = tasks[i]
-        out[#out + 1] = i - 1
+        out[#out + 1] = taken
         out[#out + 1] = tasks[i]
+        taken = taken + 1
     end
     redis.call('hset', processing, unpack(fields))
 end
 if taken < tokens then
-    local surplus = redis.call('llen', noti) - redis.call('llen', queue)
+    local surplus = redis.call('llen', noti) - redis.call('llen', queue) - redis.call('llen', ready)
     if surplus > 0 then redis.call('ltrim', noti, 0, -surplus - 1) end
 end
 return out
@@ -140,44 +179,69 @@ return 1
 """,
 )
 
-# KEYS: queue, noti, processing, deliveries, dead.
-# ARGV: max deliveries (0: no limit), now (seconds), dead-list cap, deliveries memory (ms).
+# KEYS: queue, noti, processing, deliveries, dead, ready, active, jobs.
+# ARGV: max deliveries (0: no limit), dead-list cap, deliveries memory (ms).
 # Returns {tasks requeued, tasks dead-lettered, tokens added (negative: trimmed)}.
 #
 # v1's requeue-lost, plus:
 # - EXISTS instead of GET: a field naming an application's hash must not make the script fail;
+# - enveloped tasks in flight (``active``: slot field -> id) whose slot's lease is gone go back
+#   to the head of ready, their envelope untouched (delayed's and go-delayed's sweepers never
+#   see them: they read only the processing hash);
 # - poison tasks (PROTOCOL.md hole 7): each requeue of a dead worker's task counts one delivery
-#   in the deliveries hash (field: SHA1 of the payload, so the v1 payload is untouched); the task
-#   whose workers died max-deliveries times goes to the dead-letter list instead. The hash expires
-#   a while after its last count, so it stays small;
-# - tokens pushed in bounded groups, and a surplus of tokens trimmed (tokens beyond tasks are
-#   phantoms, PROTOCOL.md hole 3).
+#   in the deliveries hash (field: SHA1 of the payload, so the v1 payload is untouched; an
+#   enveloped task's id); the task whose workers died max-deliveries times goes to the
+#   dead-letter list instead. The hash expires a while after its last count, so it stays small;
+# - tokens pushed in bounded groups, and a surplus of tokens trimmed (tokens beyond the tasks
+#   of the queue and of ready are phantoms, PROTOCOL.md hole 3);
+# - the time of a dead letter is Redis's (TIME).
 REQUEUE_LOST = Script(
     "requeue_lost",
     """
 local queue, noti, processing, deliveries, dead = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local max_deliveries, now, cap = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local missing = redis.call('llen', queue) - redis.call('llen', noti)
-local entries = redis.call('hgetall', processing)
+local ready, active, jobs = KEYS[6], KEYS[7], KEYS[8]
+local max_deliveries, cap = tonumber(ARGV[1]), tonumber(ARGV[2])
+local clock = redis.call('time')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1e6
+local missing = redis.call('llen', queue) + redis.call('llen', ready) - redis.call('llen', noti)
 local requeued, buried = 0, 0
+local function poisoned(field, digest, payload)
+    local count = redis.call('hincrby', deliveries, digest, 1)
+    redis.call('pexpire', deliveries, ARGV[3])
+    if max_deliveries == 0 or count < max_deliveries then return false end
+    redis.call('hdel', deliveries, digest)
+    local reason = 'PoisonTaskError: its worker died on each of its ' .. count .. ' deliveries'
+    redis.call('lpush', dead, cmsgpack.pack(
+        {payload = payload, reason = reason, failed_at = now, worker = field}))
+    redis.call('ltrim', dead, 0, cap - 1)
+    buried = buried + 1
+    return true
+end
+local entries = redis.call('hgetall', processing)
 for i = 1, #entries, 2 do
     local field, task = entries[i], entries[i + 1]
     if redis.call('exists', field) == 0 then
         redis.call('hdel', processing, field)
-        local digest = redis.sha1hex(task)
-        local count = redis.call('hincrby', deliveries, digest, 1)
-        redis.call('pexpire', deliveries, ARGV[4])
-        if max_deliveries > 0 and count >= max_deliveries then
-            redis.call('hdel', deliveries, digest)
-            local reason = 'PoisonTaskError: its worker died on each of its ' .. count ..
-                ' deliveries'
-            redis.call('lpush', dead, cmsgpack.pack(
-                {payload = task, reason = reason, failed_at = now, worker = field}))
-            redis.call('ltrim', dead, 0, cap - 1)
-            buried = buried + 1
-        else
+        if not poisoned(field, redis.sha1hex(task), task) then
             redis.call('rpush', queue, task)
             requeued = requeued + 1
+        end
+    end
+end
+entries = redis.call('hgetall', active)
+for i = 1, #entries, 2 do
+    local field, id = entries[i], entries[i + 1]
+    if redis.call('exists', field) == 0 then
+        redis.call('hdel', active, field)
+        local envelope = redis.call('hget', jobs, id)
+        if envelope then
+            local task = string.sub(envelope, 16 + struct.unpack('>I4', envelope, 12))
+            if poisoned(field, id, task) then
+                redis.call('hdel', jobs, id)
+            else
+                redis.call('lpush', ready, id)
+                requeued = requeued + 1
+            end
         end
     end
 end

@@ -1,0 +1,111 @@
+"""Envelopes: how a task with options delayed 1.2 has no field for travels and waits.
+
+A task with no new option is its v1 payload, nothing else. One with a delay, a retry policy,
+a timeout or an isolation is an envelope, stored in ``NAME_jobs`` under its id (see
+adelayed._protocol.scheduled); only adelayed reads those keys. Layout (bytes):
+
+- ``AD1``: the magic (a v1 payload starts with a msgpack array or string, never with ``A``);
+- due time: 8 bytes, big-endian IEEE double, ms since the Unix epoch on Redis's clock, written
+  by the script that schedules the attempt (0 until then);
+- meta length: 4 bytes, big-endian unsigned;
+- meta: a msgpack map: ``id``, ``attempt`` (of the attempt about to run, 1 for the first),
+  and the options that are set: ``timeout`` (s), ``backoff`` ([kind, base, cap]), ``retry_on``
+  (qualified exception names), ``dlq`` (dead-letter on final failure), ``isolation``;
+- the v1 payload, unchanged (its retry count is the retries left).
+
+Fixed offsets let a Lua script write the due time and cut out the v1 payload without a msgpack
+decoder (Redis's cmsgpack cannot read msgpack bin).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import msgpack
+
+from .errors import PayloadError
+from .retry import Backoff
+
+MAGIC = b"AD1"
+_HEAD = struct.Struct(">dI")
+_META_AT = len(MAGIC) + _HEAD.size
+
+
+@dataclass(frozen=True)
+class Options:
+    """What a task carries beyond v1: see ``Queue.enqueue``."""
+
+    timeout: float | None = None
+    backoff: Backoff | None = None
+    retry_on: tuple[str, ...] = ()
+    dead_letter_on_failure: bool = False
+    isolation: str | None = None
+
+
+NO_OPTIONS = Options()
+
+
+class Envelope(NamedTuple):
+    id: str
+    payload: bytes
+    attempt: int
+    due_ms: float
+    options: Options
+
+
+def new_id() -> str:
+    """A task id: 32 hex characters, random (made by the client: no round trip)."""
+    return os.urandom(16).hex()
+
+
+def is_envelope(data: bytes) -> bool:
+    return data[:3] == MAGIC
+
+
+def pack(id_: str, payload: bytes, attempt: int, options: Options) -> bytes:
+    meta: dict[str, Any] = {"id": id_, "attempt": attempt}
+    if options.timeout is not None:
+        meta["timeout"] = options.timeout
+    if options.backoff is not None:
+        meta["backoff"] = options.backoff.to_wire()
+    if options.retry_on:
+        meta["retry_on"] = list(options.retry_on)
+    if options.dead_letter_on_failure:
+        meta["dlq"] = True
+    if options.isolation is not None:
+        meta["isolation"] = options.isolation
+    packed: bytes = msgpack.packb(meta)
+    return MAGIC + _HEAD.pack(0.0, len(packed)) + packed + payload
+
+
+def unpack(data: bytes) -> Envelope:
+    """The envelope ``data`` holds; PayloadError when it is not one."""
+    try:
+        due_ms, size = _HEAD.unpack_from(data, len(MAGIC))
+        meta = msgpack.unpackb(data[_META_AT : _META_AT + size])
+        backoff = meta.get("backoff")
+        options = Options(
+            timeout=meta.get("timeout"),
+            backoff=None if backoff is None else Backoff.from_wire(backoff),
+            retry_on=tuple(meta.get("retry_on", ())),
+            dead_letter_on_failure=bool(meta.get("dlq", False)),
+            isolation=meta.get("isolation"),
+        )
+        return Envelope(
+            str(meta["id"]), data[_META_AT + size :], int(meta["attempt"]), due_ms, options
+        )
+    except Exception as exc:
+        raise PayloadError(f"unreadable envelope ({exc!r}): {data[:64]!r}") from exc
+
+
+def retry_on_names(errors: tuple[type[BaseException], ...]) -> tuple[str, ...]:
+    """The qualified names an envelope carries for ``retry_on=`` exception classes."""
+    return tuple(f"{cls.__module__}.{cls.__qualname__}" for cls in errors)
+
+
+def matches(error: BaseException, names: tuple[str, ...]) -> bool:
+    """Whether ``error`` is an instance of a class named in ``names`` (its own or a base)."""
+    return any(f"{cls.__module__}.{cls.__qualname__}" in names for cls in type(error).__mro__)

@@ -1,0 +1,157 @@
+"""Running one delivery of a task: decode it (a v1 payload or an envelope), call its function
+(on the loop, in a thread or in a child process, within its timeout, with its context set), and
+say how to settle it: None when a release will do, else the Redis call to make (retry through
+the scheduled set, dead-letter)."""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from typing import NamedTuple
+
+import anyio
+
+from . import _envelope as envelope
+from ._envelope import NO_OPTIONS, Options
+from ._functions import FunctionTable, TaskFunction
+from ._retries import Retries
+from ._settle import Settle
+from ._threads import ThreadRunner, call_task
+from .context import enter
+from .errors import (
+    PayloadError,
+    PayloadTooLargeError,
+    TaskCallError,
+    TaskError,
+    TaskTimeoutError,
+    UnsupportedTaskError,
+)
+from .queue import Queue
+from .task import GoTask, PyTask, decode_task
+
+logger = logging.getLogger(__name__)
+
+
+class Delivery(NamedTuple):
+    """A task as fetched: its v1 payload, and what its envelope says (None: a v1 task)."""
+
+    payload: bytes
+    id: str | None
+    attempt: int
+    due_ms: float
+    options: Options
+
+
+def delivery_of(data: bytes) -> Delivery:
+    """What a fetch returned for a slot; PayloadError for an unreadable envelope."""
+    if not envelope.is_envelope(data):
+        return Delivery(data, None, 1, 0.0, NO_OPTIONS)
+    id_, payload, attempt, due_ms, options = envelope.unpack(data)
+    return Delivery(payload, id_, attempt, due_ms, options)
+
+
+class Executor:
+    """Runs deliveries for one worker."""
+
+    def __init__(
+        self, queue: Queue, functions: FunctionTable, threads: ThreadRunner, retries: Retries
+    ) -> None:
+        self._queue = queue
+        self._functions = functions
+        self._threads = threads
+        self._retries = retries
+        self.worker_id = ""
+
+    async def run(self, field: str, delivery: Delivery) -> Settle | None:
+        """Runs the task once; returns how to settle it (None: a release will do)."""
+        try:
+            task = self._decode(delivery.payload)
+            func = self._functions.resolve(task.func_path)
+        except TaskError as exc:
+            return self._bury(field, delivery, exc)
+        except Exception as exc:  # a decoder or import bug must not end the worker
+            return self._bury(field, delivery, PayloadError(f"unreadable task: {exc!r}"))
+        options = delivery.options
+        enter((
+            self._queue.name, self.worker_id, delivery.id, task.func_path, delivery.attempt,
+            task.retry, options.timeout, delivery.due_ms, time.monotonic(),
+        ))  # fmt: skip
+        try:
+            await self._call(func, task, options)
+        except TaskCallError as exc:
+            return self._bury(field, delivery, exc)
+        except (Exception, SystemExit) as exc:
+            return self._after_failure(field, delivery, task, exc)
+        return None
+
+    async def _call(self, func: TaskFunction, task: PyTask, options: Options) -> None:
+        timeout = options.timeout
+        if options.isolation == "process":
+            from ._isolation import call_in_process
+
+            await call_in_process(task.func_path, task.args, task.kwargs, timeout)
+            return
+        threads = self._threads
+        if timeout is None:
+            await call_task(func, task, threads)
+            return
+        with anyio.move_on_after(timeout) as scope:
+            await call_task(func, task, threads)
+        if scope.cancelled_caught:
+            raise TaskTimeoutError(
+                f"queue {self._queue.name!r}: task {task.func_path!r} ran past its timeout "
+                f"of {timeout:g}s and was cancelled"
+            )
+
+    def _after_failure(
+        self, field: str, delivery: Delivery, task: PyTask, error: BaseException
+    ) -> Settle | None:
+        pause = self._retries.after_failure(task, delivery.options, error, delivery.attempt)
+        queue = self._queue
+        if pause is not None:
+            id_ = delivery.id or envelope.new_id()
+            next_attempt = envelope.pack(
+                id_, task.retried().serialize(), delivery.attempt + 1, delivery.options
+            )
+            v1 = delivery.id is None
+            return lambda: queue._reschedule(field, id_, next_attempt, pause, v1=v1)
+        if not delivery.options.dead_letter_on_failure:
+            return None
+        reason = f"{type(error).__name__}: {error} (after {delivery.attempt} attempt(s))"
+        trace = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+        return self._bury(field, delivery, None, reason=reason, trace=trace)
+
+    def _decode(self, payload: bytes) -> PyTask:
+        limit = self._queue.max_payload_size
+        if len(payload) > limit:
+            raise PayloadTooLargeError(
+                f"payload of {len(payload)} bytes is over the queue's max_payload_size ({limit})"
+            )
+        task = decode_task(payload)
+        if isinstance(task, GoTask):
+            raise UnsupportedTaskError(
+                f"Go task {task.func_path!r} reached a Python worker; run Go workers on its queue"
+            )
+        return task
+
+    def _bury(
+        self,
+        field: str,
+        delivery: Delivery,
+        error: TaskError | None,
+        *,
+        reason: str = "",
+        trace: str = "",
+    ) -> Settle:
+        queue, worker, id_, payload = self._queue, self.worker_id, delivery.id, delivery.payload
+        if error is not None:
+            logger.error("queue %r: task sent to the dead-letter list: %s", queue.name, error)
+            reason = f"{type(error).__name__}: {error}"
+        else:
+            logger.error(
+                "queue %r: failed task sent to the dead-letter list: %s", queue.name, reason
+            )
+        if id_ is None:
+            return lambda: queue._bury(field, payload, reason, worker, trace)
+        return lambda: queue._bury_enveloped(field, id_, payload, reason, worker, trace)

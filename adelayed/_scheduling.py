@@ -1,0 +1,170 @@
+"""The Queue's side of enveloped tasks: enqueueing with options (a delay, an eta, a retry
+policy, a timeout, an isolation), and the worker's calls that promote, retry, bury and requeue
+them (scripts in adelayed._protocol.scheduled)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from . import _envelope as envelope
+from ._dead_letters import dead_record
+from ._envelope import Options
+from ._protocol import scheduled as protocol
+from .errors import ConfigurationError
+from .retry import Backoff, seconds_of
+
+if TYPE_CHECKING:
+    from ._protocol.script import Script
+    from ._wire import Wire
+    from .errors import QueueFullError
+
+# Tasks per SCHEDULE call (each is 3 arguments): bounds the time one call holds Redis.
+_SCHEDULE_BATCH = 1000
+ISOLATIONS = (None, "thread", "process")
+
+
+def options_of(
+    queue: str,
+    func_path: str,
+    *,
+    delay: float | timedelta | None,
+    eta: datetime | None,
+    timeout: float | timedelta | None,
+    backoff: Backoff | None,
+    retry_on: tuple[type[BaseException], ...],
+    dead_letter_on_failure: bool,
+    isolation: str | None,
+) -> tuple[Options, str]:
+    """The checked options of an enqueue, and its due spec for the SCHEDULE script."""
+    where = f"queue {queue!r}: task {func_path!r}"
+    if delay is not None and eta is not None:
+        raise ConfigurationError(f"{where}: pass delay= or eta=, not both")
+    due = "0"
+    if delay is not None:
+        due = str(math.ceil(seconds_of(delay, f"{where}: delay") * 1000))
+    elif eta is not None:
+        if not isinstance(eta, datetime) or eta.tzinfo is None:
+            raise ConfigurationError(
+                f"{where}: eta must be an aware datetime (e.g. datetime.now(timezone.utc) + "
+                f"timedelta(minutes=5)), not {eta!r}: a naive one has no time zone"
+            )
+        due = "@" + str(math.ceil(eta.timestamp() * 1000))
+    if timeout is not None:
+        timeout = seconds_of(timeout, f"{where}: timeout")
+        if timeout == 0:
+            raise ConfigurationError(f"{where}: timeout must be positive (None: no timeout)")
+    if backoff is not None and not isinstance(backoff, Backoff):
+        raise ConfigurationError(
+            f"{where}: backoff must be Backoff.fixed(...) or Backoff.exponential(...), "
+            f"not {backoff!r}"
+        )
+    if isolation not in ISOLATIONS:
+        raise ConfigurationError(
+            f"{where}: isolation must be 'thread' (the default for plain functions) or "
+            f"'process', not {isolation!r}"
+        )
+    errors = retry_on if isinstance(retry_on, tuple) else (retry_on,)
+    if not all(isinstance(cls, type) and issubclass(cls, BaseException) for cls in errors):
+        raise ConfigurationError(f"{where}: retry_on must be exception classes, not {retry_on!r}")
+    options = Options(
+        timeout=timeout,
+        backoff=backoff,
+        retry_on=envelope.retry_on_names(errors),
+        dead_letter_on_failure=bool(dead_letter_on_failure),
+        isolation=None if isolation == "thread" else isolation,
+    )
+    return options, due
+
+
+class Scheduling:
+    """Mixed into Queue: the keys and calls of enveloped tasks."""
+
+    if TYPE_CHECKING:  # Queue's
+        _name: str
+        _noti_key: str
+        _processing_key: str
+        _dead_key: str
+        _max_length: int
+        _dead_letter_limit: int
+
+        def _wire(self) -> Wire: ...
+        def _deadline(self) -> float | None: ...
+        def _full_error(self, admitted: int) -> QueueFullError: ...
+        async def _run_pipelined(
+            self, script: Script, keys: Sequence[str], calls: Sequence[Sequence[Any]],
+            deadline: float | None,
+        ) -> list[Any]: ...  # fmt: skip
+
+    def _init_scheduling(self) -> None:
+        name = self._name
+        self._jobs_key = name + protocol.JOBS_SUFFIX
+        self._scheduled_key = name + protocol.SCHEDULED_SUFFIX
+        self._ready_key = name + protocol.READY_SUFFIX
+        self._active_key = name + protocol.ACTIVE_SUFFIX
+        self._wake_key = name + protocol.WAKE_SUFFIX
+
+    async def scheduled(self) -> int:
+        """How many tasks wait for their due time (delayed ones, and retries after a backoff)."""
+        return int(await self._wire().call("ZCARD", self._scheduled_key))
+
+    async def _enqueue_enveloped(
+        self, payloads: Sequence[bytes], options: Options, due: str
+    ) -> int:
+        """Stores each task's envelope and schedules it (or makes it ready); returns how many.
+        Groups of _SCHEDULE_BATCH tasks, pipelined in one round trip; the first is admitted
+        against the queue's max_length for the whole call."""
+        groups: list[list[Any]] = []
+        for start in range(0, len(payloads), _SCHEDULE_BATCH):
+            args: list[Any] = [0, ""]
+            for payload in payloads[start : start + _SCHEDULE_BATCH]:
+                id_ = envelope.new_id()
+                args += (id_, envelope.pack(id_, payload, 1, options), due)
+            groups.append(args)
+        if self._max_length:
+            if len(payloads) > self._max_length:
+                raise self._full_error(len(payloads))
+            groups[0][0] = self._max_length - (len(payloads) - (len(groups[0]) - 2) // 3)
+        keys = (
+            self._name, self._noti_key, self._jobs_key, self._scheduled_key, self._ready_key,
+            self._wake_key,
+        )  # fmt: skip
+        replies = await self._run_pipelined(protocol.SCHEDULE, keys, groups, self._deadline())
+        if -1 in replies:
+            raise self._full_error(len(payloads))
+        return sum(replies)
+
+    async def _promote(self, wire: Wire) -> tuple[int, float | None, float]:
+        """Moves up to PROMOTE_BATCH due tasks into ready; returns (moved, the next due time
+        or None, Redis's time), times in ms on Redis's clock."""
+        keys = (self._scheduled_key, self._ready_key, self._noti_key)
+        moved, nearest, now = await protocol.PROMOTE(wire, keys, (protocol.PROMOTE_BATCH,))
+        next_due = float(nearest)
+        return int(moved), None if next_due < 0 else next_due, float(now)
+
+    async def _reschedule(
+        self, field: str, id_: str, next_envelope: bytes, delay: float, *, v1: bool
+    ) -> None:
+        keys = (
+            self._name, self._noti_key, self._jobs_key, self._scheduled_key, self._ready_key,
+            self._processing_key, self._active_key, self._wake_key,
+        )  # fmt: skip
+        args = (
+            field, id_, next_envelope, str(math.ceil(delay * 1000)), "",
+            "v1" if v1 else "enveloped",
+        )  # fmt: skip
+        await protocol.RESCHEDULE(self._wire(), keys, args)
+
+    async def _bury_enveloped(
+        self, field: str, id_: str, payload: bytes, reason: str, worker: str, trace: str
+    ) -> None:
+        record = dead_record(payload, reason, worker, trace)
+        keys = (self._active_key, self._jobs_key, self._dead_key)
+        args = (field, id_, record, self._dead_letter_limit)
+        await protocol.BURY_ENVELOPED(self._wire(), keys, args)
+
+    async def _requeue_enveloped(self, field: str, id_: str) -> None:
+        keys = (self._noti_key, self._ready_key, self._active_key)
+        await protocol.REQUEUE_ENVELOPED(self._wire(), keys, (field, id_))
