@@ -21,7 +21,7 @@ import anyio
 import pytest
 import redis.asyncio as redis
 
-from adelayed import ConfigurationError, PyTask, Queue, TaskDataError
+from adelayed import ConfigurationError, PayloadTooLargeError, PyTask, Queue, TaskDataError
 from adelayed._protocol import schedules as wire_protocol
 from adelayed._schedule_runner import ScheduleRunner
 from adelayed._wire import Wire
@@ -183,6 +183,12 @@ def test_a_runner_refuses_two_schedules_of_one_name(queue: Queue) -> None:
     ScheduleRunner(queue, [Every(1, TASK), Every(1, TASK, name="other")])
 
 
+def test_a_runner_refuses_a_task_over_the_queue_max_payload_size(client: redis.Redis) -> None:
+    small = Queue("jobs", client, max_payload_size=64)
+    with pytest.raises(PayloadTooLargeError, match="max_payload_size"):
+        ScheduleRunner(small, [Every(1, PyTask(tasks.async_record, ["x" * 100]))])
+
+
 # The TICK script.
 
 
@@ -275,6 +281,42 @@ async def test_runner_runs_a_late_tick_within_grace_once_not_in_a_burst(
     assert await field(client, hourly.name) == (hourly.next_after(now), "UTC", "every 1h")
     [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert "late; the ticks after it up to now were missed" in warning
+
+
+@pytest.mark.parametrize("value", ["1000 UTC every 5s", "not a tick"])
+async def test_runner_replaces_a_field_another_definition_or_nobody_wrote(
+    client: redis.Redis, queue: Queue, caplog: pytest.LogCaptureFixture, value: str
+) -> None:
+    caplog.set_level(logging.WARNING, logger="adelayed")
+    hourly = Every(timedelta(hours=1), TASK, name="shared")
+    await client.hset("jobs_schedules", "shared", value)
+    now = await redis_ms(client)
+    async with runner(queue, hourly):
+        await wait_for(lambda: _moved_past(client, "shared", now), what="the field to move")
+    assert await field(client, "shared") == (hourly.next_after(now), "UTC", "every 1h")
+    assert await client.llen("jobs") == 0  # replacing it runs nothing
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    if value.endswith("every 5s"):
+        [warning] = warnings
+        assert "is also declared as 'every 5s'; using this worker's 'every 1h'" in warning
+    else:
+        assert warnings == []
+
+
+class _Exhausted(Every):
+    def next_after(self, ms: int) -> int:
+        raise ConfigurationError("cron '0 0 29 2 1' has no time in the 50 years after ...")
+
+
+async def test_runner_stops_a_schedule_that_has_no_next_tick_and_says_so(
+    client: redis.Redis, queue: Queue, caplog: pytest.LogCaptureFixture
+) -> None:
+    every = Every(0.05, TASK)
+    async with runner(queue, every, _Exhausted(0.05, TASK, name="exhausted")):
+        await wait_for(lambda: _length(client, "jobs", 3), what="3 ticks of the other")
+    [error] = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert "has no time in the 50 years" in error and "the schedule stops" in error
+    assert await client.hkeys("jobs_schedules") == [every.name.encode()]
 
 
 async def _moved_past(client: redis.Redis, name: str, now: int) -> bool:
