@@ -1,5 +1,6 @@
 """adelayed: an asyncio task queue on Redis, wire-compatible with delayed and go-delayed."""
 
+from .context import NotInTaskError, TaskContext, current_task
 from .delay import DelayedFunction, delayed
 from .errors import (
     AdelayedError,
@@ -21,6 +22,7 @@ from .errors import (
     UnsupportedTaskError,
 )
 from .queue import DeadTask, Queue
+from .retry import Backoff, Retry
 from .sweeper import Sweeper
 from .task import GoTask, PyTask, Task, decode_task
 from .worker import Worker
@@ -29,6 +31,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AdelayedError",
+    "Backoff",
     "ConfigurationError",
     "DeadTask",
     "DelayedFunction",
@@ -37,6 +40,7 @@ __all__ = [
     "EnqueueTimeoutError",
     "FunctionNotAllowedError",
     "GoTask",
+    "NotInTaskError",
     "PayloadError",
     "PayloadTooLargeError",
     "PyTask",
@@ -44,15 +48,18 @@ __all__ = [
     "QueueFullError",
     "RedisConfigurationError",
     "RemoteTaskError",
+    "Retry",
     "Sweeper",
     "Task",
     "TaskCallError",
+    "TaskContext",
     "TaskCrashedError",
     "TaskDataError",
     "TaskError",
     "TaskTimeoutError",
     "UnsupportedTaskError",
     "Worker",
+    "current_task",
     "decode_task",
     "delayed",
 ]
