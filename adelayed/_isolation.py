@@ -84,14 +84,13 @@ async def call_in_process(
             logger.info(
                 "task %s: killing its child process %s at its timeout", func_path, child.pid
             )
-            await child.kill()
             raise TaskTimeoutError(
                 f"task {func_path!r} ran past its timeout of {timeout:g} s: its child process "
                 "was killed and the attempt failed; give the task a longer timeout= if it "
                 "needs one"
             )
         return child.outcome(func_path)
-    except BaseException:  # cancelled (a hard stop), or no child started: none may run on
+    except BaseException:  # timed out, cancelled (a hard stop), or no child: none may run on
         await child.kill()
         raise
     finally:
@@ -152,6 +151,14 @@ class _Server:
             logger.debug("started adelayed's process server, pid %s", self._process.pid)
         return self._control
 
+    def forget(self) -> None:
+        """In a process forked from this one: its server is the parent's, not this one's (a
+        copy of its socket left open here would keep it from seeing its worker end)."""
+        self._lock = threading.Lock()
+        if self._control is not None:
+            self._control.close()
+        self._control, self._process = None, None
+
     def stop(self) -> None:
         """Closes the server's socket, so it kills its children and exits; reaps it."""
         if self._control is not None:
@@ -168,6 +175,7 @@ class _Server:
 
 _server = _Server()
 atexit.register(_server.stop)
+os.register_at_fork(after_in_child=_server.forget)
 
 
 class _Child:

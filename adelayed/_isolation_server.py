@@ -130,10 +130,7 @@ def _child(data_fd: int, server_fds: list[int]) -> None:
             request = bytearray()
             while chunk := data.recv(1 << 16):
                 request += chunk
-            func_path, args, kwargs, path, cwd = pickle.loads(request)
-            sys.path[:] = path
-            os.chdir(cwd)
-            outcome = _outcome(func_path, args, kwargs)
+            outcome = _run(request)
             for stream in (sys.stdout, sys.stderr):
                 with contextlib.suppress(OSError, ValueError, AttributeError):
                     stream.flush()  # os._exit below would drop what the task printed
@@ -143,6 +140,20 @@ def _child(data_fd: int, server_fds: list[int]) -> None:
         traceback.print_exc()
     finally:
         os._exit(code)
+
+
+def _run(request: bytes | bytearray) -> bytes:
+    """The pickled outcome of the call in ``request``, run with the caller's sys.path and
+    working directory."""
+    try:
+        func_path, args, kwargs, path, cwd = pickle.loads(request)
+        sys.path[:] = path
+        os.chdir(cwd)
+    except Exception as exc:
+        type_name, message, text = describe(exc)
+        message = f"the task's child process cannot take the call: {message}"
+        return pickle.dumps((RAISED, type_name, message, text), pickle.HIGHEST_PROTOCOL)
+    return _outcome(func_path, args, kwargs)
 
 
 def _detach(server_fds: list[int]) -> None:

@@ -122,6 +122,10 @@ async def test_a_result_larger_than_a_socket_buffer_comes_back() -> None:
     assert await call_in_process(f"{TASKS}:large", [20_000_000], {}, 10) == b"x" * 20_000_000
 
 
+async def test_arguments_larger_than_a_socket_buffer_reach_the_function() -> None:
+    assert await call_in_process("builtins:len", [b"x" * 20_000_000], {}, 10) == 20_000_000
+
+
 async def test_args_and_kwargs_reach_the_function() -> None:
     result = await call_in_process(f"{TASKS}:echo", [1, "two"], {"three": [3], "four": b"4"}, 10)
     assert result == ((1, "two"), {"three": [3], "four": b"4"})
@@ -228,3 +232,32 @@ async def test_a_child_does_not_outlive_a_killed_worker(tmp_path: Path) -> None:
         worker.kill()  # SIGKILL: no cleanup of its own runs
         await worker.wait()
     await wait_for(lambda: gone(child), 5, "the child to die with its worker")
+
+
+async def test_a_process_forked_from_the_worker_does_not_keep_its_server_alive(
+    tmp_path: Path,
+) -> None:
+    pid_file, fork_pid_file = tmp_path / "pid", tmp_path / "fork"
+    script = textwrap.dedent(
+        f"""
+        import asyncio, os, time
+        from adelayed._isolation import call_in_process
+        asyncio.run(call_in_process("os:getpid", [], {{}}, None))  # the server is up
+        if os.fork() == 0:  # a copy of the worker that lives on (a task's own fork, say)
+            open({str(fork_pid_file)!r}, "w").write(str(os.getpid()))
+            time.sleep(30)
+            os._exit(0)
+        asyncio.run(call_in_process("{TASKS}:spin", [{str(pid_file)!r}], {{}}, None))
+        """
+    )
+    worker = await asyncio.create_subprocess_exec(sys.executable, "-c", script, cwd=ROOT)
+    try:
+        child = await pid_in(pid_file)
+        worker.kill()
+        await wait_for(lambda: gone(child), 5, "the child to die with its worker")
+    finally:
+        if worker.returncode is None:
+            worker.kill()
+        await worker.wait()
+        if fork_pid_file.exists():
+            os.kill(int(fork_pid_file.read_text()), signal.SIGKILL)
