@@ -70,7 +70,8 @@ class ScheduleRunner:
         """Runs one schedule's ticks. ``expected``: the value its field held at the last
         reply; ``tick``: the tick that value names when it is this schedule's (None: absent,
         not known yet, or another definition's)."""
-        expected, tick = wire_protocol.READ_ONLY, None
+        expected: str | bytes = wire_protocol.READ_ONLY
+        tick: int | None = None
         failures = 0
         while True:
             if tick is not None:
@@ -95,7 +96,7 @@ class ScheduleRunner:
             failures = 0
             expected, tick = self._after(schedule, args, reply)
 
-    def _args(self, schedule: Schedule, expected: str, tick: int | None) -> tuple[Any, ...]:
+    def _args(self, schedule: Schedule, expected: str | bytes, tick: int | None) -> tuple[Any, ...]:
         """TICK's ARGV: run ``tick`` (moving the field to the first tick after now), or, with
         no tick, read the field (expected unknown) or set it to the first tick after now."""
         field, grace = schedule.name, schedule.grace_ms
@@ -110,11 +111,12 @@ class ScheduleRunner:
 
     def _after(
         self, schedule: Schedule, args: tuple[Any, ...], reply: list[Any]
-    ) -> tuple[str, int | None]:
-        """Learns Redis's time from a reply, logs what the call did; returns the new state."""
-        code, now, stored = int(reply[0]), int(reply[1]), reply[2].decode(errors="replace")
+    ) -> tuple[bytes, int | None]:
+        """Learns Redis's time from a reply, logs what the call did; returns the new state
+        (the field's bytes as they are: the next call must expect them exactly)."""
+        code, now, stored = int(reply[0]), int(reply[1]), reply[2]
         self._offset_ms = now - asyncio.get_running_loop().time() * 1000
-        decoded = wire_protocol.decode_value(stored)
+        decoded = wire_protocol.decode_value(stored.decode(errors="replace"))
         if decoded is None:
             return stored, None  # absent (or unreadable): set it to this schedule's next tick
         next_tick, zone, description = decoded
