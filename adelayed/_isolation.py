@@ -10,7 +10,8 @@ How a call goes:
   an interpreter start and adelayed's imports (``spawn``). Unlike multiprocessing's
   ``forkserver`` and ``spawn``, nothing imports the worker's main script again: a script that
   starts a worker needs no ``if __name__ == "__main__":`` guard.
-- Each child runs with the caller's ``sys.path`` and working directory (sent with the call),
+- Each child runs with the caller's ``sys.path``, ``sys.argv`` and working directory (sent with
+  each call; the environment is the worker's when the server started),
   imports ``module:func``, calls it (``asyncio.run`` for a coroutine), pickles the outcome back
   and leaves with ``os._exit``: threads the task left behind cannot hold it up.
 - The caller waits on its event loop (the sockets and pipes are watched with the loop's
@@ -70,12 +71,15 @@ async def call_in_process(
     TaskCrashedError when the child dies without returning (a signal, a segfault, the OOM
     killer, ``os._exit``), RemoteTaskError for an exception the function raised (an
     ``builtins.ImportError`` one when the child cannot import ``func_path``). Cancelling the
-    call kills the child; the CancelledError propagates once the child is reaped.
+    call kills the child; the CancelledError propagates once the child is reaped. The timeout
+    counts from the child's start (the process server's first start, once per process, is not
+    counted against a task).
     """
     if ":" not in func_path:
         raise ConfigurationError(f"call_in_process: {func_path!r} is no 'module:func' path")
     request = pickle.dumps(
-        (func_path, tuple(args), dict(kwargs), sys.path, os.getcwd()), pickle.HIGHEST_PROTOCOL
+        (func_path, tuple(args), dict(kwargs), sys.path, sys.argv, os.getcwd()),
+        pickle.HIGHEST_PROTOCOL,
     )
     child = _server.fork()
     try:
@@ -86,8 +90,7 @@ async def call_in_process(
             )
             raise TaskTimeoutError(
                 f"task {func_path!r} ran past its timeout of {timeout:g} s: its child process "
-                "was killed and the attempt failed; give the task a longer timeout= if it "
-                "needs one"
+                "was killed and the attempt failed; give it a longer timeout= if it needs one"
             )
         return child.outcome(func_path)
     except BaseException:  # timed out, cancelled (a hard stop), or no child: none may run on

@@ -81,6 +81,9 @@ class _Server:
             return False
         if message == FORK and len(fds) == 2:
             self._fork(*fds)
+        else:
+            for fd in fds:  # not a request of ours
+                os.close(fd)
         return bool(message)
 
     def _fork(self, data: int, status: int) -> None:
@@ -143,11 +146,11 @@ def _child(data_fd: int, server_fds: list[int]) -> None:
 
 
 def _run(request: bytes | bytearray) -> bytes:
-    """The pickled outcome of the call in ``request``, run with the caller's sys.path and
-    working directory."""
+    """The pickled outcome of the call in ``request``, run with the caller's sys.path, sys.argv
+    and working directory."""
     try:
-        func_path, args, kwargs, path, cwd = pickle.loads(request)
-        sys.path[:] = path
+        func_path, args, kwargs, path, argv, cwd = pickle.loads(request)
+        sys.path[:], sys.argv[:] = path, argv
         os.chdir(cwd)
     except Exception as exc:
         type_name, message, text = describe(exc)
@@ -208,5 +211,9 @@ def _import(func_path: str) -> Any:
 def describe(exc: BaseException) -> tuple[str, str, str]:
     """The qualified type name, message and formatted traceback of ``exc``."""
     cls = type(exc)
-    text = "".join(traceback.format_exception(cls, exc, exc.__traceback__))
-    return f"{cls.__module__}.{cls.__qualname__}", str(exc), text
+    try:
+        message = str(exc)
+        text = "".join(traceback.format_exception(cls, exc, exc.__traceback__))
+    except Exception as failure:  # a __str__ that raises must not lose the task's failure
+        message = text = f"<the exception's text could not be made: {failure!r}>"
+    return f"{cls.__module__}.{cls.__qualname__}", message, text

@@ -9,6 +9,7 @@ import os
 import resource
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -89,3 +90,7 @@ def large(size: int) -> bytes:
 
 def process_group() -> tuple[int, int]:
     return os.getpid(), os.getpgrp()
+
+
+def argv() -> list[str]:
+    return sys.argv

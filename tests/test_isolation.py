@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import itertools
 import os
 import signal
@@ -157,6 +158,27 @@ async def test_the_child_finds_modules_on_the_callers_sys_path(
     (tmp_path / f"{name}.py").write_text("def where():\n    return __file__\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     assert await call_in_process(f"{name}:where", [], {}, 10) == str(tmp_path / f"{name}.py")
+
+
+async def test_the_child_has_the_callers_argv(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "argv", ["adelayed", "worker", "app.tasks"])
+    assert await call_in_process(f"{TASKS}:argv", [], {}, 10) == ["adelayed", "worker", "app.tasks"]
+
+
+async def test_arguments_the_child_cannot_unpickle_are_an_error_of_the_task(
+    tmp_path: Path,
+) -> None:
+    name = f"isolated_{uuid.uuid4().hex}"
+    (tmp_path / f"{name}.py").write_text("class Thing:\n    pass\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        thing = importlib.import_module(name).Thing()
+    finally:
+        sys.path.remove(str(tmp_path))  # the child cannot import it
+    with pytest.raises(RemoteTaskError) as caught:
+        await call_in_process(f"{TASKS}:echo", [thing], {}, 10)
+    assert "cannot take the call" in caught.value.message
+    assert name in caught.value.message
 
 
 async def test_cancelling_the_call_kills_and_reaps_the_child(tmp_path: Path) -> None:
