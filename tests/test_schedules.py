@@ -398,6 +398,21 @@ async def _hlen(client: redis.Redis, key: str, count: int) -> bool:
 
 # Worker processes.
 
+
+async def test_a_real_delayed_worker_runs_the_ticks_as_plain_v1_tasks(
+    client: redis.Redis, queue: Queue, redis_server: EmbeddedRedis, log: Path
+) -> None:
+    every = Every(0.1, PyTask("tests.tasks:record_run", ["tick"]))
+    worker = processes.delayed_worker(redis_server.url, log)
+    try:
+        async with runner(queue, every):
+            await wait_for(lambda: _length(client, "finished", 3), 30, "3 ticks run by delayed")
+    finally:
+        processes.stop(worker)
+    assert set(await client.lrange("finished", 0, -1)) == {b"tick"}
+    assert await client.hlen("jobs_schedules") == 1  # its hash, untouched by delayed
+
+
 INTERVAL_MS = 250
 
 
