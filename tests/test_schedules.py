@@ -29,6 +29,7 @@ from adelayed.embedded import EmbeddedRedis
 from adelayed.schedules import Cron, Every, Schedule, ScheduledRun, next_runs
 from tests import processes, tasks
 from tests.helpers import wait_for
+from tests.proxy import redis_proxy
 from tests.run_scheduled_workers import RECORDS
 
 NY = ZoneInfo("America/New_York")
@@ -301,6 +302,40 @@ async def test_runner_replaces_a_field_another_definition_or_nobody_wrote(
         assert "is also declared as 'every 5s'; using this worker's 'every 1h'" in warning
     else:
         assert warnings == []
+
+
+async def test_runner_whose_tick_replies_are_lost_enqueues_each_tick_once(
+    client: redis.Redis, redis_server: EmbeddedRedis, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="adelayed")
+    every = Every(0.2, TASK)
+    first = every.next_after(await redis_ms(client) + 200)
+    await client.hset("jobs_schedules", every.name, wire_protocol.encode_value(
+        first, every.zone, every.description))  # fmt: skip
+    ran: list[bool] = []
+
+    def every_other_win(kind: str, command: list[bytes], reply: object) -> bool:
+        if isinstance(reply, list) and reply[0] == str(wire_protocol.RAN).encode():
+            ran.append(True)
+            return len(ran) % 2 == 1  # Redis ran it; the runner sees the connection drop
+        return False
+
+    tick_sha = wire_protocol.TICK.sha.encode()
+    async with redis_proxy(
+        redis_server.port,
+        lambda command, _: "tick" if command[1:2] == [tick_sha] else None,
+        every_other_win,
+    ) as proxy:
+        proxied = redis.Redis.from_url(f"redis://127.0.0.1:{proxy.port}")  # no retries of its own
+        try:
+            async with runner(Queue("jobs", proxied), every):
+                await wait_for(lambda: len(ran) >= 8, what="8 ticks")
+        finally:
+            await proxied.aclose()
+    found = await field(client, every.name)
+    assert found is not None and proxy.cuts["tick"] >= 4
+    assert await client.llen("jobs") == (found[0] - first) // 200  # each tick once, none lost
+    assert any("tick call failed" in r.getMessage() for r in caplog.records)
 
 
 class _Exhausted(Every):
