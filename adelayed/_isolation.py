@@ -123,9 +123,9 @@ class _Server:
         with self._lock:
             try:
                 socket.send_fds(self._running(), [FORK], fds)
-            except OSError:  # it died since: start another, once
+            except OSError:  # it died, or hangs with its socket full: start another, once
                 logger.warning("adelayed's process server has gone; starting another")
-                self.stop()
+                self.stop(wait=0)
                 socket.send_fds(self._running(), [FORK], fds)
 
     def kill(self, pid: int) -> None:
@@ -136,9 +136,10 @@ class _Server:
 
     def _running(self) -> socket.socket:
         if self._process is not None and self._process.poll() is not None:
-            self.stop()
+            self.stop(wait=0)
         if self._control is None:
             self._control, theirs = socket.socketpair()
+            self._control.setblocking(False)  # a send never blocks the event loop
             with theirs:
                 self._process = subprocess.Popen(
                     [
@@ -162,14 +163,15 @@ class _Server:
             self._control.close()
         self._control, self._process = None, None
 
-    def stop(self) -> None:
-        """Closes the server's socket, so it kills its children and exits; reaps it."""
+    def stop(self, wait: float = 5) -> None:
+        """Closes the server's socket, so it kills its children and exits; reaps it, killing
+        it after ``wait`` seconds."""
         if self._control is not None:
             self._control.close()
             self._control = None
         if self._process is not None:
             try:
-                self._process.wait(_REAP_TIMEOUT)
+                self._process.wait(wait)
             except subprocess.TimeoutExpired:
                 self._process.kill()
                 self._process.wait()

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import importlib
 import itertools
 import os
@@ -200,6 +201,38 @@ async def test_an_anyio_cancel_scope_kills_and_reaps_the_child(tmp_path: Path) -
             scope.cancel()
     assert scope.cancelled_caught
     assert reaped(pid)
+
+
+def test_event_loops_in_several_threads_share_the_process_server() -> None:
+    def calls(tag: int) -> list[object]:
+        async def run() -> list[object]:
+            return list(
+                await asyncio.gather(
+                    *(call_in_process(f"{TASKS}:echo", [tag, i], {}, 10) for i in range(10))
+                )
+            )
+
+        return asyncio.run(run())
+
+    _server.stop()  # the threads' first calls race to start it
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(calls, range(3)))
+    assert results == [[((tag, i), {}) for i in range(10)] for tag in range(3)]
+    assert len(process_servers()) == 1
+
+
+def process_servers() -> list[int]:
+    """The pids of the process servers this process started."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == os.getpid() and b"adelayed._isolation_server" in cmdline:
+            found.append(int(stat.parent.name))
+    return found
 
 
 async def test_a_timeout_kills_only_that_child(tmp_path: Path) -> None:
