@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Coroutine
-from typing import Any, ParamSpec, Protocol, TypeVar, cast, overload
+from datetime import datetime, timedelta
+from typing import Any, ParamSpec, Protocol, TypedDict, TypeVar, cast, overload
 
 from ._functions import register_decorated
 from .errors import TaskDataError
 from .queue import Queue
+from .retry import Backoff
 from .task import PyTask
 
 P = ParamSpec("P")
@@ -16,17 +18,60 @@ _SHAPES_KEPT = 64  # per function: a **kwargs function may be called with any se
 R = TypeVar("R", covariant=True)
 
 
+class Options(TypedDict, total=False):
+    """Queue.enqueue's options, as the decorator and ``.options()`` take them."""
+
+    delay: float | timedelta | None
+    eta: datetime | None
+    timeout: float | timedelta | None
+    backoff: Backoff | None
+    retry_on: tuple[type[BaseException], ...]
+    dead_letter_on_failure: bool
+    isolation: str | None
+
+
+class Delayer(Protocol[P]):
+    """``f.options(...)``: enqueues calls of ``f`` with these options."""
+
+    def delay(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, None]: ...
+
+
 class DelayedFunction(Protocol[P, R]):
-    """A task function: call it to run it here and now, ``await f.delay(...)`` to enqueue it."""
+    """A task function: call it to run it here and now, ``await f.delay(...)`` to enqueue it,
+    ``await f.options(delay=60).delay(...)`` to enqueue it with options (Queue.enqueue's)."""
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
 
     def delay(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, None]: ...
 
+    def options(
+        self,
+        *,
+        retry: int | None = None,
+        delay: float | timedelta | None = None,
+        eta: datetime | None = None,
+        timeout: float | timedelta | None = None,
+        backoff: Backoff | None = None,
+        retry_on: tuple[type[BaseException], ...] = (),
+        dead_letter_on_failure: bool = False,
+        isolation: str | None = None,
+    ) -> Delayer[P]: ...
+
+
+class _Delayer:
+    __slots__ = ("_enqueue",)
+
+    def __init__(self, enqueue: Callable[..., Coroutine[Any, Any, None]]) -> None:
+        self._enqueue = enqueue
+
+    def delay(self, *args: Any, **kwargs: Any) -> Coroutine[Any, Any, None]:
+        return self._enqueue(args, kwargs)
+
 
 class delayed:  # noqa: N801 - named after delayed's decorator factory, which users know
     """Makes task functions for ``queue``: ``task = delayed(queue)``, then ``@task`` or
-    ``@task(retry=3)`` on a function defined at a module's top level.
+    ``@task(retry=3, timeout=30, ...)`` (Queue.enqueue's options, as defaults of every call)
+    on a function defined at a module's top level.
 
     Decorating also allows the function on workers whose process imports its module.
     ``f.delay(...)`` checks its arguments against ``f``'s signature before sending, so a call
@@ -37,31 +82,48 @@ class delayed:  # noqa: N801 - named after delayed's decorator factory, which us
         self._queue = queue
 
     @overload
-    def __call__(self, func: Callable[P, R], *, retry: int = 0) -> DelayedFunction[P, R]: ...
+    def __call__(
+        self, func: Callable[P, R], *, retry: int = 0, **options: Any
+    ) -> DelayedFunction[P, R]: ...
 
     @overload
     def __call__(
-        self, func: None = None, *, retry: int = 0
+        self, func: None = None, *, retry: int = 0, **options: Any
     ) -> Callable[[Callable[P, R]], DelayedFunction[P, R]]: ...
 
     def __call__(
-        self, func: Callable[P, R] | None = None, *, retry: int = 0
+        self, func: Callable[P, R] | None = None, *, retry: int = 0, **options: Any
     ) -> DelayedFunction[P, R] | Callable[[Callable[P, R]], DelayedFunction[P, R]]:
+        unknown = set(options) - set(Options.__annotations__)
+        if unknown:
+            raise TypeError(f"delayed(queue)(...) got unknown options {sorted(unknown)}")
         if func is None:
-            return lambda f: self._wrap(f, retry)
-        return self._wrap(func, retry)
+            return lambda f: self._wrap(f, retry, cast(Options, options))
+        return self._wrap(func, retry, cast(Options, options))
 
-    def _wrap(self, func: Callable[P, R], retry: int) -> DelayedFunction[P, R]:
+    def _wrap(self, func: Callable[P, R], retry: int, defaults: Options) -> DelayedFunction[P, R]:
         path = register_decorated(func)
         queue = self._queue
         check_call = call_checker(func, path, queue.name)
+        default_retry = retry
+
+        async def enqueue(
+            args: tuple[Any, ...], kwargs: dict[str, Any], retry: int, options: Options
+        ) -> None:
+            check_call(args, kwargs)
+            await queue.enqueue(PyTask(path, args, kwargs, retry), **options)
 
         async def delay(*args: P.args, **kwargs: P.kwargs) -> None:
-            check_call(args, kwargs)
-            await queue.enqueue(PyTask(path, args, kwargs, retry))
+            await enqueue(args, kwargs, retry, defaults)
+
+        def options(*, retry: int | None = None, **chosen: Any) -> _Delayer:
+            merged = cast(Options, {**defaults, **chosen})
+            tries = default_retry if retry is None else retry
+            return _Delayer(lambda args, kwargs: enqueue(args, kwargs, tries, merged))
 
         delay.__doc__ = f"Enqueues a call of {path} on queue {queue.name!r}."
         func.delay = delay  # type: ignore[attr-defined]
+        func.options = options  # type: ignore[attr-defined]
         return cast(DelayedFunction[P, R], func)
 
 

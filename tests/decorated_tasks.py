@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from adelayed import Queue, delayed
+from adelayed import Backoff, Queue, delayed
 
 results: list[int] = []
 double: Any = None
 greet: Any = None
 record: Any = None
+timed: Any = None
 
 
 def bind(queue: Queue) -> None:
-    global double, greet, record
+    global double, greet, record, timed
     task = delayed(queue)
 
     @task(retry=1)
@@ -29,7 +30,11 @@ def bind(queue: Queue) -> None:
     def record(first: int, *more: int, **tags: str) -> None:
         results.extend((first, *more))
 
-    globals().update(double=double, greet=greet, record=record)
+    @task(retry=2, timeout=5, backoff=Backoff.fixed(1))
+    async def timed(value: int) -> None:
+        results.append(value)
+
+    globals().update(double=double, greet=greet, record=record, timed=timed)
 
 
 def plain(value: int) -> None:

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import inspect
 import itertools
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis.asyncio as redis
 
-from adelayed import Queue, TaskDataError
+from adelayed import Backoff, PyTask, Queue, TaskDataError
+from adelayed import _envelope as envelope
 from adelayed.delay import call_checker
 from tests import decorated_tasks
 from tests.helpers import make_worker, running, wait_for
@@ -99,3 +103,47 @@ def test_the_remembered_shapes_agree_with_signature_bind(func: Callable[..., Any
                     except TaskDataError:
                         checked = False
                     assert checked == fits, (func, args, kwargs)
+
+
+async def test_options_delay_a_call_and_the_decorator_sets_defaults(
+    queue: Queue, client: redis.Redis
+) -> None:
+    decorated_tasks.bind(queue)
+    await decorated_tasks.double.options(delay=30, retry=4).delay(21)
+    [id_] = await client.zrange("jobs_scheduled", 0, -1)
+    waiting = envelope.unpack(await client.hget("jobs_jobs", id_))
+    assert waiting.payload == PyTask("tests.decorated_tasks:double", (21,), retry=4).serialize()
+    timed = decorated_tasks.timed  # @task(retry=2, timeout=5, backoff=Backoff.fixed(1))
+    await timed.delay(1)
+    await timed.options(dead_letter_on_failure=True).delay(2)
+    ready = [
+        envelope.unpack(await client.hget("jobs_jobs", i))
+        for i in await client.lrange("jobs_ready", 0, -1)
+    ]
+    assert [entry.options.timeout for entry in ready] == [5, 5]
+    assert [entry.options.dead_letter_on_failure for entry in ready] == [False, True]
+    assert all(entry.options.backoff == Backoff.fixed(1) for entry in ready)
+    with pytest.raises(TaskDataError, match="missing a required argument"):
+        await timed.options(delay=1).delay()
+
+
+def test_options_and_delay_are_type_checked_against_the_function(tmp_path: Path) -> None:
+    """mypy refuses a call that does not fit the function, through .options() too."""
+    sample = tmp_path / "sample.py"
+    sample.write_text(
+        "from adelayed import Queue, delayed\n"
+        "import redis.asyncio as redis\n"
+        "task = delayed(Queue('jobs', redis.Redis()))\n"
+        "@task(timeout=5)\n"
+        "async def send(to: str, times: int = 1) -> None: ...\n"
+        "async def main() -> None:\n"
+        "    await send.delay('ann')\n"
+        "    await send.options(delay=60).delay('ann', times=2)\n"
+        "    await send.options(delay=60).delay(3)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", str(sample)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    errors = [line for line in result.stdout.splitlines() if ": error:" in line]
+    assert len(errors) == 1 and "sample.py:9:" in errors[0], result.stdout

@@ -3,6 +3,7 @@ faults: tests/test_scheduled_faults.py)."""
 
 from __future__ import annotations
 
+import itertools
 import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -144,7 +145,7 @@ async def test_a_retry_uses_the_tasks_backoff_and_counts_attempts(queue: Queue) 
         await wait_for(lambda: len(runs_of("twice")) == 3, timeout=5)
     attempts = runs_of("twice")
     assert [run["attempt"] for run in attempts] == [1, 2, 3]
-    gaps = [later["at"] - earlier["at"] for earlier, later in zip(attempts, attempts[1:])]
+    gaps = [later["at"] - earlier["at"] for earlier, later in itertools.pairwise(attempts)]
     assert all(0.2 <= gap < 0.45 for gap in gaps), gaps
     assert len({run["task_id"] for run in attempts}) == 1  # one task, one id
 
