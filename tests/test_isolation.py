@@ -18,6 +18,7 @@ from pathlib import Path
 import anyio
 import pytest
 
+from adelayed import _isolation as isolation
 from adelayed._isolation import _server, call_in_process
 from adelayed.errors import RemoteTaskError, TaskCrashedError, TaskTimeoutError
 from tests.helpers import wait_for
@@ -316,3 +317,14 @@ async def test_a_process_forked_from_the_worker_does_not_keep_its_server_alive(
         await worker.wait()
         if fork_pid_file.exists():
             os.kill(int(fork_pid_file.read_text()), signal.SIGKILL)
+
+
+async def test_a_process_server_that_cannot_start_fails_the_call_and_is_retried(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _server.stop()
+    monkeypatch.setattr(isolation, "_SERVER_BOOT", "raise SystemExit(5)")  # a broken install
+    with pytest.raises(TaskCrashedError, match="process server did not start a child process"):
+        await call_in_process(f"{TASKS}:echo", [], {}, 10)
+    monkeypatch.undo()
+    assert await call_in_process(f"{TASKS}:echo", [2], {}, 10) == ((2,), {})
