@@ -10,27 +10,24 @@ import logging
 import os
 import sys
 
-import anyio
 import redis.asyncio as redis
 
-from adelayed import PyTask, Queue, Worker
-from adelayed._schedule_runner import ScheduleRunner
-from adelayed.schedules import Every
+from adelayed import Every, PyTask, Queue, Worker
 
 RECORDS = "schedule_records"
 _RECORD = """
 local t = redis.call('time')
 redis.call('rpush', KEYS[1], (t[1] * 1000 + math.floor(t[2] / 1000)) .. ' ' .. ARGV[1])
 """
-_clients: dict[int, redis.Redis] = {}
 
 
 async def record() -> None:
     """Appends ``"<Redis time ms> <pid>"`` to RECORDS, in one call."""
-    client = _clients.get(os.getpid())
-    if client is None:
-        client = _clients[os.getpid()] = redis.Redis.from_url(os.environ["ADELAYED_TEST_REDIS_URL"])
-    await client.eval(_RECORD, 1, RECORDS, os.getpid())
+    client = redis.Redis.from_url(os.environ["ADELAYED_TEST_REDIS_URL"])
+    try:
+        await client.eval(_RECORD, 1, RECORDS, os.getpid())
+    finally:
+        await client.aclose()
 
 
 async def serve(url: str, name: str, interval: float) -> None:
@@ -43,17 +40,12 @@ async def serve(url: str, name: str, interval: float) -> None:
         tasks=["tests.run_scheduled_workers:record"],
         sweep_interval=None,
         grace_period=5,
+        schedules=[Every(interval, task)],
     )
-    service = ScheduleRunner(worker._queue, [Every(interval, task)])
     try:
-        async with anyio.create_task_group() as group:
-            group.start_soon(service.run)
-            await worker.run()
-            group.cancel_scope.cancel()
+        await worker.run()
     finally:
         await client.aclose()
-        for other in _clients.values():
-            await other.aclose()
 
 
 def main() -> None:

@@ -21,14 +21,23 @@ import anyio
 import pytest
 import redis.asyncio as redis
 
-from adelayed import ConfigurationError, PayloadTooLargeError, PyTask, Queue, TaskDataError
+from adelayed import (
+    ConfigurationError,
+    Cron,
+    Every,
+    PayloadTooLargeError,
+    PyTask,
+    Queue,
+    ScheduledRun,
+    TaskDataError,
+)
 from adelayed._protocol import schedules as wire_protocol
 from adelayed._schedule_runner import ScheduleRunner
 from adelayed._wire import Wire
 from adelayed.embedded import EmbeddedRedis
-from adelayed.schedules import Cron, Every, Schedule, ScheduledRun, next_runs
+from adelayed.schedules import Schedule
 from tests import processes, tasks
-from tests.helpers import wait_for
+from tests.helpers import make_worker, running, wait_for
 from tests.proxy import redis_proxy
 from tests.run_scheduled_workers import RECORDS
 
@@ -407,11 +416,11 @@ async def test_queue_schedules_lists_each_next_run_in_its_zone(
 ) -> None:
     daily = Cron("0 9 * * *", TASK, tz="Europe/Paris")
     every = Every(timedelta(hours=1), TASK)
-    assert await next_runs(queue) == []
+    assert await queue.schedules() == []
     async with runner(queue, daily, every):
         await wait_for(lambda: _hlen(client, "jobs_schedules", 2), what="both fields")
     now = datetime.fromtimestamp(await redis_ms(client) / 1000, timezone.utc)
-    runs = await next_runs(queue)
+    runs = await queue.schedules()
     assert [run.name for run in runs] == [every.name, daily.name]  # soonest first
     assert runs[0] == ScheduledRun(
         every.name, now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1),
@@ -429,6 +438,18 @@ async def _length(client: redis.Redis, key: str, count: int) -> bool:
 
 async def _hlen(client: redis.Redis, key: str, count: int) -> bool:
     return bool(await client.hlen(key) >= count)
+
+
+async def test_a_worker_given_schedules_runs_their_ticks(client: redis.Redis, queue: Queue) -> None:
+    every = Every(0.05, TASK)
+    async with running(make_worker(queue, schedules=[every])):
+        await wait_for(lambda: tasks.ran.count("tick") >= 3, what="3 ticks run by the worker")
+    assert [run.name for run in await queue.schedules()] == [every.name]
+
+
+def test_a_worker_checks_its_schedules_when_made(queue: Queue) -> None:
+    with pytest.raises(ConfigurationError, match="two schedules are named"):
+        make_worker(queue, schedules=[Every(1, TASK), Every(1, TASK)])
 
 
 # Worker processes.
