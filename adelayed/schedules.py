@@ -5,8 +5,9 @@
         Cron("0 9 * * 1-5", PyTask(send_report, ["daily"]), tz="Europe/Paris"),
     ])
 
-Each tick is enqueued exactly once however many workers run the schedule (each worker gives it
-to ``Worker(schedules=...)``; any worker of the queue may then run the task). The next tick of
+Each tick is enqueued exactly once however many workers are given the schedule (give it to
+every worker of the queue, or to a few: a worker that dies leaves its ticks to the others), and
+any worker of the queue, delayed's included, may run the task it enqueues. The next tick of
 every schedule lives in the queue's ``NAME_schedules`` hash (adelayed._protocol.schedules): at a
 tick, every worker compares-and-sets it to the tick after, and only the one that moved it
 enqueues. Ticks are on Redis's clock, never a worker's. A tick found more than ``grace`` late
