@@ -28,6 +28,7 @@ from adelayed import (
     PayloadTooLargeError,
     PyTask,
     Queue,
+    RedisConfigurationError,
     ScheduledRun,
     TaskDataError,
 )
@@ -450,6 +451,23 @@ async def test_a_worker_given_schedules_runs_their_ticks(client: redis.Redis, qu
 def test_a_worker_checks_its_schedules_when_made(queue: Queue) -> None:
     with pytest.raises(ConfigurationError, match="two schedules are named"):
         make_worker(queue, schedules=[Every(1, TASK), Every(1, TASK)])
+
+
+async def test_a_worker_whose_acl_refuses_the_tick_script_ends_with_the_fix(
+    client: redis.Redis, redis_server: EmbeddedRedis
+) -> None:
+    await client.execute_command(
+        "ACL", "SETUSER", "no-hget", "on", ">pw", "~jobs", "~jobs_*", "~adelayed:*", "+@all",
+        "-hget",
+    )  # fmt: skip
+    user = redis.Redis(port=redis_server.port, username="no-hget", password="pw")
+    try:
+        worker = make_worker(Queue("jobs", user), schedules=[Every(0.05, TASK)])
+        with pytest.raises(RedisConfigurationError, match="ACL refuses this user"):
+            await worker.run()  # not retried forever
+    finally:
+        await user.aclose()
+        await client.execute_command("ACL", "DELUSER", "no-hget")
 
 
 # Worker processes.
