@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from datetime import datetime, timezone
@@ -25,6 +26,10 @@ from harness.venvs import BENCH_DIR, PeerUnavailableError, ensure
 
 # (metric, concurrency, kind) of the throughput runs.
 VARIANTS = (("c10", 10, "async"), ("c100", 100, "async"), ("sync", 10, "sync"))
+SCENARIOS = ("plain", "latency", "retry", "delayed", "promotion")
+DELAY = 0.05  # seconds: the delay of the delayed-latency probes
+PROMOTION_TASKS = 100_000  # the issue's promotion figure; --quick: 10,000 (adelayed: both)
+PROMOTION_QUICK = 10_000
 
 
 def _options(argv: list[str]) -> argparse.Namespace:
@@ -33,10 +38,17 @@ def _options(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--only", help="comma-separated systems: " + ",".join(BY_NAME))
     parser.add_argument("--tasks", type=int, help="N, tasks per measurement")
     parser.add_argument("--profile", action="store_true", help="py-spy adelayed's c=100 worker")
+    parser.add_argument(
+        "--scenarios", default=",".join(SCENARIOS), help="comma-separated: " + ",".join(SCENARIOS)
+    )
+    parser.add_argument("--promotion-tasks", type=int, help="tasks all due at once")
     options = parser.parse_args(argv)
     unknown = set((options.only or "").split(",")) - set(BY_NAME) - {""}
     if unknown:
         parser.error(f"unknown system(s): {', '.join(sorted(unknown))}")
+    options.scenarios = options.scenarios.split(",")
+    if set(options.scenarios) - set(SCENARIOS):
+        parser.error(f"unknown scenario(s) in {options.scenarios}")
     return options
 
 
@@ -49,16 +61,30 @@ def _summary(result: dict[str, object]) -> str:
         return str(result.get("error") or "n/a")
     if "p50_ms" in result:
         return f"p50 {result['p50_ms']:.2f} ms, p99 {result['p99_ms']:.2f} ms"
+    if "ping_max_ms" in result:
+        return (
+            f"{result['rate']:,.0f}/s over {result['tasks']:,} due tasks, first start "
+            f"{result['first_lag_ms']:.1f} ms after due; PING max {result['ping_max_ms']:.1f} ms, "
+            f"p99 {result['ping_p99_ms']:.2f} ms; {result['slow_calls']} calls >= 5 ms "
+            f"(max {result['slow_max_ms']:.1f} ms)" + (" (capped)" if result.get("capped") else "")
+        )
     return f"{result['rate']:,.0f}/s" + (" (capped)" if result.get("capped") else "")
 
 
-def _measure_system(run: Run, system: System, runner: Runner) -> None:
-    found = run.results.setdefault(system.name, {})
+def _keep(run: Run, system: System, metric: str, result: dict[str, object]) -> None:
+    run.results.setdefault(system.name, {}).setdefault(metric, []).append(result)
+    _say(run, f"{system.name} {metric}: {_summary(result)}")
 
+
+def _measure_system(run: Run, system: System, runner: Runner, scenarios: list[str]) -> None:
     def keep(metric: str, result: dict[str, object]) -> None:
-        found.setdefault(metric, []).append(result)
-        _say(run, f"{system.name} {metric}: {_summary(result)}")
+        _keep(run, system, metric, result)
 
+    if "retry" in scenarios:  # fails once, then succeeds: c=100 (delayed: its one process)
+        kind = "async" if "async" in system.kinds else "sync"
+        keep("retry", measure.throughput(runner, run.settings, 100, kind, scenario="retry"))
+    if "plain" not in scenarios:
+        return
     keep("enqueue", measure.enqueue(runner, run.settings))
     if system.bulk:
         keep("bulk", measure.bulk(runner, run.settings))
@@ -72,6 +98,32 @@ def _measure_system(run: Run, system: System, runner: Runner) -> None:
             keep(metric, measure.throughput(runner, run.settings, concurrency, kind))
         else:
             keep(metric, {"unsupported": kind})
+
+
+def _fill_rate(run: Run, system: System) -> float:
+    """The system's fastest enqueue rate measured in this run (a guess without one)."""
+    found = run.results.get(system.name, {})
+    rates = [r["rate"] for m in ("bulk", "enqueue") for r in found.get(m, []) if "rate" in r]
+    return max(rates, default=5_000.0)
+
+
+def _promote(run: Run, system: System, runner: Runner, count: int, metric: str) -> None:
+    """One promotion run; one more with thrice the lead if the fill overran the due time."""
+    lead = 2.0 + 2.0 * count / _fill_rate(run, system)
+    result = measure.promotion(runner, run.settings, count, lead)
+    if result.get("late"):
+        _say(run, f"{system.name} {metric}: {result['error']}; again with a longer lead")
+        result = measure.promotion(runner, run.settings, count, lead * 3)
+    _keep(run, system, metric, result)
+
+
+def _retry_ratios(run: Run) -> None:
+    """Each retry result's rate over its system's plain c=100 rate (same run, same N)."""
+    for found in run.results.values():
+        plain = [r["rate"] for r in found.get("c100", []) if "rate" in r]
+        for result in found.get("retry", []):
+            if plain and "rate" in result:
+                result["of_plain"] = result["rate"] / statistics.median(plain)
 
 
 def _runners(run: Run, server: Server, systems: list[System]) -> dict[str, Runner]:
@@ -88,6 +140,30 @@ def _runners(run: Run, server: Server, systems: list[System]) -> dict[str, Runne
     return runners
 
 
+def _idle_and_time(
+    run: Run, measured: list[System], runners: dict[str, Runner], options: argparse.Namespace
+) -> None:
+    """The idle latency and delayed-task lag (per repetition), then the promotion runs."""
+    for _ in range(run.repetitions):
+        for system in measured:
+            kind = "sync" if system.sequential else "async"
+            if "latency" in options.scenarios:
+                result = measure.latency(runners[system.name], run.settings, kind)
+                _keep(run, system, "latency", result)
+            if "delayed" in options.scenarios:
+                result = measure.latency(runners[system.name], run.settings, kind, delay=DELAY)
+                _keep(run, system, "delayed_latency", result)
+    if "promotion" in options.scenarios:
+        quick_count = PROMOTION_QUICK if options.quick else PROMOTION_TASKS
+        count = run.promotion_tasks = options.promotion_tasks or quick_count
+        for system in measured:
+            _promote(run, system, runners[system.name], count, "promotion")
+        if "adelayed" in runners and count < PROMOTION_TASKS:
+            run.promotion_full = PROMOTION_TASKS
+            _promote(run, BY_NAME["adelayed"], runners["adelayed"], PROMOTION_TASKS,
+                     "promotion_full")  # fmt: skip
+
+
 def main(argv: list[str]) -> None:
     options = _options(argv)
     quick = options.quick
@@ -96,6 +172,7 @@ def main(argv: list[str]) -> None:
         samples=50 if quick else 200,
         max_seconds=5 if quick else 10,
         worker_timeout=120 if quick else 300,
+        delayed_samples=30 if quick else 100,
     )
     chosen = [BY_NAME[name] for name in options.only.split(",")] if options.only else list(SYSTEMS)
     systems = [s for s in SYSTEMS if s in chosen]  # the catalogue's order
@@ -116,24 +193,20 @@ def main(argv: list[str]) -> None:
         measured = [s for s in systems if s.name in runners]
         for repetition in range(run.repetitions):
             _say(run, f"repetition {repetition + 1}/{run.repetitions}")
-            if RAW.name in runners:
+            if RAW.name in runners and "plain" in options.scenarios:
                 for metric, body in (("enqueue", measure.enqueue), ("bulk", measure.bulk)):
                     result = body(runners[RAW.name], settings)
                     run.results.setdefault(RAW.name, {}).setdefault(metric, []).append(result)
                     _say(run, f"raw {metric}: {_summary(result)}")
             for system in measured:
-                _measure_system(run, system, runners[system.name])
-        for repetition in range(run.repetitions):
-            for system in measured:
-                kind = "sync" if system.sequential else "async"
-                result = measure.latency(runners[system.name], settings, kind)
-                run.results[system.name].setdefault("latency", []).append(result)
-                _say(run, f"{system.name} latency {repetition + 1}: {_summary(result)}")
+                _measure_system(run, system, runners[system.name], options.scenarios)
+        _idle_and_time(run, measured, runners, options)
         if options.profile and "adelayed" in runners:
             _say(run, "profiling adelayed's worker (c=100) under py-spy")
             run.profile = profile_adelayed(runners["adelayed"], settings, out_dir)
     finally:
         server.close()
+    _retry_ratios(run)
     run.seconds = time.monotonic() - run.started
     run.systems = measured
     (out_dir / "results.json").write_text(json.dumps(run.as_json(), indent=1))

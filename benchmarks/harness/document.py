@@ -26,6 +26,8 @@ _KEY_PACKAGES = {
     "taskiq": ("taskiq", "taskiq-redis", "redis", "hiredis"),
     "streaq": ("streaq", "coredis", "anyio"),
     "delayed": ("delayed", "redis", "hiredis"),
+    "docket": ("pydocket", "redis", "hiredis"),
+    "bullmq": ("bullmq", "redis", "hiredis"),
 }
 
 
@@ -45,6 +47,8 @@ class Run:
     redis_binary: str = ""
     profile: dict[str, Any] | None = None
     seconds: float = 0.0
+    promotion_tasks: int = 0  # tasks all due at once in the promotion runs (0: not run)
+    promotion_full: int = 0  # adelayed's extra promotion run at this size (0: none)
     adelayed_at_start: str = field(default_factory=lambda: adelayed_source())
 
     def as_json(self) -> dict[str, Any]:
@@ -56,6 +60,7 @@ class Run:
             "seconds": self.seconds,
             "redis": self.redis_version,
             "unavailable": self.unavailable,
+            "promotion_tasks": self.promotion_tasks,
             "results": self.results,
             "profile": self.profile,
         }
@@ -163,7 +168,9 @@ def render(run: Run) -> str:
         report.table(run.results, systems, report.RESOURCES),
         report.total_commands(run.results, systems),
         "Ratios below 1: adelayed uses fewer commands / less memory.",
+        *_time_sections(run),
         METHODS,
+        TIME_METHODS,
         CAVEATS,
         "## Appendix: commands per task, by command (first repetition)",
         report.command_breakdown(run.results, systems),
@@ -174,6 +181,34 @@ def render(run: Run) -> str:
     if run.profile:
         parts += ["## Profile: adelayed's worker, async no-op, c=100", _profile(run.profile)]
     return "\n\n".join(parts) + "\n"
+
+
+def _has(run: Run, metric: str) -> bool:
+    return any(metric in found for found in run.results.values())
+
+
+def _time_sections(run: Run) -> list[str]:
+    """The delayed-task, promotion and retry tables, for the scenarios that ran."""
+    systems, parts = run.systems, []
+    if _has(run, "delayed_latency"):
+        parts += [
+            "## Delayed tasks: due-to-start lag on an idle worker (ms; lower is better)",
+            report.table(run.results, systems, report.DELAYED),
+            DELAYED_NOTE,
+        ]
+    if _has(run, "promotion"):
+        parts += [
+            f"## Promotion: {run.promotion_tasks:,} tasks all due at once",
+            report.promotion_table(run.results, systems, run.promotion_full),
+            PROMOTION_NOTE,
+        ]
+    if _has(run, "retry"):
+        parts += [
+            "## Retries: every task fails once, then succeeds (c=100; higher is better)",
+            report.table(run.results, systems, report.RETRY),
+            RETRY_NOTE,
+        ]
+    return parts
 
 
 def _anomalies(run: Run) -> str:
@@ -283,3 +318,50 @@ CAVEATS = """## Fairness caveats
 - saq's thread pool (6 threads here) is below the concurrency of 10 in the sync variant.
 - The pre-fill for processing runs uses the fastest enqueue path each system has; its cost is
   not in the processing figures."""
+
+DELAYED_NOTE = (
+    '"not yet": adelayed\'s `enqueue(delay=)` is not in this build. "n/a": no delayed tasks '
+    "without a separate process (taskiq needs its scheduler process; delayed 1.2 has none). "
+    "Each system's due tasks wait for its own promoter: arq polls every 0.5 s, saq's "
+    "scheduler runs every 1 s, streaq's every 0.5 s, docket's every 250 ms "
+    "(`scheduling_resolution`); bullmq's idle worker blocks until the next due time."
+)
+
+PROMOTION_NOTE = (
+    "Rate: tasks ÷ (the last task's start - the due time), so it is bounded by the worker's "
+    "processing rate (concurrency 100) as much as by the promotion: a lower bound on how fast "
+    "tasks reach the queue. PING: round trips of a separate connection during the run (this "
+    "machine's scheduling included); calls >= 5 ms: SLOWLOG entries of 5 ms or more (the "
+    "time a command or a whole script call ran inside Redis). Ratios of the latency columns "
+    "below 1: adelayed stalls Redis less."
+)
+
+RETRY_NOTE = (
+    "Each task raises on its first run and succeeds on its second, with no pause between: "
+    "adelayed `PyTask(retry=1)` and `Worker(retry_backoff=(1e-9, 1e-9))` (retried in its "
+    "slot), arq `raise Retry(defer=0)`, saq `retries=2`, streaq `raise StreaqRetry(delay=0)` "
+    "(back through its delayed queue), docket `Retry(attempts=2)`, bullmq `attempts: 2` with "
+    "no backoff, delayed 1.2 `PyTask(retry=1)`. The rate counts the successful second runs; "
+    "the second column divides it by the same system's plain c=100 rate in this run."
+)
+
+TIME_METHODS = """## Methods: delayed tasks, promotion, retries
+
+- **Due-to-start lag.** As the idle latency above, but each probe is enqueued with a delay of
+  50 ms (adelayed `enqueue(task, delay=)`, arq `_defer_by`, saq `scheduled=` epoch seconds,
+  streaq `.start(delay=)`, docket `add(when=)`, bullmq `delay` in ms) and carries its due time
+  (`time.time()` before the enqueue, plus the delay); the task's first act is
+  `time.time() - due`. Each system's own clock decides when a task is due: Redis's `TIME`
+  for adelayed, the client's for the others; one machine, one clock.
+- **Promotion.** A worker (concurrency 100) starts and idles for 3 s; then one producer
+  enqueues N no-op tasks, all due at one instant (a lead of 2 s plus twice the system's fill
+  time at its measured enqueue rate; a fill that ends after the due time voids the run, which
+  is retried once with thrice the lead): adelayed `enqueue_many` in chunks of 10,000, each with
+  the delay left until the due time; docket `add_many` with `when=`; bullmq `addBulk` (1,000
+  a call) with each job's `timestamp` and `delay`; streaq `enqueue_many` with `schedule=`;
+  arq and saq concurrent single enqueues (`_defer_until`, `scheduled=`). The worker reports
+  the wall-clock time of its first and N-th task start. One run per system (not repeated).
+- **Redis stalls during promotion** (`harness/redis_watch.py`): from the fill's end to the
+  worker's exit, a thread of the orchestrator PINGs on its own connection, 1 ms apart;
+  `SLOWLOG` (threshold 5 ms) records every command that ran 5 ms or longer inside Redis.
+- **Retries**: as processing throughput at c=100, with tasks that fail once (see above)."""

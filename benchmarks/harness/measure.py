@@ -7,11 +7,13 @@ import json
 import os
 import signal
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .redis_server import Server
+from .redis_watch import RedisWatch
 from .venvs import BENCH_DIR
 
 Result = dict[str, Any]
@@ -25,6 +27,7 @@ class Settings:
     samples: int  # latency probes per repetition
     max_seconds: float  # a throughput run stops measuring this long after its first task
     worker_timeout: float  # a run that has not finished by then failed
+    delayed_samples: int = 100  # delayed-task probes per repetition
 
 
 @dataclass
@@ -66,14 +69,16 @@ class Runner:
                 return dict(json.loads(line))
         return {"error": f"{self.name} {command}: exit {done.returncode}, see {self.log.name}"}
 
-    def spawn(self, command: str, **options: Any) -> subprocess.Popen[bytes]:
+    def spawn(
+        self, command: str, keep_output: bool = False, **options: Any
+    ) -> subprocess.Popen[bytes]:
+        """Starts a command in the background (``keep_output``: its stdout is a pipe)."""
         args = self._args(command, options)
+        stdout = subprocess.PIPE if keep_output else subprocess.DEVNULL
         with self.log.open("a") as log:
             log.write(f"$ {' '.join(args)} &\n")
             log.flush()
-            return subprocess.Popen(
-                args, cwd=BENCH_DIR, env=self._env(), stdout=subprocess.DEVNULL, stderr=log
-            )
+            return subprocess.Popen(args, cwd=BENCH_DIR, env=self._env(), stdout=stdout, stderr=log)
 
 
 def _commands(server: Server, tasks: int) -> Result:
@@ -97,12 +102,19 @@ def bulk(runner: Runner, settings: Settings) -> Result:
 
 
 def throughput(
-    runner: Runner, settings: Settings, concurrency: int, kind: str, prefix: tuple[str, ...] = ()
+    runner: Runner,
+    settings: Settings,
+    concurrency: int,
+    kind: str,
+    prefix: tuple[str, ...] = (),
+    scenario: str = "plain",
 ) -> Result:
     """Pre-fills N no-op tasks, then runs a fresh worker process until all ran (or the time
-    cap); counts the commands of the processing (fill excluded: enqueue() counts those)."""
+    cap); counts the commands of the processing (fill excluded: enqueue() counts those).
+    ``scenario="retry"``: tasks that fail on their first run and succeed on the second."""
     runner.server.reset()
-    filled = runner.call("fill", limit=600, count=settings.tasks, kind=kind)
+    extra = {"scenario": scenario} if scenario != "plain" else {}
+    filled = runner.call("fill", limit=600, count=settings.tasks, kind=kind, **extra)
     if "error" in filled or "unsupported" in filled:
         return filled
     runner.server.reset_stats()
@@ -115,19 +127,73 @@ def throughput(
         kind=kind,
         max_seconds=settings.max_seconds,
         timeout=settings.worker_timeout,
+        **extra,
     )
     if "error" not in result and "unsupported" not in result:
         result |= _commands(runner.server, int(result["tasks"]))
     return result
 
 
-def latency(runner: Runner, settings: Settings, kind: str) -> Result:
+def latency(runner: Runner, settings: Settings, kind: str, delay: float = 0.0) -> Result:
     """An idle worker (concurrency 10) in its own process; the producer sends one probe at a
-    time and waits for it (see systems/common.py latency_loop)."""
+    time and waits for it (see systems/common.py latency_loop). ``delay``: each probe is
+    enqueued with that delay (seconds), and its lag counts from its due time."""
     runner.server.reset()
     worker = runner.spawn("worker", count=0, kind=kind, timeout=3600)
+    command, extra = ("delayed_latency", {"delay": delay}) if delay else ("latency", {})
+    samples = settings.delayed_samples if delay else settings.samples
     try:
-        return runner.call("latency", limit=120 + settings.samples * 2, count=settings.samples)
+        limit = 120 + samples * (3 + delay)
+        return runner.call(command, limit=limit, count=samples, **extra)
     finally:
         worker.send_signal(signal.SIGKILL)
         worker.wait()
+
+
+WORKER_HEAD_START = 3.0  # seconds for a promotion run's worker to start and go idle
+
+
+def promotion(runner: Runner, settings: Settings, count: int, lead: float) -> Result:
+    """``count`` no-op tasks all due at one instant reach an idle worker (concurrency 100)
+    that started before them: tasks / (the last one's start - the due time). The due time is
+    ``lead`` seconds after the fill starts; a fill that ends after it voids the run. From the
+    fill's end to the worker's exit, RedisWatch measures Redis's stalls for another client."""
+    runner.server.reset()
+    worker = runner.spawn(
+        "worker", keep_output=True, count=count, concurrency=100, kind="async",
+        timeout=settings.worker_timeout, max_seconds=settings.max_seconds,
+    )  # fmt: skip
+    try:
+        time.sleep(WORKER_HEAD_START)
+        due = time.time() + lead
+        filled = runner.call("fill_due", limit=600, count=count, due=due)
+        if "error" in filled or "unsupported" in filled:
+            return filled
+        if filled["fill_end"] > due:
+            return {"error": f"the fill ended {filled['fill_end'] - due:.2f} s after the due "
+                    f"time (lead {lead:.1f} s)", "late": True}  # fmt: skip
+        with RedisWatch(runner.server) as watch:
+            out, _ = worker.communicate(timeout=settings.worker_timeout + 30)
+        result = _last_json(out.decode(), runner.name)
+    finally:
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGKILL)
+            worker.wait()
+    if "error" in result:
+        return result
+    seconds = result["last_wall"] - due
+    result |= {
+        "due": due,
+        "lead": lead,
+        "rate": result["tasks"] / seconds if seconds > 0 else 0.0,
+        "first_lag_ms": (result["first_wall"] - due) * 1000,
+        "last_lag_ms": seconds * 1000,
+    }
+    return result | watch.result()
+
+
+def _last_json(stdout: str, name: str) -> Result:
+    for line in reversed(stdout.strip().splitlines()):
+        if line.startswith("{"):
+            return dict(json.loads(line))
+    return {"error": f"{name} worker: no result, see {name}.log"}

@@ -11,7 +11,9 @@ from adelayed.embedded import EmbeddedRedis
 
 PREFERRED_BINARY = "/usr/bin/redis-server"
 # The orchestrator's own commands, never counted against a system.
-_OWN_COMMANDS = frozenset({"info", "config|resetstat", "flushall"})
+_OWN_COMMANDS = frozenset(
+    {"info", "config|resetstat", "flushall", "config|set", "slowlog|reset", "slowlog|get"}
+)
 
 
 @dataclass

@@ -52,6 +52,8 @@ def median(reps: Sequence[Result], field: str) -> float | None:
 def _cell(system: System, reps: Sequence[Result], column: Column) -> tuple[float | None, str]:
     value = median(reps, column.field)
     if value is None:
+        if any(r.get("pending") for r in reps):
+            return None, "not yet"
         if not reps or any("unsupported" in r for r in reps):
             return None, column.missing
         return None, "error"
@@ -126,6 +128,35 @@ RESOURCES = (
     Column("cmds/task: processing (c=100)", "c100", "commands", two, False),
     Column("worker peak RSS MB (c=100)", "c100", "rss_peak_mb", one, False),
 )
+
+
+DELAYED = (
+    Column("due-to-start lag p50 ms", "delayed_latency", "p50_ms", ms, False),
+    Column("p99 ms", "delayed_latency", "p99_ms", ms, False),
+)
+PROMOTION = (
+    Column("tasks/s, due to last start", "promotion", "rate", rate, True),
+    Column("first start after due, ms", "promotion", "first_lag_ms", ms, False),
+    Column("PING p99 ms", "promotion", "ping_p99_ms", ms, False),
+    Column("PING max ms", "promotion", "ping_max_ms", ms, False),
+    Column("calls >= 5 ms", "promotion", "slow_calls", rate, False),
+    Column("slowest call ms", "promotion", "slow_max_ms", ms, False),
+)
+RETRY = (
+    Column("fails once, then succeeds: tasks/s", "retry", "rate", rate, True),
+    Column("retry rate / own plain c=100", "retry", "of_plain", two, True),
+)
+
+
+def promotion_table(results: Results, systems: Sequence[System], full: int) -> str:
+    """PROMOTION's table, with adelayed's run at ``full`` tasks as an extra row (if any)."""
+    reps = results.get("adelayed", {}).get("promotion_full", [])
+    extra = []
+    if full and reps:
+        adelayed = next(s for s in systems if s.name == "adelayed")
+        cells = [_cell(adelayed, reps, column)[1] for column in PROMOTION]
+        extra.append((f"adelayed, N = {full:,}", cells))
+    return table(results, systems, PROMOTION, extra)
 
 
 def enqueue_table(results: Results, systems: Sequence[System]) -> str:

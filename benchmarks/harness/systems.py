@@ -28,6 +28,8 @@ SYSTEMS: tuple[System, ...] = (
     System("taskiq", peer=True, kinds=("async", "sync"), bulk=False, label="taskiq (ListQueue)"),
     System("streaq", peer=True, kinds=("async", "sync"), bulk=True),
     System("delayed", peer=True, kinds=("sync",), bulk=False, sequential=True),
+    System("docket", peer=True, kinds=("async",), bulk=True, label="docket (pydocket)"),
+    System("bullmq", peer=True, kinds=("async",), bulk=True),
 )
 BY_NAME = {system.name: system for system in SYSTEMS}
 # The raw redis.asyncio baseline runs in adelayed's interpreter.

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import time
+from typing import Any
 
 import redis.asyncio as redis
 
@@ -11,6 +13,10 @@ from adelayed import PyTask, Queue, Worker
 from systems import common
 
 FUNCTIONS = {"async": "systems.common:noop", "sync": "systems.common:noop_sync"}
+FLAKY = {"async": "systems.common:flaky_async", "sync": "systems.common:flaky"}
+# A retry with no pause: retry_backoff's base must be above 0.
+NO_PAUSE = (1e-9, 1e-9)
+NOT_YET = "not available yet: Queue.enqueue has no delay= in this adelayed"
 _sink: list[redis.Redis] = []  # the worker's client for latency probes
 
 
@@ -26,15 +32,56 @@ def _queue(args: argparse.Namespace) -> Queue:
 async def worker(args: argparse.Namespace) -> common.Result:
     _sink.append(redis.Redis.from_url(args.url))
     queue = _queue(args)
-    allowed = ["systems.adelayed", *FUNCTIONS.values()]  # the probe, and the shared no-ops
-    runner = Worker(queue, concurrency=args.concurrency, tasks=allowed, sweep_interval=None)
+    # the probe, the shared no-ops and the retry scenario's tasks
+    allowed = ["systems.adelayed", *FUNCTIONS.values(), *FLAKY.values()]
+    options: dict[str, Any] = {"retry_backoff": NO_PAUSE} if args.scenario == "retry" else {}
+    runner = Worker(
+        queue, concurrency=args.concurrency, tasks=allowed, sweep_interval=None, **options
+    )
     return await common.drive_worker(runner.run, args)
 
 
 async def fill(args: argparse.Namespace) -> common.Result:
     queue = _queue(args)
-    await queue.enqueue_many([PyTask(FUNCTIONS[args.kind]) for _ in range(args.count)])
+    if args.scenario == "retry":  # retry=1: a second run after a failure
+        tasks = [PyTask(FLAKY[args.kind], args=(n,), retry=1) for n in range(args.count)]
+    else:
+        tasks = [PyTask(FUNCTIONS[args.kind]) for _ in range(args.count)]
+    await queue.enqueue_many(tasks)
     return {"filled": await queue.len()}
+
+
+def has_delay() -> bool:
+    """Whether this adelayed's enqueue and enqueue_many take ``delay=`` (being built)."""
+    return all(
+        "delay" in inspect.signature(method).parameters
+        for method in (Queue.enqueue, Queue.enqueue_many)
+    )
+
+
+async def fill_due(args: argparse.Namespace) -> common.Result:
+    """N no-op tasks, all due at ``args.due``: enqueue_many in chunks, each with the delay
+    left until then (the delay counts from Redis's clock when the chunk's script runs)."""
+    if not has_delay():
+        return {"unsupported": NOT_YET, "pending": True}
+    queue = _queue(args)
+    chunk = 10_000
+    for start in range(0, args.count, chunk):
+        tasks = [PyTask(FUNCTIONS["async"]) for _ in range(min(chunk, args.count - start))]
+        await queue.enqueue_many(tasks, delay=max(0.0, args.due - time.time()))  # type: ignore[call-arg]
+    return common.due_result(args.count, args.due)
+
+
+async def delayed_latency(args: argparse.Namespace) -> common.Result:
+    if not has_delay():
+        return {"unsupported": NOT_YET, "pending": True}
+    queue = _queue(args)
+
+    async def send(due: float) -> None:
+        probe = PyTask("systems.adelayed:probe", args=(due,))
+        await queue.enqueue(probe, delay=args.delay)  # type: ignore[call-arg]
+
+    return await common.delayed_latency_through(send, queue.redis.blpop, args)
 
 
 async def enqueue(args: argparse.Namespace) -> common.Result:

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import argparse
 import time
+from datetime import datetime, timezone
 from typing import Any
 
 import redis.asyncio as redis
 from arq import Worker, create_pool
 from arq.connections import ArqRedis, RedisSettings
-from arq.worker import func
+from arq.worker import Retry, func
 
 from systems import common
 
@@ -29,6 +30,12 @@ async def probe(ctx: dict[str, Any], sent: float) -> None:
     await _sink[0].rpush(common.SINK_KEY, repr(lag))  # type: ignore[misc]  # redis-py 5 typing
 
 
+async def flaky(ctx: dict[str, Any], number: int) -> None:
+    if common.first_try(number):
+        raise Retry()  # no defer: back in the queue at its score, already due
+    common.DONE.hit()
+
+
 async def _pool(args: argparse.Namespace) -> ArqRedis:
     return await create_pool(RedisSettings.from_dsn(args.url), default_queue_name=args.queue)
 
@@ -38,7 +45,7 @@ async def worker(args: argparse.Namespace) -> common.Result:
         return {"unsupported": "arq runs coroutine functions only"}
     _sink.append(redis.Redis.from_url(args.url))
     runner = Worker(
-        functions=[func(noop, name="noop"), func(probe, name="probe")],
+        functions=[func(noop, name="noop"), func(probe, name="probe"), func(flaky, name="flaky")],
         redis_settings=RedisSettings.from_dsn(args.url),
         queue_name=args.queue,
         max_jobs=args.concurrency,
@@ -49,8 +56,28 @@ async def worker(args: argparse.Namespace) -> common.Result:
 
 async def fill(args: argparse.Namespace) -> common.Result:
     pool = await _pool(args)
-    await common.in_chunks(args.count, lambda: pool.enqueue_job("noop"))
+    if args.scenario == "retry":
+        numbers = iter(range(args.count))
+        await common.in_chunks(args.count, lambda: pool.enqueue_job("flaky", next(numbers)))
+    else:
+        await common.in_chunks(args.count, lambda: pool.enqueue_job("noop"))
     return {"filled": await pool.zcard(args.queue)}
+
+
+async def fill_due(args: argparse.Namespace) -> common.Result:
+    pool = await _pool(args)
+    when = datetime.fromtimestamp(args.due, timezone.utc)
+    await common.in_chunks(args.count, lambda: pool.enqueue_job("noop", _defer_until=when))
+    return common.due_result(args.count, args.due)
+
+
+async def delayed_latency(args: argparse.Namespace) -> common.Result:
+    pool = await _pool(args)
+
+    async def send(due: float) -> None:
+        await pool.enqueue_job("probe", due, _defer_by=args.delay)
+
+    return await common.delayed_latency_through(send, pool.blpop, args, jitter=POLL_DELAY)
 
 
 async def enqueue(args: argparse.Namespace) -> common.Result:

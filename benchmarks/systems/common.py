@@ -44,6 +44,8 @@ class Completion:
         self.last = 0.0
         self._on_done = on_done
         self._counter = itertools.count(1)
+        # perf_counter -> wall clock (time.time()), for runs timed against a due time.
+        self.wall_offset = time.time() - time.perf_counter()
 
     def hit(self) -> None:
         seen = next(self._counter)
@@ -69,6 +71,8 @@ class Completion:
             "seconds": seconds,
             "rate": (tasks - 1) / seconds if seconds > 0 else 0.0,
             "rss_peak_mb": peak_rss_mb(),
+            "first_wall": self.first + self.wall_offset,
+            "last_wall": self.last + self.wall_offset,
         }
 
 
@@ -83,6 +87,35 @@ async def noop() -> None:
 def noop_sync() -> None:
     """The plain-function no-op task, run in a worker thread."""
     DONE.hit()
+
+
+_FAILED_ONCE: set[int] = set()
+
+
+def first_try(number: int) -> bool:
+    """True the first time task ``number`` runs in this process, False after: the retry
+    scenario's tasks fail on their first run and succeed (``DONE.hit()``) on the next. A set
+    lookup and insert, the same for every system (safe from threads under the GIL)."""
+    if number in _FAILED_ONCE:
+        return False
+    _FAILED_ONCE.add(number)
+    return True
+
+
+class FirstTryError(Exception):
+    """What a retry-scenario task raises on its first run."""
+
+
+def flaky(number: int) -> None:
+    """The retry scenario's task body: fails on its first run, counts on the second."""
+    if first_try(number):
+        raise FirstTryError(f"task {number}: first try fails")
+    DONE.hit()
+
+
+async def flaky_async(number: int) -> None:
+    """``flaky`` as a coroutine, for the systems that call tasks without a context."""
+    flaky(number)
 
 
 def peak_rss_mb() -> float:
@@ -200,9 +233,34 @@ async def latency_loop(
     return latency_result(lags)
 
 
+COMMANDS = ("worker", "fill", "enqueue", "bulk", "latency", "delayed_latency", "fill_due")
+
+
+async def delayed_latency_through(
+    send: Callable[[float], Awaitable[Any]],
+    blpop: Callable[[list[str], float], Awaitable[Any]],
+    args: argparse.Namespace,
+    jitter: float = 0.0,
+) -> Result:
+    """latency_through for tasks enqueued with a delay of ``args.delay`` seconds: ``send(due)``
+    enqueues the probe with that delay and the due time (time.time() before the enqueue, plus
+    the delay) as its argument, so the probe reports its start minus its due time."""
+
+    async def send_delayed(sent: float) -> None:
+        await send(sent + args.delay)
+
+    return await latency_through(send_delayed, blpop, args.count, jitter)
+
+
+def due_result(count: int, due: float) -> Result:
+    """fill_due's reply: how many tasks, when they are due, and when the fill ended (after the
+    due time: the run is void, as tasks were already running before the last was enqueued)."""
+    return {"filled": count, "due": due, "fill_end": time.time()}
+
+
 def parse(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="one benchmark measurement of one system")
-    parser.add_argument("command", choices=("worker", "fill", "enqueue", "bulk", "latency"))
+    parser.add_argument("command", choices=COMMANDS)
     parser.add_argument("--url", required=True, help="Redis URL")
     parser.add_argument("--queue", default="bench", help="queue name")
     parser.add_argument("--count", type=int, default=0, help="tasks (worker: 0 runs forever)")
@@ -213,6 +271,12 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument(
         "--max-seconds", type=float, default=0, help="worker: stop measuring after (0: never)"
     )
+    parser.add_argument(
+        "--scenario", choices=("plain", "retry"), default="plain",
+        help="fill, worker: plain no-op tasks, or tasks that fail once then succeed",
+    )  # fmt: skip
+    parser.add_argument("--delay", type=float, default=0.1, help="delayed_latency: seconds")
+    parser.add_argument("--due", type=float, default=0, help="fill_due: time.time() all are due")
     return parser.parse_args(argv)
 
 

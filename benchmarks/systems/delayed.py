@@ -59,8 +59,11 @@ async def worker(args: argparse.Namespace) -> common.Result:
 
 async def fill(args: argparse.Namespace) -> common.Result:
     queue = _queue(args)
-    for _ in range(args.count):
-        queue.enqueue(PyTask("systems.delayed:noop_sync"))
+    for number in range(args.count):
+        if args.scenario == "retry":  # retry=1: delayed requeues a failed task once
+            queue.enqueue(PyTask("systems.common:flaky", args=(number,), retry=1))
+        else:
+            queue.enqueue(PyTask("systems.delayed:noop_sync"))
     return {"filled": queue.len()}
 
 

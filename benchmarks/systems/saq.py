@@ -16,6 +16,7 @@ from saq.types import Context
 from systems import common
 
 FUNCTIONS = {"async": "noop", "sync": "noop_sync"}
+SCHEDULE_EVERY = 1.0  # seconds: saq's default timers["schedule"], its scheduled-job promoter
 _sink: list[redis.Redis] = []
 
 
@@ -32,6 +33,10 @@ async def probe(ctx: Context, *, sent: float) -> None:
     await _sink[0].rpush(common.SINK_KEY, repr(lag))  # type: ignore[misc]  # redis-py 7 typing
 
 
+async def flaky(ctx: Context, *, number: int) -> None:
+    common.flaky(number)
+
+
 async def _queue(args: argparse.Namespace) -> Queue:
     queue = Queue.from_url(args.url, name=args.queue)
     await queue.connect()
@@ -41,15 +46,37 @@ async def _queue(args: argparse.Namespace) -> Queue:
 async def worker(args: argparse.Namespace) -> common.Result:
     _sink.append(redis.Redis.from_url(args.url))
     runner: Worker[Context] = Worker(
-        await _queue(args), functions=[noop, noop_sync, probe], concurrency=args.concurrency
+        await _queue(args), functions=[noop, noop_sync, probe, flaky], concurrency=args.concurrency
     )
     return await common.drive_worker(runner.start, args)
 
 
 async def fill(args: argparse.Namespace) -> common.Result:
     queue = await _queue(args)
-    await common.in_chunks(args.count, lambda: queue.enqueue(FUNCTIONS[args.kind]))
+    if args.scenario == "retry":  # retries: attempts in all (saq's default 1: no retry)
+        numbers = iter(range(args.count))
+        await common.in_chunks(
+            args.count, lambda: queue.enqueue("flaky", number=next(numbers), retries=2)
+        )
+    else:
+        await common.in_chunks(args.count, lambda: queue.enqueue(FUNCTIONS[args.kind]))
     return {"filled": await queue.count("queued")}
+
+
+async def fill_due(args: argparse.Namespace) -> common.Result:
+    queue = await _queue(args)
+    await common.in_chunks(args.count, lambda: queue.enqueue("noop", scheduled=args.due))
+    return common.due_result(args.count, args.due)
+
+
+async def delayed_latency(args: argparse.Namespace) -> common.Result:
+    queue = await _queue(args)
+    client = redis.Redis.from_url(args.url)
+
+    async def send(due: float) -> None:  # scheduled: epoch seconds (a float is kept as is)
+        await queue.enqueue("probe", sent=due, scheduled=due)
+
+    return await common.delayed_latency_through(send, client.blpop, args, jitter=SCHEDULE_EVERY)
 
 
 async def enqueue(args: argparse.Namespace) -> common.Result:

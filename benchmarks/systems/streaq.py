@@ -8,15 +8,17 @@ import argparse
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from coredis import Redis
-from streaq import Worker
+from streaq import StreaqRetry, Worker
 
 from systems import common
 from systems.common import noop, noop_sync
 
 FUNCTIONS = {"async": "noop", "sync": "noop_sync"}
+PROMOTER_EVERY = 0.5  # seconds: streaq's loop that moves due delayed tasks to the stream
 _sink: list[Redis[Any]] = []
 
 
@@ -25,9 +27,15 @@ async def probe(sent: float) -> None:
     await _sink[0].rpush(common.SINK_KEY, [repr(lag)])
 
 
+async def flaky(number: int) -> None:
+    if common.first_try(number):
+        raise StreaqRetry(delay=0)  # max_tries: 3 by default
+    common.DONE.hit()
+
+
 def _worker(args: argparse.Namespace) -> Worker[Any]:
     worker = Worker(redis_url=args.url, concurrency=args.concurrency, queue_name=args.queue)
-    for function in (noop, noop_sync, probe):
+    for function in (noop, noop_sync, probe, flaky):
         worker.task(name=function.__name__)(function)
     return worker
 
@@ -47,9 +55,33 @@ async def worker(args: argparse.Namespace) -> common.Result:
 
 async def fill(args: argparse.Namespace) -> common.Result:
     async with _client(args) as client:
-        task = client.registry[FUNCTIONS[args.kind]]
-        await client.enqueue_many([task.enqueue() for _ in range(args.count)])
+        if args.scenario == "retry":
+            flaky_task = client.registry["flaky"]
+            tasks = [flaky_task.enqueue(n) for n in range(args.count)]
+        else:
+            task = client.registry[FUNCTIONS[args.kind]]
+            tasks = [task.enqueue() for _ in range(args.count)]
+        await client.enqueue_many(tasks)
         return {"filled": await client.queue_size()}
+
+
+async def fill_due(args: argparse.Namespace) -> common.Result:
+    when = datetime.fromtimestamp(args.due, timezone.utc)
+    async with _client(args) as client:
+        task = client.registry["noop"]
+        await client.enqueue_many([task.enqueue().start(schedule=when) for _ in range(args.count)])
+        return common.due_result(args.count, args.due)
+
+
+async def delayed_latency(args: argparse.Namespace) -> common.Result:
+    async with _client(args) as client, Redis.from_url(args.url) as sink:
+        task = client.registry["probe"]
+        delay = timedelta(seconds=args.delay)
+
+        async def send(due: float) -> None:
+            await task.enqueue(due).start(delay=delay)
+
+        return await common.delayed_latency_through(send, sink.blpop, args, PROMOTER_EVERY)
 
 
 async def enqueue(args: argparse.Namespace) -> common.Result:
