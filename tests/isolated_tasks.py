@@ -40,8 +40,10 @@ def fail_with_own_error() -> None:
     raise OwnError("own")
 
 
-def record_pid(path: str) -> None:
-    Path(path).write_text(str(os.getpid()))
+def record_pid(path: str, pid: int | None = None) -> None:
+    """Writes ``pid`` (this process's by default) to ``path``, never seen half-written."""
+    Path(path + ".partial").write_text(str(pid or os.getpid()))
+    os.replace(path + ".partial", path)
 
 
 def spin(pid_file: str | None = None) -> None:
@@ -54,10 +56,7 @@ def spin(pid_file: str | None = None) -> None:
 
 def spin_under_a_sleeper(pid_file: str) -> None:
     """Starts a subprocess that would outlive the task, records its pid, then spins."""
-    sleeper = subprocess.Popen(["sleep", "60"])
-    record_pid(pid_file + ".partial")
-    Path(pid_file + ".partial").write_text(str(sleeper.pid))
-    os.replace(pid_file + ".partial", pid_file)
+    record_pid(pid_file, subprocess.Popen(["sleep", "60"]).pid)
     spin()
 
 
