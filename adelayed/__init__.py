@@ -23,6 +23,7 @@ from .errors import (
 )
 from .queue import DeadTask, Queue
 from .retry import Backoff, Retry
+from .schedules import Cron, Every, ScheduledRun
 from .sweeper import Sweeper
 from .task import GoTask, PyTask, Task, decode_task
 from .worker import Worker
@@ -33,11 +34,13 @@ __all__ = [
     "AdelayedError",
     "Backoff",
     "ConfigurationError",
+    "Cron",
     "DeadTask",
     "DelayedFunction",
     "EnqueueError",
     "EnqueueOutcomeUnknownError",
     "EnqueueTimeoutError",
+    "Every",
     "FunctionNotAllowedError",
     "GoTask",
     "NotInTaskError",
@@ -49,6 +52,7 @@ __all__ = [
     "RedisConfigurationError",
     "RemoteTaskError",
     "Retry",
+    "ScheduledRun",
     "Sweeper",
     "Task",
     "TaskCallError",

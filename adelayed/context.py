@@ -6,6 +6,7 @@ import time
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Any
 
 from .errors import AdelayedError
 
@@ -31,7 +32,7 @@ class TaskContext:
     retries_left: int
     timeout: float | None
     due: datetime | None
-    started: float  # time.monotonic() when the attempt started
+    started: float  # time.monotonic() when the attempt started (0.0 when it has no timeout)
 
     @property
     def deadline(self) -> float | None:
@@ -48,10 +49,10 @@ class NotInTaskError(AdelayedError, LookupError):
     """``current_task()`` was called outside a task run by a worker."""
 
 
-# Set for every task: a plain tuple, made into a TaskContext only when asked (the hot path
-# pays for a tuple and a ContextVar.set, not a dataclass).
-# (queue, worker id, task id, func path, attempt, retries left, timeout, due ms, started)
-Facts = tuple[str, str, "str | None", str, int, int, "float | None", float, float]
+# Set for every task: (the executor, the delivery or None for a v1 task, the decoded task,
+# when the attempt started or 0.0), made into a TaskContext only when asked: the hot path
+# pays for a 4-tuple and a ContextVar.set, not for a dataclass.
+Facts = tuple[Any, Any, Any, float]
 _current: ContextVar[Facts] = ContextVar("adelayed_current_task")
 
 
@@ -59,22 +60,25 @@ def current_task() -> TaskContext:
     """The context of the task this code runs in (inside a task function, in its coroutine or
     its thread). Raises NotInTaskError elsewhere."""
     try:
-        facts = _current.get()
+        executor, delivery, task, started = _current.get()
     except LookupError:
         raise NotInTaskError(
             "adelayed.current_task() was called outside a task: only code run by a worker "
             "for a task has one"
         ) from None
-    queue, worker, task_id, path, attempt, retries, timeout, due_ms, started = facts
-    due = _due_of(due_ms)
-    return TaskContext(queue, worker, task_id, path, attempt, retries, timeout, due, started)
+    if delivery is None:  # a v1 task: its first attempt here, no id, no options
+        return TaskContext(
+            executor.queue_name, executor.worker_id, None, task.func_path, 1, task.retry,
+            None, None, started,
+        )  # fmt: skip
+    return TaskContext(
+        executor.queue_name, executor.worker_id, delivery.id, task.func_path, delivery.attempt,
+        task.retry, delivery.options.timeout, _due_of(delivery.due_ms), started,
+    )  # fmt: skip
 
 
 def _due_of(due_ms: float) -> datetime | None:
     return None if due_ms <= 0 else datetime.fromtimestamp(due_ms / 1000, timezone.utc)
 
 
-def enter(facts: Facts) -> None:
-    """Makes ``facts`` the current task's, in the running coroutine's context (a thread task
-    runs in a copy of it)."""
-    _current.set(facts)
+enter = _current.set  # enter(facts): the running coroutine's task (a thread runs in a copy)

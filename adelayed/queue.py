@@ -46,6 +46,7 @@ from .errors import (
     QueueFullError,
 )
 from .retry import Backoff
+from .schedules import ScheduledRun, next_runs
 from .task import Task
 
 __all__ = ["DeadTask", "Queue"]
@@ -256,6 +257,10 @@ class Queue(DeadLetters, Scheduling, WorkerCalls):
         v1 = await wire.send("HLEN", self._processing_key)
         enveloped = await wire.send("HLEN", self._active_key)
         return int(await wire.reply_to(v1)) + int(await wire.reply_to(enveloped))
+
+    async def schedules(self) -> list[ScheduledRun]:
+        """Each periodic task's (name, next run, description), soonest first (see Cron, Every)."""
+        return await next_runs(self)
 
     async def requeue_lost(self) -> int:
         """Puts back the tasks of dead workers (dead-lettering those whose workers died

@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 
 from . import _protocol as protocol
 from ._backoff import backoff
-from ._envelope import NO_OPTIONS
+from ._envelope import MAGIC
 from ._execution import Delivery, Executor, delivery_of
 from ._fatal import configuration_error, sole_fatal
 from ._functions import FunctionTable, TaskFunction
@@ -31,13 +31,14 @@ from ._lease import Lease
 from ._preflight import check_worker_start
 from ._promoter import Promoter
 from ._retries import Retries
+from ._schedule_runner import Schedule, ScheduleRunner
 from ._settle import SETTLE_TIMEOUT_AT_EXIT, Settler
 from ._signals import stop_signals
 from ._slots import Slots
 from ._threads import ThreadRunner
 from ._watchdog import LoopWatchdog
 from ._wire import Wire
-from .errors import ConfigurationError, PayloadError
+from .errors import ConfigurationError
 from .queue import Queue
 from .sweeper import Sweeper
 from .task import decode_task
@@ -90,6 +91,7 @@ class Worker:
         handle_signals: bool = True,
         max_loop_lag: float = 1.0,
         retry_backoff: tuple[float, float] = (1.0, 300.0),
+        schedules: Iterable[Schedule] = (),
     ) -> None:
         _check_settings(queue, concurrency, keep_alive_interval)
         self._queue = queue
@@ -100,6 +102,7 @@ class Worker:
         self._allow_eviction = allow_eviction
         self._handle_signals = handle_signals
         self._max_loop_lag = max_loop_lag
+        self._schedules = ScheduleRunner(queue, schedules)  # checked now, run in _serve
         self._watchdog = LoopWatchdog("", max_loop_lag)
         self._lease = Lease(queue, concurrency, keep_alive_interval)
         self._settler = Settler(self._lease, queue.name)
@@ -108,7 +111,7 @@ class Worker:
         self._executor = Executor(
             queue, self._functions, self._threads, Retries(retry_backoff, queue.name)
         )
-        self._deliveries: list[Delivery | None] = [None] * concurrency  # by slot, while held
+        self._ids: list[str | None] = [None] * concurrency  # enveloped tasks' ids, by slot
         self._stopping = False
         self._hard_stop_signal: signal.Signals | None = None
         self._running_scope: anyio.CancelScope | None = None
@@ -173,6 +176,8 @@ class Worker:
                 services.start_soon(self._watchdog.run)
                 services.start_soon(self._release_finished)
                 services.start_soon(Promoter(self._queue, self.id).run)
+                if self._schedules.schedules:
+                    services.start_soon(self._schedules.run)
                 if self._sweep_interval is not None:
                     services.start_soon(Sweeper([self._queue], self._sweep_interval)._sweep_loop)
                 await self._work()
@@ -288,15 +293,16 @@ class Worker:
 
     def _releases(self, slots: list[int]) -> tuple[list[str], list[str]]:
         """The slot fields of finished v1 tasks, and the (field, id, ...) of enveloped ones."""
-        fields: list[str] = []
+        fields, ids = self._lease.fields, self._ids
+        v1 = [fields[slot] for slot in slots if ids[slot] is None]
+        if len(v1) == len(slots):
+            return v1, []
         ended: list[str] = []
         for slot in slots:
-            delivery = self._deliveries[slot]
-            if delivery is None or delivery.id is None:
-                fields.append(self._lease.fields[slot])
-            else:
-                ended += (self._lease.fields[slot], delivery.id)
-        return fields, ended
+            id_ = ids[slot]
+            if id_ is not None:
+                ended += (fields[slot], id_)
+        return v1, ended
 
     async def _run_slot(self, slot: int) -> None:
         """The runner of one slot: runs each task handed to it, one after the other."""
@@ -306,7 +312,7 @@ class Worker:
         except anyio.get_cancelled_exc_class():
             payload = self._slots.unclaimed(slot)  # handed over, never started: put it back
             if payload is not None:
-                delivery = self._delivery(slot, payload)
+                delivery = delivery_of(payload)
                 await self._requeue_at_shutdown(slot, delivery, "not started at shutdown")
             raise
 
@@ -321,21 +327,16 @@ class Worker:
             else:
                 await self._settler.settle(lambda: queue._requeue_enveloped(field, id_))
 
-    def _delivery(self, slot: int, payload: bytes) -> Delivery:
-        try:
-            delivery = delivery_of(payload)
-        except PayloadError:  # an envelope that cannot be read: fails to decode, is buried
-            delivery = Delivery(payload, None, 1, 0.0, NO_OPTIONS)
-        self._deliveries[slot] = delivery
-        return delivery
-
     async def _run_task(self, slot: int, payload: bytes) -> None:
         """Runs a task to its end and settles it: a release (batched) when done, a retry
         through the scheduled set, or a dead letter."""
-        field, delivery = self._lease.fields[slot], self._delivery(slot, payload)
+        field = self._lease.fields[slot]
+        delivery = None if payload[:3] != MAGIC else delivery_of(payload)  # None: a v1 task
+        self._ids[slot] = None if delivery is None else delivery.id
         try:
-            outcome = await self._executor.run(field, delivery)
+            outcome = await self._executor.run(field, payload, delivery)
         except anyio.get_cancelled_exc_class():
+            delivery = delivery or delivery_of(payload)
             await self._requeue_at_shutdown(slot, delivery, "cancelled by a hard stop")
             raise
         if outcome is None:  # done: released in a batch by the next fetch or the releaser

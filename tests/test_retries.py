@@ -90,7 +90,10 @@ async def copies(client: redis.Redis) -> int:
     """How many tasks the queue holds in every place a task can be."""
     places = [("llen", "jobs"), ("llen", "jobs_ready"), ("zcard", "jobs_scheduled"),
               ("hlen", "jobs_processing"), ("hlen", "jobs_active")]  # fmt: skip
-    return sum([await getattr(client, command)(key) for command, key in places])
+    async with client.pipeline(transaction=True) as pipe:  # one snapshot: MULTI/EXEC
+        for command, key in places:
+            getattr(pipe, command)(key)
+        return sum(await pipe.execute())
 
 
 @pytest.mark.parametrize("now", [False, True])
