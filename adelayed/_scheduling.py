@@ -40,18 +40,6 @@ def options_of(
 ) -> tuple[Options, str]:
     """The checked options of an enqueue, and its due spec for the SCHEDULE script."""
     where = f"queue {queue!r}: task {func_path!r}"
-    if delay is not None and eta is not None:
-        raise ConfigurationError(f"{where}: pass delay= or eta=, not both")
-    due = "0"
-    if delay is not None:
-        due = str(math.ceil(seconds_of(delay, f"{where}: delay") * 1000))
-    elif eta is not None:
-        if not isinstance(eta, datetime) or eta.tzinfo is None:
-            raise ConfigurationError(
-                f"{where}: eta must be an aware datetime (e.g. datetime.now(timezone.utc) + "
-                f"timedelta(minutes=5)), not {eta!r}: a naive one has no time zone"
-            )
-        due = "@" + str(math.ceil(eta.timestamp() * 1000))
     if timeout is not None:
         timeout = seconds_of(timeout, f"{where}: timeout")
         if timeout == 0:
@@ -66,17 +54,37 @@ def options_of(
             f"{where}: isolation must be 'thread' (the default for plain functions) or "
             f"'process', not {isolation!r}"
         )
-    errors = retry_on if isinstance(retry_on, tuple) else (retry_on,)
-    if not all(isinstance(cls, type) and issubclass(cls, BaseException) for cls in errors):
-        raise ConfigurationError(f"{where}: retry_on must be exception classes, not {retry_on!r}")
     options = Options(
         timeout=timeout,
         backoff=backoff,
-        retry_on=envelope.retry_on_names(errors),
+        retry_on=envelope.retry_on_names(_errors(where, retry_on)),
         dead_letter_on_failure=bool(dead_letter_on_failure),
         isolation=None if isolation == "thread" else isolation,
     )
-    return options, due
+    return options, _due(where, delay, eta)
+
+
+def _due(where: str, delay: float | timedelta | None, eta: datetime | None) -> str:
+    """The SCHEDULE script's due spec: ms from now, or '@' and an absolute time in ms."""
+    if delay is not None and eta is not None:
+        raise ConfigurationError(f"{where}: pass delay= or eta=, not both")
+    if delay is not None:
+        return str(math.ceil(seconds_of(delay, f"{where}: delay") * 1000))
+    if eta is None:
+        return "0"
+    if not isinstance(eta, datetime) or eta.tzinfo is None:
+        raise ConfigurationError(
+            f"{where}: eta must be an aware datetime (e.g. datetime.now(timezone.utc) + "
+            f"timedelta(minutes=5)), not {eta!r}: a naive one has no time zone"
+        )
+    return "@" + str(math.ceil(eta.timestamp() * 1000))
+
+
+def _errors(where: str, retry_on: Any) -> tuple[type[BaseException], ...]:
+    errors = retry_on if isinstance(retry_on, tuple) else (retry_on,)
+    if not all(isinstance(cls, type) and issubclass(cls, BaseException) for cls in errors):
+        raise ConfigurationError(f"{where}: retry_on must be exception classes, not {retry_on!r}")
+    return errors
 
 
 class Scheduling:

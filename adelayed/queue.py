@@ -22,26 +22,18 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import (
-    AuthenticationError,
-    AuthorizationError,
-    ConnectionError,
     NoScriptError,
-    OutOfMemoryError,
     RedisError,
-    TimeoutError,
 )
 
 from . import _protocol as protocol
 from ._dead_letters import DeadLetters, DeadTask
-from ._fatal import configuration_error
+from ._enqueue_errors import enqueue_error
 from ._scheduling import Scheduling, options_of
-from ._wire import ReplyLostError, ReplyTimeoutError, Wire, shared_wire
+from ._wire import Wire, shared_wire
 from ._worker_calls import WorkerCalls
 from .errors import (
     ConfigurationError,
-    EnqueueError,
-    EnqueueOutcomeUnknownError,
-    EnqueueTimeoutError,
     PayloadTooLargeError,
     QueueFullError,
 )
@@ -149,18 +141,15 @@ class Queue(DeadLetters, Scheduling, WorkerCalls):
         isolation: str | None = None,
     ) -> None:
         """Adds one task: its payload and its token in one script call (one round trip).
-
         Options (a task with none stays delayed 1.2's bytes, which any v1 worker runs):
-        ``delay`` (seconds or a timedelta) or ``eta`` (an aware datetime): when it becomes
-        due, by Redis's clock. ``timeout``: seconds an attempt may run (an ``async def`` task
-        is cancelled then; see the README for thread and process tasks). ``backoff``: the pause
+        ``delay`` (seconds, a timedelta) or ``eta`` (an aware datetime): when it becomes due,
+        by Redis's clock. ``timeout``: seconds an attempt may run (an ``async def`` task is
+        cancelled then; see the README for thread and process tasks). ``backoff``: the pause
         before each retry (``Backoff.fixed``, ``Backoff.exponential``; default: the worker's
-        ``retry_backoff``). ``retry_on``: only these exceptions are retried (the task's
-        ``retry`` count still bounds them). ``dead_letter_on_failure``: a task out of retries
-        goes to the dead-letter list with its last error, instead of being dropped.
-        ``isolation="process"``: the function runs in a child process, killed at its timeout.
-        A task with options is run by adelayed's workers only.
-
+        ``retry_backoff``). ``retry_on``: only these exceptions are retried (``retry`` still
+        bounds them). ``dead_letter_on_failure``: a task out of retries goes to the dead-letter
+        list with its last error, instead of being dropped. ``isolation="process"``: it runs
+        in a child process, killed at its timeout. Only adelayed's workers run such tasks.
         Raises EnqueueTimeoutError or EnqueueOutcomeUnknownError when the task was sent and
         no reply came (it may or may not have been added); QueueFullError, TaskDataError,
         PayloadTooLargeError, ConfigurationError or EnqueueError when nothing was added."""
@@ -327,42 +316,7 @@ class Queue(DeadLetters, Scheduling, WorkerCalls):
             raise self._full_error(admitted or 0)
 
     def _enqueue_error(self, exc: RedisError, tasks: Sequence[Task]) -> Exception:
-        what = f"task {tasks[0].func_path!r}"
-        if len(tasks) > 1:
-            what = f"{len(tasks)} tasks (the first: {tasks[0].func_path!r})"
-        where = f"queue {self._name!r}: {what}"
-        fatal = configuration_error(exc, f"{where} was not enqueued (nothing was added)")
-        if fatal is not None:
-            return fatal
-        if isinstance(exc, ReplyTimeoutError):
-            why, fix = str(exc), "raise the client's socket_timeout"
-            if exc.deadline:
-                why = f"no reply within enqueue_timeout ({self._enqueue_timeout}s)"
-                fix = "raise Queue(enqueue_timeout=...)"
-            return EnqueueTimeoutError(
-                f"{where} may or may not have been enqueued: {why}. Check whether it was before "
-                f"enqueueing it again, make the task idempotent, or {fix}"
-            )
-        if isinstance(exc, ReplyLostError):
-            return EnqueueOutcomeUnknownError(
-                f"{where} may or may not have been enqueued: the connection was lost after it "
-                f"was sent ({exc}). Check whether it was before enqueueing it again, or make "
-                "the task idempotent"
-            )
-        refused = isinstance(exc, (AuthenticationError, AuthorizationError))  # as redis-py's
-        if isinstance(exc, (ConnectionError, TimeoutError)) and not refused:  # nothing sent
-            return EnqueueError(
-                f"{where} was not enqueued: cannot reach Redis ({exc}); nothing was added. "
-                "Enqueue it again once Redis answers"
-            )
-        # Redis 7 replies OOM; 6.2 wraps it in a script error. Either way the script's first
-        # write was refused, so nothing was added.
-        if not isinstance(exc, OutOfMemoryError) and "OOM command not allowed" not in str(exc):
-            return exc
-        return EnqueueError(
-            f"{where}: Redis refused it for lack of memory ({exc}); nothing was added. Let "
-            "workers drain the queue, or raise Redis's maxmemory"
-        )
+        return enqueue_error(self._name, self._enqueue_timeout, exc, tasks)
 
     def _full_error(self, admitted: int) -> QueueFullError:
         return QueueFullError(

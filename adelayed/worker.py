@@ -111,13 +111,16 @@ class Worker:
         self._executor = Executor(
             queue, self._functions, self._threads, Retries(retry_backoff, queue.name)
         )
-        self._ids: list[str | None] = [None] * concurrency  # enveloped tasks' ids, by slot
+        self._init_state()
+
+    def _init_state(self) -> None:
+        self._ids: list[str | None] = [None] * self._concurrency  # enveloped tasks', by slot
         self._stopping = False
         self._hard_stop_signal: signal.Signals | None = None
         self._running_scope: anyio.CancelScope | None = None
         self._fetch_parked = False
         self._fetch_scope: anyio.CancelScope | None = None
-        self._wire = Wire(queue.redis, f"worker of queue {queue.name!r}")  # the fetch loop's
+        self._wire = Wire(self._queue.redis, f"worker of queue {self._queue.name!r}")  # fetches'
         self._hand = ""  # the key the fetch loop's BLMOVE puts a token in (set once running)
 
     @property
