@@ -324,7 +324,10 @@ DELAYED_NOTE = (
     "without a separate process (taskiq needs its scheduler process; delayed 1.2 has none). "
     "Each system's due tasks wait for its own promoter: arq polls every 0.5 s, saq's "
     "scheduler runs every 1 s, streaq's every 0.5 s, docket's every 250 ms "
-    "(`scheduling_resolution`); bullmq's idle worker blocks until the next due time."
+    "(`scheduling_resolution`); adelayed's and bullmq's idle workers block until the next due "
+    "time, but bullmq's Python worker rounds that wait up to whole seconds (`math.ceil` in "
+    "`Worker.waitForJob`: it learns that Redis takes sub-second timeouts only from a version "
+    "check its worker never runs), so a job due in 50 ms starts about 1 s later."
 )
 
 PROMOTION_NOTE = (
@@ -341,8 +344,10 @@ RETRY_NOTE = (
     "adelayed `PyTask(retry=1)` and `Worker(retry_backoff=(1e-9, 1e-9))` (retried in its "
     "slot), arq `raise Retry(defer=0)`, saq `retries=2`, streaq `raise StreaqRetry(delay=0)` "
     "(back through its delayed queue), docket `Retry(attempts=2)`, bullmq `attempts: 2` with "
-    "no backoff, delayed 1.2 `PyTask(retry=1)`. The rate counts the successful second runs; "
-    "the second column divides it by the same system's plain c=100 rate in this run."
+    "no backoff, taskiq `SimpleRetryMiddleware` with the labels `retry_on_error=True, "
+    "max_retries=2` (the task is sent again), delayed 1.2 `PyTask(retry=1)`. The rate counts "
+    "the successful second runs; the second column divides it by the same system's plain "
+    "c=100 rate in this run."
 )
 
 TIME_METHODS = """## Methods: delayed tasks, promotion, retries

@@ -68,6 +68,8 @@ def _ratio(ours: float | None, theirs: dict[str, float], higher_is_better: bool)
         return DASH
     pick = max if higher_is_better else min
     best = pick(theirs, key=lambda name: theirs[name])
+    if not theirs[best]:  # e.g. no call over 5 ms: no ratio to show
+        return f"{DASH} (vs {best}: 0)"
     return f"{ours / theirs[best]:.2f}{TIMES} (vs {best})"
 
 

@@ -68,7 +68,7 @@ async def fill_due(args: argparse.Namespace) -> common.Result:
     chunk = 10_000
     for start in range(0, args.count, chunk):
         tasks = [PyTask(FUNCTIONS["async"]) for _ in range(min(chunk, args.count - start))]
-        await queue.enqueue_many(tasks, delay=max(0.0, args.due - time.time()))  # type: ignore[call-arg]
+        await queue.enqueue_many(tasks, delay=max(0.0, args.due - time.time()))
     return common.due_result(args.count, args.due)
 
 
@@ -79,7 +79,7 @@ async def delayed_latency(args: argparse.Namespace) -> common.Result:
 
     async def send(due: float) -> None:
         probe = PyTask("systems.adelayed:probe", args=(due,))
-        await queue.enqueue(probe, delay=args.delay)  # type: ignore[call-arg]
+        await queue.enqueue(probe, delay=args.delay)
 
     return await common.delayed_latency_through(send, queue.redis.blpop, args)
 

@@ -11,10 +11,11 @@ import time
 
 import redis.asyncio as redis
 from taskiq.api import run_receiver_task
+from taskiq.middlewares import SimpleRetryMiddleware
 from taskiq_redis import ListQueueBroker
 
 from systems import common
-from systems.common import noop, noop_sync
+from systems.common import flaky_async, noop, noop_sync
 
 FUNCTIONS = {"async": "noop", "sync": "noop_sync"}
 _sink: list[redis.Redis] = []
@@ -29,6 +30,11 @@ def _broker(args: argparse.Namespace) -> ListQueueBroker:
     broker = ListQueueBroker(args.url, queue_name=args.queue)
     for function in (noop, noop_sync, probe):
         broker.register_task(function, task_name=function.__name__)
+    # taskiq's retries: SimpleRetryMiddleware re-sends a failed task whose labels ask for it
+    # (max_retries: attempts in all). Only the retry scenario's worker has the middleware.
+    broker.register_task(flaky_async, task_name="flaky", retry_on_error=True, max_retries=2)
+    if args.scenario == "retry":
+        broker.add_middlewares(SimpleRetryMiddleware())
     return broker
 
 
@@ -55,9 +61,13 @@ async def worker(args: argparse.Namespace) -> common.Result:
 
 async def fill(args: argparse.Namespace) -> common.Result:
     broker = await _client(args)
-    task = broker.find_task(FUNCTIONS[args.kind])
+    task = broker.find_task("flaky" if args.scenario == "retry" else FUNCTIONS[args.kind])
     assert task is not None
-    await common.in_chunks(args.count, task.kiq)
+    if args.scenario == "retry":
+        numbers = iter(range(args.count))
+        await common.in_chunks(args.count, lambda: task.kiq(next(numbers)))
+    else:
+        await common.in_chunks(args.count, task.kiq)
     return {"filled": await redis.Redis.from_url(args.url).llen(args.queue)}
 
 
