@@ -150,13 +150,18 @@ async def _dead_count(queue: Queue, count: int) -> bool:
     return len(await queue.dead_tasks()) == count
 
 
-def test_no_pickle_anywhere_in_the_package() -> None:
+# isolation="process" pickles a call and its outcome between the worker and its own child,
+# over socketpairs the two inherit: nothing read from Redis is ever unpickled.
+_PICKLE_BETWEEN_OWN_PROCESSES = {"_isolation.py", "_isolation_server.py"}
+
+
+def test_no_pickle_anywhere_in_the_package_but_between_a_worker_and_its_children() -> None:
     package = Path(__file__).resolve().parent.parent / "adelayed"
     found = subprocess.run(
-        ["grep", "-rlwE", "pickle|cPickle|dill|marshal", str(package)],
+        ["grep", "-rlwE", "--include=*.py", "pickle|cPickle|dill|marshal", str(package)],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
-    assert found.stdout == ""
+    assert {Path(line).name for line in found.stdout.split()} <= _PICKLE_BETWEEN_OWN_PROCESSES
 
 
 async def test_a_record_that_is_not_a_dead_letter_is_kept_not_lost(client: redis.Redis) -> None:

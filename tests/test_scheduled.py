@@ -160,9 +160,7 @@ async def test_a_v1_tasks_retry_gets_an_id_and_attempt_numbers(queue: Queue) -> 
 
 
 async def test_retry_on_retries_only_those_errors(queue: Queue) -> None:
-    await queue.enqueue(
-        task(timed_tasks.fail, "key", "KeyError", retry=3), retry_on=(LookupError,)
-    )
+    await queue.enqueue(task(timed_tasks.fail, "key", "KeyError", retry=3), retry_on=(LookupError,))
     await queue.enqueue(
         task(timed_tasks.fail, "value", "ValueError", retry=3), retry_on=(LookupError,)
     )
@@ -173,9 +171,7 @@ async def test_retry_on_retries_only_those_errors(queue: Queue) -> None:
 
 
 async def test_raise_retry_waits_its_delay_whatever_retry_on_says(queue: Queue) -> None:
-    await queue.enqueue(
-        task(timed_tasks.ask_retry, "asked", 0.3, 1, retry=1), retry_on=(KeyError,)
-    )
+    await queue.enqueue(task(timed_tasks.ask_retry, "asked", 0.3, 1, retry=1), retry_on=(KeyError,))
     async with running(worker(queue, retry_backoff=(30, 30))):
         await wait_for(lambda: len(runs_of("asked")) == 2, timeout=5)
     first, second = runs_of("asked")
@@ -254,3 +250,30 @@ async def test_the_envelope_keeps_the_v1_payload_and_options_intact(queue: Queue
     packed = envelope.pack("ab" * 16, payload, 3, options)
     assert envelope.is_envelope(packed) and not envelope.is_envelope(payload)
     assert envelope.unpack(packed) == ("ab" * 16, payload, 3, 0.0, options)
+
+
+async def test_a_runaway_sync_task_in_a_process_is_killed_at_its_timeout(queue: Queue) -> None:
+    await queue.enqueue(PyTask("tests.isolated_tasks:spin"), timeout=1, isolation="process")
+    await queue.enqueue(task(timed_tasks.record, "after"), delay=0.1)
+    tasks = ["tests.timed_tasks", "tests.isolated_tasks"]
+    async with running(make_worker(queue, tasks=tasks, concurrency=1)) as running_worker:
+        await wait_for(lambda: not _slot_free(running_worker), timeout=5, what="the spin")
+        started = time.monotonic()
+        await wait_for(lambda: len(runs_of("after")) == 1, timeout=5)
+    assert time.monotonic() - started < 2.5  # killed at 1 s; then the next task ran
+
+
+@pytest.mark.parametrize("name", ["segfault", "killed_by_the_oom_killer", "exit_at_once"])
+async def test_a_child_that_dies_is_a_failure_of_its_task_not_of_the_worker(
+    queue: Queue, name: str
+) -> None:
+    await queue.enqueue(
+        PyTask(f"tests.isolated_tasks:{name}"), isolation="process", dead_letter_on_failure=True
+    )
+    await queue.enqueue(task(timed_tasks.record, "after"), delay=0.1)
+    tasks = ["tests.timed_tasks", "tests.isolated_tasks"]
+    async with running(make_worker(queue, tasks=tasks, concurrency=1)):
+        await wait_for(lambda: len(runs_of("after")) == 1, timeout=10)
+        await wait_for(lambda: _dead_count(queue), what="the dead letter")
+    [dead] = await queue.dead_tasks()
+    assert dead.reason.startswith("TaskCrashedError:"), dead.reason
