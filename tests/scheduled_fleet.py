@@ -1,0 +1,170 @@
+"""Tasks and processes for tests/test_scheduled_faults.py: worker processes (adelayed's CLI
+worker, optionally under Debian's ``faketime`` so its wall clock is off) whose tasks record each
+run in Redis (``$ADELAYED_TEST_REDIS_URL``, which may differ from the worker's own URL: a worker
+behind a proxy records straight to the server).
+
+Records: ``runs`` (a list) gets one item per run of ``mark``/``mark_sync`` (the tag) and per
+finished run of ``hang_first``/``fail_once``, and ``by`` (a hash) the pid of the process that
+ran each tag (the last one); ``stamps`` gets ``"<tag> <Redis ms> <wall ms>"``
+per run of ``stamp`` (Redis's time and the worker's own clock, both when the task ran).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import redis
+import redis.asyncio as aredis
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNS = "runs"
+BY = "by"
+STAMPS = "stamps"
+STARTS = "starts"
+
+_STAMP = """
+local t = redis.call('time')
+redis.call('rpush', KEYS[1], ARGV[1] .. ' ' .. (t[1] * 1000 + math.floor(t[2] / 1000)) .. ' ' ..
+    ARGV[2])
+"""
+
+_clients: dict[tuple[int, int], aredis.Redis] = {}
+
+
+def _client() -> aredis.Redis:
+    """One asyncio client per worker process and event loop (tasks run in worker processes)."""
+    key = (os.getpid(), id(asyncio.get_running_loop()))
+    if key not in _clients:
+        _clients[key] = aredis.Redis.from_url(os.environ["ADELAYED_TEST_REDIS_URL"])
+    return _clients[key]
+
+
+def _sync_client() -> redis.Redis:
+    return redis.Redis.from_url(os.environ["ADELAYED_TEST_REDIS_URL"])
+
+
+_RUN = "redis.call('rpush', KEYS[1], ARGV[1]) redis.call('hset', KEYS[2], ARGV[1], ARGV[2])"
+
+
+async def mark(tag: str) -> None:
+    """Records one run of ``tag`` in ``runs`` (and this process in ``by``)."""
+    await _client().eval(_RUN, 2, RUNS, BY, tag, os.getpid())
+
+
+def mark_sync(tag: str, seconds: float = 0.0) -> None:
+    """As ``mark``, a plain function (delayed 1.2's worker runs only those), after a nap."""
+    time.sleep(seconds)
+    with _sync_client() as conn:
+        conn.eval(_RUN, 2, RUNS, BY, tag, os.getpid())
+
+
+async def stamp(tag: str) -> None:
+    """Records ``tag``, Redis's time and this process's wall clock (ms) in ``stamps``."""
+    await _client().eval(_STAMP, 1, STAMPS, tag, str(int(time.time() * 1000)))
+
+
+def fail_once(tag: str) -> None:
+    """Fails its first run (counted in Redis across processes), records the next in ``runs``."""
+    with _sync_client() as conn:
+        if conn.incr(f"attempts:{tag}") == 1:
+            raise RuntimeError(f"{tag}: planned first failure")
+        conn.eval(_RUN, 2, RUNS, BY, tag, os.getpid())
+
+
+async def hang_first(tag: str) -> None:
+    """Records its start in ``starts``; the first run of ``tag`` then hangs (until its worker is
+    killed), a later one records itself in ``runs``."""
+    conn = _client()
+    await conn.rpush(STARTS, tag)
+    if await conn.incr(f"starts:{tag}") == 1:
+        await asyncio.sleep(3600)
+    await conn.eval(_RUN, 2, RUNS, BY, tag, os.getpid())
+
+
+def environment(record_url: str, skew: str | None = None) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "ADELAYED_TEST_REDIS_URL": record_url,
+        "PYTHONUNBUFFERED": "1",
+    }
+    if skew is not None:
+        env["FAKETIME_DONT_FAKE_MONOTONIC"] = "1"  # asyncio's clock stays true: only wall time
+    return env
+
+
+def command(args: list[str], skew: str | None = None) -> list[str]:
+    """``args`` under ``faketime -f SKEW`` (e.g. ``+1h``: the process's wall clock is an hour
+    ahead, and ticks normally), or as they are."""
+    return ["faketime", "-f", skew, *args] if skew is not None else args
+
+
+def spawn(
+    args: list[str], record_url: str, log: Path, skew: str | None = None
+) -> subprocess.Popen[bytes]:
+    """Starts ``args`` in a process group of its own: ``faketime`` runs the program as its
+    child, so ``stop`` signals the whole group."""
+    with log.open("ab") as output:
+        return subprocess.Popen(
+            command(args, skew), cwd=ROOT, env=environment(record_url, skew),
+            stdout=output, stderr=output, start_new_session=True,
+        )  # fmt: skip
+
+
+def stop(process: subprocess.Popen[bytes], sig: int = signal.SIGKILL, timeout: float = 30) -> None:
+    """Sends ``sig`` to the process group of a process ``spawn`` started, and waits until the
+    group is gone (the process, and faketime's child if any)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, sig)
+    deadline = time.monotonic() + timeout
+    while True:
+        process.poll()
+        try:
+            os.killpg(process.pid, 0)
+        except ProcessLookupError:
+            return
+        if time.monotonic() > deadline:
+            os.killpg(process.pid, signal.SIGKILL)
+            raise AssertionError(f"process group {process.pid} still alive {timeout}s after {sig}")
+        time.sleep(0.02)
+
+
+def cli_worker(
+    url: str,
+    log: Path,
+    *,
+    record_url: str | None = None,
+    skew: str | None = None,
+    queue: str = "jobs",
+    concurrency: int = 10,
+    keep_alive_timeout: float = 2,
+    keep_alive_interval: float = 0.5,
+    sweep_interval: float = 0,
+    log_level: str = "DEBUG",
+) -> subprocess.Popen[bytes]:
+    """adelayed's CLI worker on ``url`` serving this module's tasks (no embedded sweeper unless
+    ``sweep_interval``)."""
+    return spawn(
+        [
+            sys.executable, "-m", "adelayed", "--url", url, "-q", queue,
+            "--keep-alive-timeout", str(keep_alive_timeout), "--log-level", log_level,
+            "worker", "tests.scheduled_fleet", "--concurrency", str(concurrency),
+            "--keep-alive-interval", str(keep_alive_interval),
+            "--sweep-interval", str(sweep_interval), "--grace-period", "5",
+        ],
+        record_url or url,
+        log,
+        skew,
+    )  # fmt: skip
+
+
+def started(log: Path) -> bool:
+    """Whether the worker logging to ``log`` has started serving."""
+    return log.exists() and " started on queue " in log.read_text()
