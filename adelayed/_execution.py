@@ -164,3 +164,11 @@ class Executor:
         if id_ is None:
             return lambda: queue._bury(field, payload, reason, worker, trace)
         return lambda: queue._bury_enveloped(field, id_, payload, reason, worker, trace)
+
+
+def name_of(payload: bytes) -> str:
+    """The function path of a payload, for a log line."""
+    try:
+        return repr(decode_task(payload).func_path)
+    except Exception:
+        return "(undecodable)"

@@ -25,6 +25,10 @@ class Slots:
         self._inbox: list[bytes | None] = [None] * count  # handed, not yet picked up
         self._waiting: list[asyncio.Future[None] | None] = [None] * count  # idle runners
 
+    @property
+    def count(self) -> int:
+        return self._count
+
     def free(self) -> list[int]:
         return list(self._free)
 
@@ -103,6 +107,14 @@ class Slots:
     async def wait_all_free(self) -> None:
         while len(self._free) < self._count:
             await self._wait_change()
+
+    async def wait_change(self) -> None:
+        """Waits for any change: a slot freed, finished or handed a task, or a poke()."""
+        await self._wait_change()
+
+    def poke(self) -> None:
+        """Wakes whoever waits in wait_change() (a waiter of another queue returned)."""
+        self._wake()
 
     async def _wait_change(self) -> None:
         if self._changed is None:

@@ -56,7 +56,8 @@ def _shared_options(*, after_command: bool) -> argparse.ArgumentParser:
     )
     group.add_argument(
         "--queue", "-q", action="append", default=default(None), metavar="QUEUE",
-        dest="later_queues" if after_command else "queue", help="queue name (default: default)",
+        dest="later_queues" if after_command else "queue",
+        help="queue name (default: default); a worker takes several, highest priority first",
     )  # fmt: skip
     group.add_argument("--keep-alive-timeout", type=float, default=default(60))
     group.add_argument(
@@ -107,8 +108,8 @@ def _options(argv: Sequence[str] | None) -> argparse.Namespace:
     options = parser.parse_args(argv)
     later = vars(options).pop("later_queues", ())
     options.queue = [*(options.queue or ()), *later] or ["default"]
-    if options.command == "worker" and len(options.queue) != 1:
-        parser.error("a worker serves one queue: give exactly one --queue (one worker per queue)")
+    if len(set(options.queue)) < len(options.queue):
+        parser.error(f"--queue names a queue twice: {options.queue}")
     return options
 
 
@@ -140,7 +141,7 @@ async def _main(options: argparse.Namespace) -> Worker | None:
             await Sweeper(queues, options.interval, allow_eviction=options.allow_eviction).run()
             return None
         worker = Worker(
-            queues[0],
+            queues,
             options.concurrency,
             options.keep_alive_interval,
             tasks=options.tasks,

@@ -4,8 +4,9 @@ Shape of ``run()``: the lease is refreshed from its own thread; one task group h
 services (loop watchdog, releaser, signal watcher, embedded sweeper); an inner group holds one
 runner per concurrency slot. The fetch loop hands tasks to free slots, and each fetch's script
 call also releases the slots whose tasks finished: one round trip per cycle, not per task.
-Whatever moves a task in Redis (release, dead-letter, requeue at stop) runs shielded from
-cancellation, so a shutdown never strands a task half-moved; a retry stays in its slot.
+Whatever moves a task in Redis (release, retry, dead-letter, requeue at stop) runs shielded
+from cancellation, so a shutdown never strands a task half-moved. Several queues: their fetch
+cycle is adelayed._priority_fetch's; execution is adelayed._execution's.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import asyncio
 import logging
 import signal
 import threading
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
+from functools import partial
 from typing import TypeVar
 
 import anyio
@@ -24,11 +26,12 @@ from redis.exceptions import RedisError
 from . import _protocol as protocol
 from ._backoff import backoff
 from ._envelope import MAGIC
-from ._execution import Delivery, Executor, delivery_of
+from ._execution import Delivery, Executor, delivery_of, name_of
 from ._fatal import configuration_error, sole_fatal
 from ._functions import FunctionTable, TaskFunction
 from ._lease import Lease
 from ._preflight import check_worker_start
+from ._priority_fetch import PriorityFetch
 from ._promoter import Promoter
 from ._retries import Retries
 from ._schedule_runner import Schedule, ScheduleRunner
@@ -38,10 +41,9 @@ from ._slots import Slots
 from ._threads import ThreadRunner
 from ._watchdog import LoopWatchdog
 from ._wire import Wire
-from .errors import ConfigurationError
+from ._worker_settings import caps_of, check_settings, queues_of
 from .queue import Queue
 from .sweeper import Sweeper
-from .task import decode_task
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +56,9 @@ T = TypeVar("T")
 
 
 class Worker:
-    """Runs the tasks of ``queue``: ``async def`` functions on the event loop, plain functions
-    in daemon threads, never more than ``concurrency`` at once.
+    """Runs the tasks of ``queue`` (or of a list of queues, in strict priority order, each at
+    most ``queue_concurrency[name]`` at once): ``async def`` functions on the event loop, plain
+    functions in daemon threads, never more than ``concurrency`` at once.
 
     Only functions the worker was told about run (``tasks=``, or decorated with ``delayed``);
     ``allow_any_function=True`` restores delayed's import-anything behaviour. On SIGTERM,
@@ -69,17 +72,16 @@ class Worker:
     tasks run twice; ``allow_eviction=True`` accepts the risk) and ends at once on settings no
     retry can fix (RedisConfigurationError: a wrong password, database or ACL).
 
-    A failed task with retries left is retried after a pause, through the queue's scheduled
-    set (its slot is free meanwhile): after the task's own ``backoff`` when it has one, else
-    the n-th retry waits a random time between ``base`` and ``min(cap, base * 2**n)`` seconds,
-    with ``retry_backoff=(base, cap)``, by default (1, 300). A storm of retries is logged once,
-    then summed up every minute. The worker also promotes the queue's due tasks (delayed ones,
-    retries) on Redis's clock, waiting for the next due time without polling.
+    A failed task with retries left is retried through the queue's scheduled set after the
+    task's ``backoff``, else the n-th retry waits a random time between ``base`` and
+    ``min(cap, base * 2**n)`` seconds, ``retry_backoff=(base, cap)`` (1, 300). It promotes due
+    tasks (delayed ones, retries) on Redis's clock without polling; ``schedules`` are its
+    periodic tasks (Cron, Every), enqueued into its first queue.
     """
 
     def __init__(
         self,
-        queue: Queue,
+        queue: Queue | Sequence[Queue],
         concurrency: int = 10,
         keep_alive_interval: float = 15,
         *,
@@ -92,9 +94,12 @@ class Worker:
         max_loop_lag: float = 1.0,
         retry_backoff: tuple[float, float] = (1.0, 300.0),
         schedules: Iterable[Schedule] = (),
+        queue_concurrency: Mapping[str, int] | None = None,
     ) -> None:
-        _check_settings(queue, concurrency, keep_alive_interval)
-        self._queue = queue
+        self._queues = queues = queues_of(queue)
+        self._queue = queue = queues[0]  # the lease's, the schedules', the logs'
+        check_settings(queue, concurrency, keep_alive_interval)
+        caps = caps_of(queues, concurrency, queue_concurrency)
         self._concurrency = concurrency
         self._functions = FunctionTable(tasks, allow_any=allow_any_function)
         self._grace_period = grace_period
@@ -103,17 +108,22 @@ class Worker:
         self._handle_signals = handle_signals
         self._max_loop_lag = max_loop_lag
         self._schedules = ScheduleRunner(queue, schedules)  # checked now, run in _serve
-        self._watchdog = LoopWatchdog("", max_loop_lag)
         self._lease = Lease(queue, concurrency, keep_alive_interval)
         self._settler = Settler(self._lease, queue.name)
         self._slots = Slots(concurrency)
         self._threads = ThreadRunner(f"queue {queue.name!r}")
-        self._executor = Executor(
-            queue, self._functions, self._threads, Retries(retry_backoff, queue.name)
-        )
-        self._init_state()
+        self._executors = [
+            Executor(q, self._functions, self._threads, Retries(retry_backoff, q.name))
+            for q in queues
+        ]
+        self._init_state(caps if len(queues) > 1 or queue_concurrency else None)
 
-    def _init_state(self) -> None:
+    def _init_state(self, caps: list[int] | None) -> None:
+        self._priority = None  # serves several queues: their fetches (one queue: none)
+        if caps is not None:
+            self._priority = PriorityFetch(
+                self._queues, self._slots, caps, self._parked, self._releases
+            )
         self._ids: list[str | None] = [None] * self._concurrency  # enveloped tasks', by slot
         self._stopping = False
         self._hard_stop_signal: signal.Signals | None = None
@@ -122,6 +132,8 @@ class Worker:
         self._fetch_scope: anyio.CancelScope | None = None
         self._wire = Wire(self._queue.redis, f"worker of queue {self._queue.name!r}")  # fetches'
         self._hand = ""  # the key the fetch loop's BLMOVE puts a token in (set once running)
+        self._hands = [""]  # each queue's hand, in priority order (set once running)
+        self._watchdog = LoopWatchdog("", self._max_loop_lag)
 
     @property
     def id(self) -> str:
@@ -146,16 +158,22 @@ class Worker:
 
     async def run(self) -> None:
         """Runs until ``stop()`` or a signal; Redis errors are logged and outlived."""
-        await check_worker_start(self._queue, allow_eviction=self._allow_eviction)
+        for queue in self._queues:
+            await check_worker_start(queue, allow_eviction=self._allow_eviction)
         await self._lease.claim()
         self._lease.start()
-        self._hand = protocol.hand_key(self.id)
-        self._executor.worker_id = self.id
+        self._hands = [protocol.hand_key(self.id, index) for index in range(len(self._queues))]
+        self._hand = self._hands[0]
+        for executor in self._executors:
+            executor.worker_id = self.id
+        if self._priority is not None:
+            self._priority.fields, self._priority.hands = self._lease.fields, self._hands
         self._watchdog = LoopWatchdog(self.id, self._max_loop_lag)
         with self._listening():  # from here on, a stop signal stops this worker cleanly
             logger.info(
-                "worker %s started on queue %r, concurrency %d",
-                self.id, self._queue.name, self._concurrency,
+                "worker %s started on queue%s %s, concurrency %d",
+                self.id, "s" if len(self._queues) > 1 else "",
+                ", ".join(repr(q.name) for q in self._queues), self._concurrency,
             )  # fmt: skip
             self._functions.warn_if_empty(f"worker {self.id}")
             try:
@@ -178,11 +196,12 @@ class Worker:
             async with anyio.create_task_group() as services:
                 services.start_soon(self._watchdog.run)
                 services.start_soon(self._release_finished)
-                services.start_soon(Promoter(self._queue, self.id).run)
+                for queue in self._queues:
+                    services.start_soon(Promoter(queue, self.id).run)
                 if self._schedules.schedules:
                     services.start_soon(self._schedules.run)
                 if self._sweep_interval is not None:
-                    services.start_soon(Sweeper([self._queue], self._sweep_interval)._sweep_loop)
+                    services.start_soon(Sweeper(self._queues, self._sweep_interval)._sweep_loop)
                 await self._work()
                 services.cancel_scope.cancel()
         finally:
@@ -190,7 +209,10 @@ class Worker:
             with anyio.CancelScope(shield=True), anyio.move_on_after(SETTLE_TIMEOUT_AT_EXIT):
                 try:
                     await self._wire.aclose()
-                    await self._queue._return_tokens(self._hand)
+                    if self._priority is not None:
+                        await self._priority.aclose()
+                    for queue, hand in zip(self._queues, self._hands, strict=True):
+                        await queue._return_tokens(hand)
                     await self._lease.stop()
                 except _REDIS_ERRORS as exc:
                     logger.warning("worker %s: lease not deleted (%s); it expires", self.id, exc)
@@ -203,7 +225,11 @@ class Worker:
                 running.start_soon(self._run_slot, slot)
             with anyio.CancelScope() as self._fetch_scope:
                 try:
-                    await self._fetch_loop()
+                    async with anyio.create_task_group() as waiters:  # of PriorityFetch
+                        if self._priority is not None:
+                            self._priority.group = waiters
+                        await self._fetch_loop()
+                        waiters.cancel_scope.cancel()
                 finally:
                     self._slots.fetching_ended()
             self._fetch_parked = True  # from now on the releaser sends every release
@@ -244,6 +270,15 @@ class Worker:
         cycle found nothing), the call first waits for a token and takes one task; finished
         slots are then left to the releaser, which acts at once meanwhile. Returns whether the
         next cycle should block: it offered slots and got no task."""
+        if self._priority is not None:  # several queues
+            finished = [] if block else self._slots.take_finished()
+            try:
+                block, released = await self._priority.fetch(block, finished)
+            except BaseException:
+                self._slots.unreleased(finished)
+                raise
+            self._slots.released(released)
+            return block
         free = self._slots.free()[:_MAX_BATCH]
         waiting = block and bool(free)
         if waiting:  # one slot: a loop stalled meanwhile holds back one task, not a batch
@@ -289,9 +324,12 @@ class Worker:
     async def _release_slots(self, slots: list[int]) -> None:
         if not slots:
             return
-        fields, ended = self._releases(slots)
-        with anyio.CancelScope(shield=True):
-            await self._settler.settle(lambda: self._queue._release(self._hand, fields, ended))
+        groups = [slots] if self._priority is None else self._priority.by_queue(slots)
+        for queue, hand, mine in zip(self._queues, self._hands, groups, strict=True):
+            if mine:
+                fields, ended = self._releases(mine)
+                with anyio.CancelScope(shield=True):
+                    await self._settler.settle(partial(queue._release, hand, fields, ended))
         self._slots.released(slots)
 
     def _releases(self, slots: list[int]) -> tuple[list[str], list[str]]:
@@ -321,14 +359,17 @@ class Worker:
 
     async def _requeue_at_shutdown(self, slot: int, delivery: Delivery, why: str) -> None:
         field, id_, payload = self._lease.fields[slot], delivery.id, delivery.payload
-        logger.warning("worker %s: task %s %s; requeued", self.id, _name_of(payload), why)
-        queue = self._queue
+        logger.warning("worker %s: task %s %s; requeued", self.id, name_of(payload), why)
+        queue = self._queues[self._queue_of(slot)]
         with anyio.CancelScope(shield=True):
             await self._slots.wait_fetching_ended()
             if id_ is None:
                 await self._settler.settle(lambda: queue._requeue(field, payload, at_head=True))
             else:
                 await self._settler.settle(lambda: queue._requeue_enveloped(field, id_))
+
+    def _queue_of(self, slot: int) -> int:
+        return 0 if self._priority is None else self._priority.slot_queue[slot]
 
     async def _run_task(self, slot: int, payload: bytes) -> None:
         """Runs a task to its end and settles it: a release (batched) when done, a retry
@@ -337,7 +378,7 @@ class Worker:
         delivery = None if payload[:3] != MAGIC else delivery_of(payload)  # None: a v1 task
         self._ids[slot] = None if delivery is None else delivery.id
         try:
-            outcome = await self._executor.run(field, payload, delivery)
+            outcome = await self._executors[self._queue_of(slot)].run(field, payload, delivery)
         except anyio.get_cancelled_exc_class():
             delivery = delivery or delivery_of(payload)
             await self._requeue_at_shutdown(slot, delivery, "cancelled by a hard stop")
@@ -357,22 +398,3 @@ class Worker:
             return
         logger.info("worker %s: %s, finishing running tasks (again: stop now)", self.id, sig.name)
         self.stop()
-
-
-def _check_settings(queue: Queue, concurrency: int, keep_alive_interval: float) -> None:
-    if concurrency < 1:
-        raise ConfigurationError(f"worker of queue {queue.name!r}: concurrency must be >= 1")
-    if not 0 < keep_alive_interval < queue.keep_alive_timeout:
-        raise ConfigurationError(
-            f"worker of queue {queue.name!r}: keep_alive_interval ({keep_alive_interval}s) "
-            f"must be positive and below the queue's keep_alive_timeout "
-            f"({queue.keep_alive_timeout}s), or the lease lapses between refreshes"
-        )
-
-
-def _name_of(payload: bytes) -> str:
-    """The function path of a payload, for a log line."""
-    try:
-        return repr(decode_task(payload).func_path)
-    except Exception:
-        return "(undecodable)"

@@ -332,8 +332,8 @@ async def test_a_bug_in_a_task_module_still_shows_its_traceback(
 
 @pytest.mark.parametrize(
     "args",
-    [["-q", "a", "-q", "b", "worker", "app.tasks"], ["worker", "--no-such-option"]],
-    ids=["two-queues-for-a-worker", "unknown-option"],
+    [["-q", "a", "worker", "app.tasks", "-q", "a"], ["worker", "--no-such-option"]],
+    ids=["a-queue-named-twice", "unknown-option"],
 )
 async def test_a_usage_error_exits_with_code_2(
     redis_server: EmbeddedRedis, project: Path, args: list[str]
@@ -478,3 +478,20 @@ def test_a_task_module_whose_own_import_fails_is_told_apart_from_a_missing_one(
     message = str(info.value)
     assert "module 'needs_missing_dependency' was found but its import failed" in message
     assert "adelayed_no_such_dependency" in message
+
+
+async def test_a_worker_serves_several_queues_in_the_order_given(
+    client: redis.Redis, redis_server: EmbeddedRedis, project: Path
+) -> None:
+    for name in ("low", "high"):
+        await Queue(name, client).enqueue_many(
+            [PyTask("app.tasks:record", args=(f"{name}{i}",)) for i in range(3)]
+        )
+    args = ["--url", redis_server.url, "worker", "app.tasks", "-q", "high", "-q", "low", "-c", "1"]
+    worker = adelayed(project, redis_server.url, *args, "--sweep-interval", "0")
+    await wait_for(lambda: count(client, "ran", 6), what="six tasks")
+    assert await ran(client, "high0", "high1", "high2", "low0", "low1", "low2")
+    assert worker.stop(signal.SIGTERM) == 0
+    assert "started on queues 'high', 'low'" in worker.log()
+    twice = run(project, redis_server.url, "-q", "a", "worker", "app.tasks", "-q", "a")
+    assert twice.process.returncode == 2 and "names a queue twice" in twice.log()

@@ -52,9 +52,10 @@ def slot_key(worker_key_: str, slot: int) -> str:
     return f"{worker_key_}:{slot}"
 
 
-def hand_key(worker_key_: str) -> str:
-    """The list an idle worker's BLMOVE puts a token in, for the FETCH right behind it."""
-    return f"{worker_key_}:hand"
+def hand_key(worker_key_: str, index: int = 0) -> str:
+    """The list an idle worker's BLMOVE puts a token in, for the FETCH right behind it (one
+    per queue of the worker: ``index`` is the queue's place in its priority order)."""
+    return f"{worker_key_}:hand" if index == 0 else f"{worker_key_}:hand{index}"
 
 
 from .script import Script  # noqa: E402
