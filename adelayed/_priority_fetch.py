@@ -17,7 +17,9 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 from anyio.abc import TaskGroup
+from redis.exceptions import RedisError
 
+from ._fatal import configuration_error
 from ._protocol import priority
 from ._slots import Slots
 from ._wire import Wire
@@ -117,7 +119,10 @@ class PriorityFetch:
             taken = await queue._fetch(
                 self._wires[index], self.hands[index], [self.fields[slot]], wait=True
             )
-        except Exception:
+        except (RedisError, OSError) as exc:
+            fatal = configuration_error(exc, f"worker of queue {queue.name!r}")
+            if fatal is not None:  # e.g. its ACL changed: ends run(), as the fetch loop's
+                raise fatal from exc
             taken = []  # the next cycle's FETCH_MANY finds what a lost reply left in the slot
             await anyio.sleep(0.1)
         finally:
