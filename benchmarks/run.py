@@ -28,8 +28,8 @@ from harness.venvs import BENCH_DIR, PeerUnavailableError, ensure
 VARIANTS = (("c10", 10, "async"), ("c100", 100, "async"), ("sync", 10, "sync"))
 SCENARIOS = ("plain", "latency", "retry", "delayed", "promotion")
 DELAY = 0.05  # seconds: the delay of the delayed-latency probes
-PROMOTION_TASKS = 100_000  # the issue's promotion figure; --quick: 5,000 (adelayed: both)
-PROMOTION_QUICK = 5_000
+PROMOTION_TASKS = 100_000  # the issue's promotion figure; --quick: 2,000 (adelayed: both)
+PROMOTION_QUICK = 2_000
 
 
 def _options(argv: list[str]) -> argparse.Namespace:
@@ -109,7 +109,7 @@ def _fill_rate(run: Run, system: System) -> float:
 
 def _promote(run: Run, system: System, runner: Runner, count: int, metric: str) -> None:
     """One promotion run; one more with thrice the lead if the fill overran the due time."""
-    lead = 2.0 + 2.0 * count / _fill_rate(run, system)
+    lead = 1.0 + 2.0 * count / _fill_rate(run, system)
     result = measure.promotion(runner, run.settings, count, lead)
     if result.get("late"):
         _say(run, f"{system.name} {metric}: {result['error']}; again with a longer lead")
@@ -172,7 +172,7 @@ def main(argv: list[str]) -> None:
         samples=50 if quick else 200,
         max_seconds=5 if quick else 10,
         worker_timeout=120 if quick else 300,
-        delayed_samples=20 if quick else 100,
+        delayed_samples=10 if quick else 100,
     )
     chosen = [BY_NAME[name] for name in options.only.split(",")] if options.only else list(SYSTEMS)
     systems = [s for s in SYSTEMS if s in chosen]  # the catalogue's order

@@ -332,22 +332,25 @@ DELAYED_NOTE = (
 
 PROMOTION_NOTE = (
     "Rate: tasks ÷ (the last task's start - the due time), so it is bounded by the worker's "
-    "processing rate (concurrency 100) as much as by the promotion: a lower bound on how fast "
-    "tasks reach the queue. PING: round trips of a separate connection during the run (this "
-    "machine's scheduling included); calls >= 5 ms: SLOWLOG entries of 5 ms or more (the "
-    "time a command or a whole script call ran inside Redis). Ratios of the latency columns "
-    "below 1: adelayed stalls Redis less."
+    "processing rate (concurrency 100) as much as by the promotion: a lower bound on how fast tasks"
+    " reach the queue. Into the queue: tasks ÷ (the time the system's set of not-yet-due tasks was "
+    "first found empty - the due time), where the fill names that set (adelayed `NAME_scheduled`, "
+    "docket `NAME:queue`, bullmq `bull:NAME:delayed`); the probe is then a ZCARD of it, 1 ms apart,"
+    " instead of a PING. PING: round trips of a separate connection during the run (this machine's "
+    "scheduling included); calls >= 5 ms: SLOWLOG entries of 5 ms or more (the time a command or a "
+    "whole script call ran inside Redis). Ratios of the latency columns below 1: adelayed stalls "
+    "Redis less."
 )
 
 RETRY_NOTE = (
-    "Each task raises on its first run and succeeds on its second, with no pause between: "
-    "adelayed `PyTask(retry=1)` and `Worker(retry_backoff=(1e-9, 1e-9))` (retried in its "
-    "slot), arq `raise Retry(defer=0)`, saq `retries=2`, streaq `raise StreaqRetry(delay=0)` "
-    "(back through its delayed queue), docket `Retry(attempts=2)`, bullmq `attempts: 2` with "
-    "no backoff, taskiq `SimpleRetryMiddleware` with the labels `retry_on_error=True, "
-    "max_retries=2` (the task is sent again), delayed 1.2 `PyTask(retry=1)`. The rate counts "
-    "the successful second runs; the second column divides it by the same system's plain "
-    "c=100 rate in this run."
+    "Each task raises on its first run and succeeds on its second, with no pause between: adelayed "
+    "`PyTask(retry=1)` and `Worker(retry_backoff=(1e-9, 1e-9))` (retried in its slot), arq `raise "
+    "Retry()` (no defer: back at its due score), saq `retries=2`, streaq `raise "
+    "StreaqRetry(delay=0)` (back through its delayed queue), docket `Retry(attempts=2)`, bullmq "
+    "`attempts: 2` with no backoff, taskiq `SimpleRetryMiddleware` with the labels "
+    "`retry_on_error=True, max_retries=2` (the task is sent again), delayed 1.2 `PyTask(retry=1)`. "
+    "The rate counts the successful second runs; the second column divides it by the same system's "
+    "plain c=100 rate in this run."
 )
 
 TIME_METHODS = """## Methods: delayed tasks, promotion, retries
@@ -356,10 +359,12 @@ TIME_METHODS = """## Methods: delayed tasks, promotion, retries
   50 ms (adelayed `enqueue(task, delay=)`, arq `_defer_by`, saq `scheduled=` epoch seconds,
   streaq `.start(delay=)`, docket `add(when=)`, bullmq `delay` in ms) and carries its due time
   (`time.time()` before the enqueue, plus the delay); the task's first act is
-  `time.time() - due`. Each system's own clock decides when a task is due: Redis's `TIME`
-  for adelayed, the client's for the others; one machine, one clock.
-- **Promotion.** A worker (concurrency 100) starts and idles for 3 s; then one producer
-  enqueues N no-op tasks, all due at one instant (a lead of 2 s plus twice the system's fill
+  `time.time() - due`. The first 2 probes are dropped. For the systems whose promoter polls
+  (arq 0.5 s, saq 1 s, streaq 0.5 s, docket 0.25 s), a random extra pause of up to that
+  period between probes spreads the due times over its cycle. Each system's own clock decides
+  when a task is due: Redis's `TIME` for adelayed, the client's for the others; one machine.
+- **Promotion.** A worker (concurrency 100) starts and idles for 2 s; then one producer
+  enqueues N no-op tasks, all due at one instant (a lead of 1 s plus twice the system's fill
   time at its measured enqueue rate; a fill that ends after the due time voids the run, which
   is retried once with thrice the lead): adelayed `enqueue_many` in chunks of 10,000, each with
   the delay left until the due time; docket `add_many` with `when=`; bullmq `addBulk` (1,000

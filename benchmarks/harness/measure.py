@@ -150,14 +150,16 @@ def latency(runner: Runner, settings: Settings, kind: str, delay: float = 0.0) -
         worker.wait()
 
 
-WORKER_HEAD_START = 3.0  # seconds for a promotion run's worker to start and go idle
+WORKER_HEAD_START = 2.0  # seconds for a promotion run's worker to start and go idle
 
 
 def promotion(runner: Runner, settings: Settings, count: int, lead: float) -> Result:
     """``count`` no-op tasks all due at one instant reach an idle worker (concurrency 100)
     that started before them: tasks / (the last one's start - the due time). The due time is
     ``lead`` seconds after the fill starts; a fill that ends after it voids the run. From the
-    fill's end to the worker's exit, RedisWatch measures Redis's stalls for another client."""
+    fill's end to the worker's exit, RedisWatch measures Redis's stalls for another client
+    and, where the fill names the sorted set of tasks not yet due, when it emptied: the
+    rate at which tasks reached the queue, whatever the worker's pace."""
     runner.server.reset()
     worker = runner.spawn(
         "worker", keep_output=True, count=count, concurrency=100, kind="async",
@@ -172,7 +174,7 @@ def promotion(runner: Runner, settings: Settings, count: int, lead: float) -> Re
         if filled["fill_end"] > due:
             return {"error": f"the fill ended {filled['fill_end'] - due:.2f} s after the due "
                     f"time (lead {lead:.1f} s)", "late": True}  # fmt: skip
-        with RedisWatch(runner.server) as watch:
+        with RedisWatch(runner.server, filled.get("pending_key")) as watch:
             out, _ = worker.communicate(timeout=settings.worker_timeout + 30)
         result = _last_json(out.decode(), runner.name)
     finally:
@@ -189,6 +191,8 @@ def promotion(runner: Runner, settings: Settings, count: int, lead: float) -> Re
         "first_lag_ms": (result["first_wall"] - due) * 1000,
         "last_lag_ms": seconds * 1000,
     }
+    if watch.emptied_at > due:  # every task left the system's scheduled set by then
+        result["promoted_rate"] = result["tasks"] / (watch.emptied_at - due)
     return result | watch.result()
 
 

@@ -21,10 +21,16 @@ _SLOWLOG_LEN = 10_000
 
 
 class RedisWatch:
-    """``with RedisWatch(server) as watch: ...``; then ``watch.result()``."""
+    """``with RedisWatch(server) as watch: ...``; then ``watch.result()``.
 
-    def __init__(self, server: Server) -> None:
+    ``pending_key``: a sorted set holding the tasks not yet due (promoted out of it): the
+    probe is then ``ZCARD`` of it instead of PING (as cheap), and the watch notes the wall
+    time it was first found empty."""
+
+    def __init__(self, server: Server, pending_key: str | None = None) -> None:
         self._server = server
+        self._pending_key = pending_key
+        self.emptied_at = 0.0  # time.time() when pending_key was first seen empty
         self._client = redis.Redis.from_url(server.url)
         self._rtts: list[float] = []
         self._stop = threading.Event()
@@ -52,10 +58,13 @@ class RedisWatch:
         self._client.close()
 
     def _ping(self) -> None:
+        key = self._pending_key
         while not self._stop.is_set():
             start = time.perf_counter()
-            self._client.ping()
+            left = self._client.zcard(key) if key else self._client.ping()
             self._rtts.append(time.perf_counter() - start)
+            if key and not left and not self.emptied_at:
+                self.emptied_at = time.time()
             time.sleep(PING_PAUSE)
 
     def result(self) -> dict[str, Any]:

@@ -138,6 +138,7 @@ DELAYED = (
 )
 PROMOTION = (
     Column("tasks/s, due to last start", "promotion", "rate", rate, True),
+    Column("tasks/s into the queue", "promotion", "promoted_rate", rate, True),
     Column("first start after due, ms", "promotion", "first_lag_ms", ms, False),
     Column("PING p99 ms", "promotion", "ping_p99_ms", ms, False),
     Column("PING max ms", "promotion", "ping_max_ms", ms, False),

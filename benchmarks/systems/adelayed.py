@@ -69,7 +69,7 @@ async def fill_due(args: argparse.Namespace) -> common.Result:
     for start in range(0, args.count, chunk):
         tasks = [PyTask(FUNCTIONS["async"]) for _ in range(min(chunk, args.count - start))]
         await queue.enqueue_many(tasks, delay=max(0.0, args.due - time.time()))
-    return common.due_result(args.count, args.due)
+    return common.due_result(args.count, args.due, f"{args.queue}_scheduled")
 
 
 async def delayed_latency(args: argparse.Namespace) -> common.Result:

@@ -112,4 +112,4 @@ async def fill_due(args: argparse.Namespace) -> common.Result:
         opts = {"timestamp": now, "delay": max(0, due_ms - now)}
         jobs.append({"name": "noop", "data": {}, "opts": opts})
     await _add_bulk(queue, jobs)
-    return common.due_result(args.count, args.due)
+    return common.due_result(args.count, args.due, queue.toKey("delayed"))

@@ -22,6 +22,7 @@ Handler = Callable[[argparse.Namespace], Awaitable[Result]]
 
 SINK_KEY = "bench:latency"  # probe tasks RPUSH their measured latency (seconds) here
 WARMUP_SAMPLES = 5  # latency probes sent and dropped before the measured ones
+DELAYED_WARMUP = 2  # the same for delayed probes (each costs up to a promoter's period)
 SAMPLE_GAP = 0.02  # seconds between one probe's completion and the next probe: worker idles
 POP_TIMEOUT = 10  # seconds a latency probe may take before the run is declared failed
 FILL_CHUNK = 200  # concurrent single enqueues per batch when a system has no bulk API
@@ -169,6 +170,7 @@ async def latency_through(
     blpop: Callable[[list[str], float], Awaitable[Any]],
     samples: int,
     jitter: float = 0.0,
+    warmup: int = WARMUP_SAMPLES,
 ) -> Result:
     """latency_loop, reading each probe's report with ``blpop`` (a client's BLPOP)."""
 
@@ -176,7 +178,7 @@ async def latency_through(
         reply = await blpop([SINK_KEY], POP_TIMEOUT)
         return float(reply[1]) if reply else None
 
-    return await latency_loop(send, pop, samples, jitter)
+    return await latency_loop(send, pop, samples, jitter, warmup)
 
 
 async def in_chunks(count: int, one: Callable[[], Awaitable[Any]]) -> None:
@@ -214,20 +216,21 @@ async def latency_loop(
     pop: Callable[[], Awaitable[float | None]],
     samples: int,
     jitter: float = 0.0,
+    warmup: int = WARMUP_SAMPLES,
 ) -> Result:
     """Sends one probe at a time (its argument: time.time() at sending) and waits for the
-    latency it reports before sending the next; drops WARMUP_SAMPLES first.
+    latency it reports before sending the next; drops the first ``warmup``.
 
     ``jitter``: for a worker that polls every ``jitter`` seconds, a random extra pause of up to
     that long between probes, so probes arrive at random points of its polling cycle (a fixed
     pause would lock onto one phase of it)."""
     lags: list[float] = []
-    for index in range(WARMUP_SAMPLES + samples):
+    for index in range(warmup + samples):
         await enqueue(time.time())
         lag = await pop()
         if lag is None:
             return {"error": f"probe {index} not run within {POP_TIMEOUT}s"}
-        if index >= WARMUP_SAMPLES:
+        if index >= warmup:
             lags.append(lag)
         await asyncio.sleep(SAMPLE_GAP + random.uniform(0, jitter))
     return latency_result(lags)
@@ -249,13 +252,15 @@ async def delayed_latency_through(
     async def send_delayed(sent: float) -> None:
         await send(sent + args.delay)
 
-    return await latency_through(send_delayed, blpop, args.count, jitter)
+    return await latency_through(send_delayed, blpop, args.count, jitter, DELAYED_WARMUP)
 
 
-def due_result(count: int, due: float) -> Result:
+def due_result(count: int, due: float, pending_key: str | None = None) -> Result:
     """fill_due's reply: how many tasks, when they are due, and when the fill ended (after the
-    due time: the run is void, as tasks were already running before the last was enqueued)."""
-    return {"filled": count, "due": due, "fill_end": time.time()}
+    due time: the run is void, as tasks were already running before the last was enqueued).
+    ``pending_key``: the sorted set that holds the tasks until they are promoted, if any."""
+    result: Result = {"filled": count, "due": due, "fill_end": time.time()}
+    return result | ({"pending_key": pending_key} if pending_key else {})
 
 
 def parse(argv: Sequence[str]) -> argparse.Namespace:

@@ -117,4 +117,4 @@ async def fill_due(args: argparse.Namespace) -> common.Result:
     when = datetime.fromtimestamp(args.due, timezone.utc)
     async with _docket(args) as docket:
         await docket.add_many([docket.call(noop, when=when)() for _ in range(args.count)])
-        return common.due_result(args.count, args.due)
+        return common.due_result(args.count, args.due, docket.queue_key)
