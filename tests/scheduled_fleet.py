@@ -119,21 +119,30 @@ def spawn(
 
 
 def stop(process: subprocess.Popen[bytes], sig: int = signal.SIGKILL, timeout: float = 30) -> None:
-    """Sends ``sig`` to the process group of a process ``spawn`` started, and waits until the
-    group is gone (the process, and faketime's child if any)."""
+    """Sends ``sig`` to the process group of a process ``spawn`` started, and waits until no
+    process of the group runs (the process, and faketime's child if any: once its parent is
+    gone, a dead child is a zombie until init reaps it, and counts as gone)."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, sig)
     deadline = time.monotonic() + timeout
-    while True:
-        process.poll()
-        try:
-            os.killpg(process.pid, 0)
-        except ProcessLookupError:
-            return
+    while process.poll() is None or _running_in_group(process.pid):
         if time.monotonic() > deadline:
-            os.killpg(process.pid, signal.SIGKILL)
-            raise AssertionError(f"process group {process.pid} still alive {timeout}s after {sig}")
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            raise AssertionError(f"process group {process.pid} still runs {timeout}s after {sig}")
         time.sleep(0.02)
+
+
+def _running_in_group(group: int) -> bool:
+    """Whether a process of process group ``group`` runs (is not a zombie), by /proc."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        if int(fields[2]) == group and fields[0] != "Z":
+            return True
+    return False
 
 
 def cli_worker(
