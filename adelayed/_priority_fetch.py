@@ -45,7 +45,11 @@ class PriorityFetch:
         self.slot_queue = [0] * slots.count  # the queue index of each slot's task
         self._reserved: dict[int, int] = {}  # slot -> queue index of the waiter holding it
         self._waiting: set[int] = set()  # queue indexes with a waiter in flight
-        self._wires = [Wire(q.redis, f"worker of queue {q.name!r}") for q in self._queues]
+        # FETCH_MANY's own connection, and one per queue's waiter: a waiter's BLMOVE holds
+        # back every reply behind it on its connection
+        names = ", ".join(repr(q.name) for q in self._queues)
+        self._wire = Wire(self._queues[0].redis, f"worker of queues {names}")
+        self._wires = [Wire(q.redis, f"waiter of queue {q.name!r}") for q in self._queues]
         self.fields: list[str] = []
         self.hands: list[str] = []
         self.group: TaskGroup | None = None
@@ -80,7 +84,7 @@ class PriorityFetch:
                 queue._active_key, queue._jobs_key,
             )  # fmt: skip
         args = (*head, *releases, *(self.fields[slot] for slot in free))
-        flat = await priority.FETCH_MANY(self._wires[0], keys, args)
+        flat = await priority.FETCH_MANY(self._wire, keys, args)
         return list(zip(flat[::3], flat[1::3], flat[2::3], strict=True))
 
     def by_queue(self, slots: list[int]) -> list[list[int]]:
@@ -134,6 +138,6 @@ class PriorityFetch:
         self._slots.poke()
 
     async def aclose(self) -> None:
-        for wire in self._wires:
+        for wire in (self._wire, *self._wires):
             with anyio.CancelScope(shield=True):
                 await wire.aclose()
