@@ -26,7 +26,9 @@ from harness.venvs import BENCH_DIR, PeerUnavailableError, ensure
 
 # (metric, concurrency, kind) of the throughput runs.
 VARIANTS = (("c10", 10, "async"), ("c100", 100, "async"), ("sync", 10, "sync"))
-SCENARIOS = ("plain", "latency", "retry", "delayed", "promotion")
+SCENARIOS = ("plain", "latency", "retry", "delayed", "promotion", "periodic")
+QUICK_SCENARIOS = SCENARIOS[:-1]  # --quick leaves periodic out unless asked: about 45 s more
+TICKS = 20  # periodic: runs timed per system (--quick: 5), after one dropped
 DELAY = 0.05  # seconds: the delay of the delayed-latency probes
 PROMOTION_TASKS = 100_000  # the promotion figure; --quick: 2,000 (adelayed: both)
 PROMOTION_QUICK = 2_000
@@ -39,14 +41,16 @@ def _options(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--tasks", type=int, help="N, tasks per measurement")
     parser.add_argument("--profile", action="store_true", help="py-spy adelayed's c=100 worker")
     parser.add_argument(
-        "--scenarios", default=",".join(SCENARIOS), help="comma-separated: " + ",".join(SCENARIOS)
+        "--scenarios",
+        help="comma-separated: " + ",".join(SCENARIOS) + " (default: all; --quick: no periodic)",
     )
     parser.add_argument("--promotion-tasks", type=int, help="tasks all due at once")
     options = parser.parse_args(argv)
     unknown = set((options.only or "").split(",")) - set(BY_NAME) - {""}
     if unknown:
         parser.error(f"unknown system(s): {', '.join(sorted(unknown))}")
-    options.scenarios = options.scenarios.split(",")
+    default = QUICK_SCENARIOS if options.quick else SCENARIOS
+    options.scenarios = options.scenarios.split(",") if options.scenarios else list(default)
     if set(options.scenarios) - set(SCENARIOS):
         parser.error(f"unknown scenario(s) in {options.scenarios}")
     return options
@@ -61,6 +65,12 @@ def _summary(result: dict[str, object]) -> str:
         return str(result.get("error") or "n/a")
     if "p50_ms" in result:
         return f"p50 {result['p50_ms']:.2f} ms, p99 {result['p99_ms']:.2f} ms"
+    if "mean_interval_s" in result:
+        lag = f", lag p50 {result['tick_lag_p50_ms']:.1f} ms" if "tick_lag_p50_ms" in result else ""
+        return (
+            f"{result['ticks']} ticks, mean interval {result['mean_interval_s']:.3f} s, jitter "
+            f"p50 {result['jitter_p50_ms']:.1f} ms, max {result['jitter_max_ms']:.1f} ms{lag}"
+        )
     if "ping_max_ms" in result:
         return (
             f"{result['rate']:,.0f}/s over {result['tasks']:,} due tasks, first start "
@@ -153,6 +163,12 @@ def _idle_and_time(
             if "delayed" in options.scenarios:
                 result = measure.latency(runners[system.name], run.settings, kind, delay=DELAY)
                 _keep(run, system, "delayed_latency", result)
+    if "periodic" in options.scenarios:
+        for system in measured:
+            result = measure.periodic(
+                runners[system.name], run.settings, 5 if options.quick else TICKS
+            )
+            _keep(run, system, "periodic", result)
     if "promotion" in options.scenarios:
         quick_count = PROMOTION_QUICK if options.quick else PROMOTION_TASKS
         count = run.promotion_tasks = options.promotion_tasks or quick_count

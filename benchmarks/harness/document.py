@@ -202,6 +202,12 @@ def _time_sections(run: Run) -> list[str]:
             report.promotion_table(run.results, systems, run.promotion_full),
             PROMOTION_NOTE,
         ]
+    if _has(run, "periodic"):
+        parts += [
+            "## Periodic tasks: a schedule that runs a task every second",
+            report.table(run.results, systems, report.PERIODIC),
+            PERIODIC_NOTE,
+        ]
     if _has(run, "retry"):
         parts += [
             "## Retries: every task fails once, then succeeds (c=100; higher is better)",
@@ -353,6 +359,20 @@ RETRY_NOTE = (
     "plain c=100 rate in this run."
 )
 
+PERIODIC_NOTE = (
+    "Each system's own schedule API, run by its worker (no separate scheduler process): "
+    "adelayed `Worker(schedules=[Every(1, task)])`, arq `cron(task, second=set(range(60)))` "
+    "(due at .123456 s past each second, arq's default `microsecond`), saq `CronJob(task, "
+    'cron="* * * * * *")` (croniter\'s seconds field), streaq `@worker.cron("* * * * * * *")`, '
+    "docket `Perpetual(every=timedelta(seconds=1), automatic=True)`, bullmq "
+    '`upsertJobScheduler("tick", {"every": 1000})`. Interval: between consecutive runs\' '
+    "starts; jitter: its distance from 1 s. Lag: from the tick's due time to the run's start, "
+    'for schedules on a fixed grid ("n/a": docket counts each interval from the end of the '
+    "previous run; bullmq's grid is offset by the scheduler's creation time). Skipped or "
+    "doubled: intervals outside 0.5 to 1.5 s. taskiq needs its scheduler process and delayed "
+    "1.2 has no schedules: not measured."
+)
+
 TIME_METHODS = """## Methods: delayed tasks, promotion, retries
 
 - **Due-to-start lag.** As the idle latency above, but each probe is enqueued with a delay of
@@ -374,4 +394,7 @@ TIME_METHODS = """## Methods: delayed tasks, promotion, retries
 - **Redis stalls during promotion** (`harness/redis_watch.py`): from the fill's end to the
   worker's exit, a thread of the orchestrator PINGs on its own connection, 1 ms apart;
   `SLOWLOG` (threshold 5 ms) records every command that ran 5 ms or longer inside Redis.
-- **Retries**: as processing throughput at c=100, with tasks that fail once (see above)."""
+- **Retries**: as processing throughput at c=100, with tasks that fail once (see above).
+- **Periodic**: a worker (concurrency 10) with the schedule starts in its own process; its
+  task RPUSHes `time.time()` at its start; the producer BLPOPs the runs, drops the first and
+  times the next 5 (`--quick`) or 20."""

@@ -201,3 +201,16 @@ def _last_json(stdout: str, name: str) -> Result:
         if line.startswith("{"):
             return dict(json.loads(line))
     return {"error": f"{name} worker: no result, see {name}.log"}
+
+
+def periodic(runner: Runner, settings: Settings, ticks: int) -> Result:
+    """A worker whose schedule runs a task every second (the system's own API) idles in its
+    own process; the producer collects the runs' start times (systems/common.py
+    collect_ticks)."""
+    runner.server.reset()
+    worker = runner.spawn("worker", count=0, kind="async", timeout=3600, scenario="periodic")
+    try:
+        return runner.call("ticks", limit=60 + ticks * 4, count=ticks)
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()

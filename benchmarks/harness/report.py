@@ -145,6 +145,16 @@ PROMOTION = (
     Column("calls >= 5 ms", "promotion", "slow_calls", rate, False),
     Column("slowest call ms", "promotion", "slow_max_ms", ms, False),
 )
+PERIODIC = (
+    Column(
+        "mean interval s (1 s asked)", "periodic", "mean_interval_s", lambda v: f"{v:.3f}", False
+    ),
+    Column("interval jitter p50 ms", "periodic", "jitter_p50_ms", ms, False),
+    Column("jitter max ms", "periodic", "jitter_max_ms", ms, False),
+    Column("lag behind the tick p50 ms", "periodic", "tick_lag_p50_ms", ms, False),
+    Column("lag max ms", "periodic", "tick_lag_max_ms", ms, False),
+    Column("skipped or doubled", "periodic", "skipped_or_doubled", rate, False),
+)
 RETRY = (
     Column("fails once, then succeeds: tasks/s", "retry", "rate", rate, True),
     Column("retry rate / own plain c=100", "retry", "of_plain", two, True),

@@ -9,7 +9,7 @@ from typing import Any
 
 import redis.asyncio as redis
 
-from adelayed import PyTask, Queue, Worker
+from adelayed import Every, PyTask, Queue, Worker
 from systems import common
 
 FUNCTIONS = {"async": "systems.common:noop", "sync": "systems.common:noop_sync"}
@@ -25,6 +25,10 @@ async def probe(sent: float) -> None:
     await _sink[0].rpush(common.SINK_KEY, repr(lag))
 
 
+async def tick() -> None:
+    await _sink[0].rpush(common.SINK_KEY, repr(time.time()))
+
+
 def _queue(args: argparse.Namespace) -> Queue:
     return Queue(args.queue, redis.Redis.from_url(args.url))
 
@@ -35,6 +39,8 @@ async def worker(args: argparse.Namespace) -> common.Result:
     # the probe, the shared no-ops and the retry scenario's tasks
     allowed = ["systems.adelayed", *FUNCTIONS.values(), *FLAKY.values()]
     options: dict[str, Any] = {"retry_backoff": NO_PAUSE} if args.scenario == "retry" else {}
+    if args.scenario == "periodic":
+        options["schedules"] = [Every(common.TICK_EVERY, PyTask("systems.adelayed:tick"))]
     runner = Worker(
         queue, concurrency=args.concurrency, tasks=allowed, sweep_interval=None, **options
     )
@@ -105,3 +111,8 @@ async def latency(args: argparse.Namespace) -> common.Result:
         await queue.enqueue(PyTask("systems.adelayed:probe", args=(sent,)))
 
     return await common.latency_through(send, queue.redis.blpop, args.count)
+
+
+async def ticks(args: argparse.Namespace) -> common.Result:
+    """Every's ticks are the multiples of its interval on Redis's clock: grid 0."""
+    return await common.collect_ticks(_queue(args).redis.blpop, args.count, grid=0.0)

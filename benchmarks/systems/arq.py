@@ -13,11 +13,13 @@ from typing import Any
 import redis.asyncio as redis
 from arq import Worker, create_pool
 from arq.connections import ArqRedis, RedisSettings
+from arq.cron import cron
 from arq.worker import Retry, func
 
 from systems import common
 
 POLL_DELAY = 0.5  # arq's default Worker(poll_delay=...)
+CRON_MICROSECOND = 123_456  # arq's default cron(microsecond=...): when in each second it is due
 _sink: list[redis.Redis] = []
 
 
@@ -36,6 +38,10 @@ async def flaky(ctx: dict[str, Any], number: int) -> None:
     common.DONE.hit()
 
 
+async def tick(ctx: dict[str, Any]) -> None:
+    await _sink[0].rpush(common.SINK_KEY, repr(time.time()))  # type: ignore[misc]
+
+
 async def _pool(args: argparse.Namespace) -> ArqRedis:
     return await create_pool(RedisSettings.from_dsn(args.url), default_queue_name=args.queue)
 
@@ -50,6 +56,7 @@ async def worker(args: argparse.Namespace) -> common.Result:
         queue_name=args.queue,
         max_jobs=args.concurrency,
         handle_signals=False,
+        cron_jobs=[cron(tick, second=set(range(60)))] if args.scenario == "periodic" else None,
     )
     return await common.drive_worker(runner.async_run, args)
 
@@ -92,3 +99,8 @@ async def latency(args: argparse.Namespace) -> common.Result:
         await pool.enqueue_job("probe", sent)
 
     return await common.latency_through(send, pool.blpop, args.count, jitter=POLL_DELAY)
+
+
+async def ticks(args: argparse.Namespace) -> common.Result:
+    pool = await _pool(args)
+    return await common.collect_ticks(pool.blpop, args.count, grid=CRON_MICROSECOND / 1e6)

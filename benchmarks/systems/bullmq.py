@@ -32,6 +32,8 @@ async def process(job: Any, token: str) -> None:
         await _sink[0].rpush(common.SINK_KEY, repr(lag))  # type: ignore[misc]
     elif job.name == "flaky":
         common.flaky(job.data["n"])
+    elif job.name == "tick":
+        await _sink[0].rpush(common.SINK_KEY, repr(time.time()))  # type: ignore[misc]
 
 
 def _queue(args: argparse.Namespace) -> Queue:
@@ -113,3 +115,12 @@ async def fill_due(args: argparse.Namespace) -> common.Result:
         jobs.append({"name": "noop", "data": {}, "opts": opts})
     await _add_bulk(queue, jobs)
     return common.due_result(args.count, args.due, queue.toKey("delayed"))
+
+
+async def ticks(args: argparse.Namespace) -> common.Result:
+    """A job scheduler every 1,000 ms, made here; its grid is offset by its creation time."""
+    queue = _queue(args)
+    every = round(common.TICK_EVERY * 1000)
+    await queue.upsertJobScheduler("tick", {"every": every}, "tick", {})
+    client = redis.Redis.from_url(args.url)
+    return await common.collect_ticks(client.blpop, args.count, grid=None)

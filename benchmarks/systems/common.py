@@ -236,7 +236,39 @@ async def latency_loop(
     return latency_result(lags)
 
 
-COMMANDS = ("worker", "fill", "enqueue", "bulk", "latency", "delayed_latency", "fill_due")
+COMMANDS = (
+    "worker", "fill", "enqueue", "bulk", "latency", "delayed_latency", "fill_due", "ticks"
+)  # fmt: skip
+TICK_EVERY = 1.0  # seconds between a periodic schedule's runs (the peers' finest common step)
+
+
+async def collect_ticks(
+    blpop: Callable[[list[str], float], Awaitable[Any]], count: int, grid: float | None
+) -> Result:
+    """Reads ``count`` tick reports (each run's ``time.time()`` at its start) after dropping
+    the first. Intervals: how far apart consecutive runs start (TICK_EVERY when exact).
+    ``grid``: where the system's ticks are due within each TICK_EVERY (0.0: on the whole
+    second), for the lag behind the due tick; None for schedules not on a fixed grid."""
+    starts: list[float] = []
+    for index in range(count + 1):
+        reply = await blpop([SINK_KEY], TICK_EVERY * 3 + 5)
+        if not reply:
+            return {"error": f"tick {index} not run within {TICK_EVERY * 3 + 5:.0f}s"}
+        starts.append(float(reply[1]))
+    starts = starts[1:]
+    intervals = [b - a for a, b in itertools.pairwise(starts)]
+    off = sorted(abs(interval - TICK_EVERY) * 1000 for interval in intervals)
+    result: Result = {
+        "ticks": len(starts),
+        "mean_interval_s": sum(intervals) / len(intervals),
+        "jitter_p50_ms": off[len(off) // 2],
+        "jitter_max_ms": off[-1],
+        "skipped_or_doubled": sum(1 for i in intervals if not 0.5 < i / TICK_EVERY < 1.5),
+    }
+    if grid is not None:
+        lags = sorted((start - grid) % TICK_EVERY * 1000 for start in starts)
+        result |= {"tick_lag_p50_ms": lags[len(lags) // 2], "tick_lag_max_ms": lags[-1]}
+    return result
 
 
 async def delayed_latency_through(
@@ -277,8 +309,9 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
         "--max-seconds", type=float, default=0, help="worker: stop measuring after (0: never)"
     )
     parser.add_argument(
-        "--scenario", choices=("plain", "retry"), default="plain",
-        help="fill, worker: plain no-op tasks, or tasks that fail once then succeed",
+        "--scenario", choices=("plain", "retry", "periodic"), default="plain",
+        help="fill, worker: plain no-op tasks, tasks that fail once then succeed, or (worker)"
+        " a schedule that runs a task every TICK_EVERY seconds",
     )  # fmt: skip
     parser.add_argument("--delay", type=float, default=0.1, help="delayed_latency: seconds")
     parser.add_argument("--due", type=float, default=0, help="fill_due: time.time() all are due")

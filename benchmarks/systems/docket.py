@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime, timedelta, timezone
 
 import redis.asyncio as redis
-from docket import Docket, Retry, Worker
+from docket import Docket, Perpetual, Retry, Worker
 
 from systems import common
 
@@ -40,6 +40,13 @@ async def flaky(number: int, retry: Retry = Retry(attempts=2)) -> None:  # noqa:
     common.flaky(number)
 
 
+EVERY = Perpetual(every=timedelta(seconds=common.TICK_EVERY), automatic=True)
+
+
+async def tick(perpetual: Perpetual = EVERY) -> None:
+    await _sink[0].rpush(common.SINK_KEY, repr(time.time()))  # type: ignore[misc]
+
+
 FUNCTIONS = (noop, probe, flaky)
 
 
@@ -51,6 +58,8 @@ async def _docket(args: argparse.Namespace) -> AsyncIterator[Docket]:
     async with Docket(name=args.queue, url=url) as docket:
         for function in FUNCTIONS:
             docket.register(function)
+        if args.scenario == "periodic":  # an automatic Perpetual: the worker schedules it
+            docket.register(tick)
         yield docket
 
 
@@ -118,3 +127,9 @@ async def fill_due(args: argparse.Namespace) -> common.Result:
     async with _docket(args) as docket:
         await docket.add_many([docket.call(noop, when=when)() for _ in range(args.count)])
         return common.due_result(args.count, args.due, docket.queue_key)
+
+
+async def ticks(args: argparse.Namespace) -> common.Result:
+    """A Perpetual's next run counts from the end of the last one: no fixed grid."""
+    client = redis.Redis.from_url(args.url)
+    return await common.collect_ticks(client.blpop, args.count, grid=None)

@@ -10,7 +10,7 @@ import argparse
 import time
 
 import redis.asyncio as redis
-from saq import Queue, Worker
+from saq import CronJob, Queue, Worker
 from saq.types import Context
 
 from systems import common
@@ -37,6 +37,10 @@ async def flaky(ctx: Context, *, number: int) -> None:
     common.flaky(number)
 
 
+async def tick(ctx: Context) -> None:
+    await _sink[0].rpush(common.SINK_KEY, repr(time.time()))  # type: ignore[misc]
+
+
 async def _queue(args: argparse.Namespace) -> Queue:
     queue = Queue.from_url(args.url, name=args.queue)
     await queue.connect()
@@ -45,8 +49,12 @@ async def _queue(args: argparse.Namespace) -> Queue:
 
 async def worker(args: argparse.Namespace) -> common.Result:
     _sink.append(redis.Redis.from_url(args.url))
+    crons = [CronJob(tick, cron="* * * * * *")] if args.scenario == "periodic" else None
     runner: Worker[Context] = Worker(
-        await _queue(args), functions=[noop, noop_sync, probe, flaky], concurrency=args.concurrency
+        await _queue(args),
+        functions=[noop, noop_sync, probe, flaky],
+        concurrency=args.concurrency,
+        cron_jobs=crons,
     )
     return await common.drive_worker(runner.start, args)
 
@@ -92,3 +100,9 @@ async def latency(args: argparse.Namespace) -> common.Result:
         await queue.enqueue("probe", sent=sent)
 
     return await common.latency_through(send, client.blpop, args.count)
+
+
+async def ticks(args: argparse.Namespace) -> common.Result:
+    """croniter's sixth field is the second: due on each whole second."""
+    client = redis.Redis.from_url(args.url)
+    return await common.collect_ticks(client.blpop, args.count, grid=0.0)

@@ -33,10 +33,16 @@ async def flaky(number: int) -> None:
     common.DONE.hit()
 
 
+async def tick() -> None:
+    await _sink[0].rpush(common.SINK_KEY, [repr(time.time())])
+
+
 def _worker(args: argparse.Namespace) -> Worker[Any]:
     worker = Worker(redis_url=args.url, concurrency=args.concurrency, queue_name=args.queue)
     for function in (noop, noop_sync, probe, flaky):
         worker.task(name=function.__name__)(function)
+    if args.scenario == "periodic":  # crontab's 7 fields: the first is the second
+        worker.cron("* * * * * * *", name="tick")(tick)
     return worker
 
 
@@ -108,3 +114,8 @@ async def latency(args: argparse.Namespace) -> common.Result:
             await task.enqueue(sent)
 
         return await common.latency_through(send, sink.blpop, args.count)
+
+
+async def ticks(args: argparse.Namespace) -> common.Result:
+    async with Redis.from_url(args.url) as client:
+        return await common.collect_ticks(client.blpop, args.count, grid=0.0)
