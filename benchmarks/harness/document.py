@@ -360,17 +360,18 @@ RETRY_NOTE = (
 )
 
 PERIODIC_NOTE = (
-    "Each system's own schedule API, run by its worker (no separate scheduler process): "
-    "adelayed `Worker(schedules=[Every(1, task)])`, arq `cron(task, second=set(range(60)))` "
-    "(due at .123456 s past each second, arq's default `microsecond`), saq `CronJob(task, "
-    'cron="* * * * * *")` (croniter\'s seconds field), streaq `@worker.cron("* * * * * * *")`, '
-    "docket `Perpetual(every=timedelta(seconds=1), automatic=True)`, bullmq "
-    '`upsertJobScheduler("tick", {"every": 1000})`. Interval: between consecutive runs\' '
-    "starts; jitter: its distance from 1 s. Lag: from the tick's due time to the run's start, "
-    'for schedules on a fixed grid ("n/a": docket counts each interval from the end of the '
-    "previous run; bullmq's grid is offset by the scheduler's creation time). Skipped or "
-    "doubled: intervals outside 0.5 to 1.5 s. taskiq needs its scheduler process and delayed "
-    "1.2 has no schedules: not measured."
+    "Each system's own schedule API, run by its worker (no separate scheduler process): adelayed "
+    "`Worker(schedules=[Every(1, task)])`, arq `cron(task, second=set(range(60)))` (due at "
+    ".123456 s past each second, arq's default `microsecond`), saq `CronJob(task, cron=\"* * * * *"
+    ' *")` (croniter\'s seconds field), streaq `@worker.cron("* * * * * * *")`, docket '
+    '`Perpetual(every=timedelta(seconds=1), automatic=True)`, bullmq `upsertJobScheduler("tick", '
+    "{\"every\": 1000})`. Interval: between consecutive runs' starts (their mean's distance from 1 "
+    "s: the drift per run); jitter: each one's distance from 1 s. Lag: from the tick's due time "
+    'to the run\'s start, for schedules on a fixed grid ("n/a": docket counts each interval from '
+    "the end of the previous run; bullmq's grid is offset by the scheduler's creation time). "
+    "Skipped or doubled: intervals outside 0.5 to 1.5 s (saq's cron job has a unique key by "
+    "default, and its runs came 2 s apart: a run is not enqueued while the last one's job still "
+    "exists). taskiq needs its scheduler process and delayed 1.2 has no schedules: not measured."
 )
 
 TIME_METHODS = """## Methods: delayed tasks, promotion, retries

@@ -56,6 +56,8 @@ def _cell(system: System, reps: Sequence[Result], column: Column) -> tuple[float
             return None, "not yet"
         if not reps or any("unsupported" in r for r in reps):
             return None, column.missing
+        if not any("error" in r for r in reps):  # ran, but this figure does not apply
+            return None, "n/a"
         return None, "error"
     marks = CAPPED if any(r.get("capped") for r in reps) else ""
     if system.sequential and column.metric in _WORKER_RUNS:

@@ -261,6 +261,7 @@ async def collect_ticks(
     result: Result = {
         "ticks": len(starts),
         "mean_interval_s": sum(intervals) / len(intervals),
+        "drift_ms": abs(sum(intervals) / len(intervals) - TICK_EVERY) * 1000,
         "jitter_p50_ms": off[len(off) // 2],
         "jitter_max_ms": off[-1],
         "skipped_or_doubled": sum(1 for i in intervals if not 0.5 < i / TICK_EVERY < 1.5),
