@@ -40,6 +40,13 @@ class PriorityFetch:
         self._queues = list(queues)
         self._slots = slots
         self._caps = list(caps)
+        self._capped = any(cap < slots.count for cap in caps)
+        self._keys = [
+            key
+            for q in self._queues
+            for key in (q.name, q._noti_key, q._processing_key, q._ready_key, q._active_key,
+                        q._jobs_key)
+        ]  # fmt: skip
         self._parked = parked
         self._releases = releases
         self.slot_queue = [0] * slots.count  # the queue index of each slot's task
@@ -66,25 +73,24 @@ class PriorityFetch:
             self.slot_queue[free[position]] = index
             self._slots.hand(free[position], payload)
         if taken:
-            await anyio.lowlevel.checkpoint()  # the runners start their tasks before the next fetch
+            await anyio.lowlevel.checkpoint()  # the runners start their tasks first
         return bool(free) and not taken, finished
 
     async def _fetch_many(self, free: list[int], finished: list[int]) -> list[Any]:
-        counts = self._running()
-        keys: list[str] = []
+        caps = self._caps
+        if self._capped:  # what each queue may still take
+            caps = [
+                max(0, cap - running) for cap, running in zip(caps, self._running(), strict=True)
+            ]
         head: list[Any] = [len(self._queues)]
         releases: list[str] = []
-        for queue, mine in zip(self._queues, self.by_queue(finished), strict=True):
+        for cap, mine in zip(caps, self.by_queue(finished), strict=True):
             v1, ended = self._releases(mine)
-            index = len(keys) // priority.KEYS_PER_QUEUE
-            head += (max(0, self._caps[index] - counts[index]), len(v1), len(ended) // 2)
+            head += (cap, len(v1), len(ended) // 2)
             releases += (*v1, *ended)
-            keys += (
-                queue.name, queue._noti_key, queue._processing_key, queue._ready_key,
-                queue._active_key, queue._jobs_key,
-            )  # fmt: skip
-        args = (*head, *releases, *(self.fields[slot] for slot in free))
-        flat = await priority.FETCH_MANY(self._wire, keys, args)
+        fields = self.fields
+        args = (*head, *releases, *[fields[slot] for slot in free])
+        flat = await priority.FETCH_MANY(self._wire, self._keys, args)
         return list(zip(flat[::3], flat[1::3], flat[2::3], strict=True))
 
     def by_queue(self, slots: list[int]) -> list[list[int]]:
