@@ -349,14 +349,15 @@ PROMOTION_NOTE = (
 )
 
 RETRY_NOTE = (
-    "Each task raises on its first run and succeeds on its second, with no pause between: adelayed "
-    "`PyTask(retry=1)` and `Worker(retry_backoff=(1e-9, 1e-9))` (retried in its slot), arq `raise "
-    "Retry()` (no defer: back at its due score), saq `retries=2`, streaq `raise "
-    "StreaqRetry(delay=0)` (back through its delayed queue), docket `Retry(attempts=2)`, bullmq "
-    "`attempts: 2` with no backoff, taskiq `SimpleRetryMiddleware` with the labels "
-    "`retry_on_error=True, max_retries=2` (the task is sent again), delayed 1.2 `PyTask(retry=1)`. "
-    "The rate counts the successful second runs; the second column divides it by the same system's "
-    "plain c=100 rate in this run."
+    "Each task raises on its first run and succeeds on its second, with no pause asked: adelayed "
+    "`PyTask(retry=1)` and `Worker(retry_backoff=(1e-9, 1e-9))` (the retry goes back through "
+    "the queue's scheduled set: one RESCHEDULE script call, its delay rounded up to 1 ms, then "
+    "promoted), arq `raise Retry()` (no defer: back at its due score), saq `retries=2`, streaq "
+    "`raise StreaqRetry(delay=0)` (back through its delayed queue), docket `Retry(attempts=2)`, "
+    "bullmq `attempts: 2` with no backoff, taskiq `SimpleRetryMiddleware` with the labels "
+    "`retry_on_error=True, max_retries=2` (the task is sent again), delayed 1.2 "
+    "`PyTask(retry=1)`. The rate counts the successful second runs; the second column divides "
+    "it by the same system's plain c=100 rate in this run."
 )
 
 PERIODIC_NOTE = (

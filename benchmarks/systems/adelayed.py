@@ -14,7 +14,8 @@ from systems import common
 
 FUNCTIONS = {"async": "systems.common:noop", "sync": "systems.common:noop_sync"}
 FLAKY = {"async": "systems.common:flaky_async", "sync": "systems.common:flaky"}
-# A retry with no pause: retry_backoff's base must be above 0.
+# A retry with no pause asked (retry_backoff's base must be above 0; the reschedule rounds
+# the delay up to 1 ms).
 NO_PAUSE = (1e-9, 1e-9)
 NOT_YET = "not available yet: Queue.enqueue has no delay= in this adelayed"
 _sink: list[redis.Redis] = []  # the worker's client for latency probes
