@@ -42,29 +42,25 @@ class Promoter:
             await self._promote_forever()
 
     async def _promote_forever(self) -> None:
-        wire = Wire(self._queue.redis, f"promoter of queue {self._queue.name!r}")
         failures = 0
-        try:
-            while True:
-                try:
-                    wait = await self._promote_due(wire)
-                except (RedisError, OSError) as exc:
-                    failures += 1
-                    self._failed(exc, failures)
-                    wait = backoff(failures)
-                else:
-                    failures = 0
-                with anyio.move_on_after(wait):
-                    await self._woken.wait()
-                self._woken.clear()
-        finally:
-            with anyio.CancelScope(shield=True):
-                await wire.aclose()
-
-    async def _promote_due(self, wire: Wire) -> float:
-        """Promotes every due task (in bounded calls); returns the seconds until the next."""
         while True:
-            moved, next_due, now = await self._queue._promote(wire)
+            try:
+                wait = await self._promote_due()
+            except (RedisError, OSError) as exc:
+                failures += 1
+                self._failed(exc, failures)
+                wait = backoff(failures)
+            else:
+                failures = 0
+            with anyio.move_on_after(wait):
+                await self._woken.wait()
+            self._woken.clear()
+
+    async def _promote_due(self) -> float:
+        """Promotes every due task (in bounded calls, on the queue's shared connection);
+        returns the seconds until the next is due."""
+        while True:
+            moved, next_due, now = await self._queue._promote(self._queue._wire())
             if moved:
                 logger.debug("queue %r: %d due task(s) promoted", self._queue.name, moved)
             if moved < PROMOTE_BATCH:
