@@ -72,8 +72,10 @@ def _summary(result: dict[str, object]) -> str:
             f"p50 {result['jitter_p50_ms']:.1f} ms, max {result['jitter_max_ms']:.1f} ms{lag}"
         )
     if "ping_max_ms" in result:
+        into = result.get("promoted_rate")
         return (
-            f"{result['rate']:,.0f}/s over {result['tasks']:,} due tasks, first start "
+            f"{result['rate']:,.0f}/s over {result['tasks']:,} due tasks"
+            f"{f' ({into:,.0f}/s into the queue)' if into else ''}, first start "
             f"{result['first_lag_ms']:.1f} ms after due; PING max {result['ping_max_ms']:.1f} ms, "
             f"p99 {result['ping_p99_ms']:.2f} ms; {result['slow_calls']} calls >= 5 ms "
             f"(max {result['slow_max_ms']:.1f} ms)" + (" (capped)" if result.get("capped") else "")
