@@ -45,6 +45,9 @@ def _options(argv: list[str]) -> argparse.Namespace:
         help="comma-separated: " + ",".join(SCENARIOS) + " (default: all; --quick: no periodic)",
     )
     parser.add_argument("--promotion-tasks", type=int, help="tasks all due at once")
+    parser.add_argument(
+        "--lead", type=float, help="promotion: seconds from the fill's start to the due time"
+    )
     options = parser.parse_args(argv)
     unknown = set((options.only or "").split(",")) - set(BY_NAME) - {""}
     if unknown:
@@ -119,9 +122,11 @@ def _fill_rate(run: Run, system: System) -> float:
     return max(rates, default=50_000.0 if system.bulk else 5_000.0)
 
 
-def _promote(run: Run, system: System, runner: Runner, count: int, metric: str) -> None:
+def _promote(
+    run: Run, system: System, runner: Runner, count: int, metric: str, lead: float | None
+) -> None:
     """One promotion run; one more with thrice the lead if the fill overran the due time."""
-    lead = 1.0 + 2.0 * count / _fill_rate(run, system)
+    lead = lead or 1.0 + 2.0 * count / _fill_rate(run, system)
     result = measure.promotion(runner, run.settings, count, lead)
     if result.get("late"):
         _say(run, f"{system.name} {metric}: {result['error']}; again with a longer lead")
@@ -175,11 +180,11 @@ def _idle_and_time(
         quick_count = PROMOTION_QUICK if options.quick else PROMOTION_TASKS
         count = run.promotion_tasks = options.promotion_tasks or quick_count
         for system in measured:
-            _promote(run, system, runners[system.name], count, "promotion")
+            _promote(run, system, runners[system.name], count, "promotion", options.lead)
         if "adelayed" in runners and count < PROMOTION_TASKS:
             run.promotion_full = PROMOTION_TASKS
             _promote(run, BY_NAME["adelayed"], runners["adelayed"], PROMOTION_TASKS,
-                     "promotion_full")  # fmt: skip
+                     "promotion_full", None)  # fmt: skip
 
 
 def main(argv: list[str]) -> None:
