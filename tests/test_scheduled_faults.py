@@ -515,3 +515,41 @@ async def test_four_workers_promoting_at_once_run_each_task_once(
     assert sum(map(sum, promoted)) == count  # each task moved once (a second copy in ready
     # would run only if its envelope were still stored, so runs alone do not show it)
     assert sum(1 for moves in promoted if moves) >= 2, "the promotion was not concurrent"
+
+
+# 8. The worker whose promoter was woken for a new earliest task dies or stops: another runs
+# it on time.
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="NAME_wake is popped by one promoter only: when its worker dies or stops before the "
+    "due time, the other workers' promoters sleep on until WAKE_RENEWAL (the task ran 60 s late)",
+)
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+async def test_a_task_runs_on_time_when_the_woken_worker_goes(
+    sig: signal.Signals, client: aredis.Redis, queue: Queue, redis_server: EmbeddedRedis,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    async with worker_process(tmp_path / "woken.log", redis_server.url) as woken:
+        await wait_for(lambda: _blocked_on_wake(client, 1), what="its promoter's waker")
+        async with worker_process(tmp_path / "other.log", redis_server.url):
+            await wait_for(lambda: _blocked_on_wake(client, 2), what="the second waker")
+            before = await redis_ms(client)
+            await queue.enqueue(PyTask("tests.scheduled_fleet:stamp", args=("t",)), delay=1)
+            # Redis serves the client blocked first: the first worker's waker took the wake.
+            await wait_for(lambda: _wake_taken(client), what="the wake to be taken")
+            fleet.stop(woken, sig)
+            await wait_for(lambda: _has_stamp(client, "t"), timeout=5, what="the task to run")
+    ran, _ = (await stamps(client))["t"]
+    assert 1000 <= ran - before <= 1000 + LATE_MS
+
+
+async def _blocked_on_wake(client: aredis.Redis, count: int) -> bool:
+    """Whether exactly ``count`` clients are blocked in a BLPOP (the promoters' wakers)."""
+    clients = await client.client_list()
+    return sum(1 for info in clients if info.get("cmd") == "blpop") == count
+
+
+async def _wake_taken(client: aredis.Redis) -> bool:
+    return not await client.exists("jobs_wake")
