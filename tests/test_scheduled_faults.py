@@ -160,6 +160,24 @@ async def test_a_producer_whose_clock_is_an_hour_off_schedules_on_redis_time(
             assert 1000 <= ran - before <= 1000 + LATE_MS
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="a worker's dead letter records failed_at from the worker's clock (time.time() in "
+    "_dead_letters.dead_record), not Redis's: an hour off here",
+)
+async def test_a_worker_whose_clock_is_an_hour_off_dates_a_dead_letter_on_redis_time(
+    client: aredis.Redis, queue: Queue, redis_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    faketime_or_skip()
+    async with worker_process(tmp_path / "worker.log", redis_server.url, skew="+1h"):
+        failing = PyTask("tests.scheduled_fleet:fail_once", args=("doomed",))
+        await queue.enqueue(failing, delay=0.2, dead_letter_on_failure=True)
+        await wait_for(lambda: listed(client, "jobs_dead"), what="the dead letter")
+    (dead,) = await queue.dead_tasks()
+    assert "planned first failure" in dead.reason
+    assert abs(dead.failed_at * 1000 - await redis_ms(client)) < 60_000
+
+
 # 2. A Redis restart with AOF: the scheduled set, the envelopes and the due times persist.
 
 
@@ -521,6 +539,7 @@ async def test_four_workers_promoting_at_once_run_each_task_once(
 # it on time.
 
 
+@pytest.mark.slow
 @pytest.mark.xfail(
     strict=True,
     reason="NAME_wake is popped by one promoter only: when its worker dies or stops before the "
