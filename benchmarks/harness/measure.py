@@ -191,8 +191,9 @@ def promotion(runner: Runner, settings: Settings, count: int, lead: float) -> Re
         "first_lag_ms": (result["first_wall"] - due) * 1000,
         "last_lag_ms": seconds * 1000,
     }
-    if watch.emptied_at > due:  # every task left the system's scheduled set by then
-        result["promoted_rate"] = result["tasks"] / (watch.emptied_at - due)
+    if watch.emptied_at > due:  # all ``count`` tasks had left the system's scheduled set
+        result["promoted_rate"] = count / (watch.emptied_at - due)
+        result["promoted_ms"] = (watch.emptied_at - due) * 1000
     return result | watch.result()
 
 
