@@ -50,9 +50,9 @@ def delivery_of(data: bytes) -> Delivery:
         return Delivery(data, None, 1, 0.0, NO_OPTIONS)
     try:
         id_, payload, attempt, due_ms, options = envelope.unpack(data)
-    except PayloadError as exc:
+    except PayloadError as exc:  # its id is unknown: "" has BURY_ENVELOPED take the slot's
         logger.error("%s", exc)
-        return Delivery(data, None, 1, 0.0, NO_OPTIONS)
+        return Delivery(data, "", 1, 0.0, NO_OPTIONS)
     return Delivery(payload, id_, attempt, due_ms, options)
 
 

@@ -36,7 +36,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from . import _protocol as protocol
 from ._backoff import backoff
 from ._fatal import configuration_error
-from ._protocol import scheduled
+from ._protocol import priority, scheduled
 from .errors import RedisConfigurationError
 from .queue import Queue
 
@@ -68,23 +68,28 @@ async def check_sweeper_start(queues: Sequence[Queue], *, allow_eviction: bool) 
 
 def _worker_probe(queue: Queue) -> list[tuple[Any, ...]]:
     """Every command a worker (and the sweeper it embeds) sends, in a form that changes
-    nothing: on keys of a worker id no worker holds, or emptied and deleted in the same call.
-    Redis checks the ACL of each, so a refusal shows at start."""
+    nothing a worker would not change: on keys of a worker id no worker holds, or emptied and
+    deleted in the same call. Redis checks the ACL of each, so a refusal shows at start."""
     worker = protocol.worker_key("probe" + secrets.token_hex(8), queue.name)
     hand, field = protocol.hand_key(worker), protocol.slot_key(worker, 0)
     name = queue.name
     noti, processing = name + protocol.NOTI_SUFFIX, name + protocol.PROCESSING_SUFFIX
-    fetch, promote = protocol.FETCH, scheduled.PROMOTE
+    fetch, promote, many = protocol.FETCH, scheduled.PROMOTE, priority.FETCH_MANY
     enveloped = [
         name + suffix
         for suffix in (scheduled.READY_SUFFIX, scheduled.ACTIVE_SUFFIX, scheduled.JOBS_SUFFIX)
     ]
+    ready, active, jobs = enveloped
+    wake = name + scheduled.WAKE_SUFFIX
     return [
         ("SET", worker, 1, "PX", 1000, "NX"),
         ("SCRIPT", "LOAD", fetch.text),
         ("EVALSHA", fetch.sha, 7, name, noti, processing, hand, *enveloped, 0, 0, 0),  # no task
-        ("SCRIPT", "LOAD", promote.text),  # PROMOTE moves only what is due: harmless
-        ("EVALSHA", promote.sha, 3, name + scheduled.SCHEDULED_SUFFIX, *enveloped[:1], noti, 1),
+        ("SCRIPT", "LOAD", many.text),  # a worker of several queues: no free slot, no task
+        ("EVALSHA", many.sha, 6, name, noti, processing, ready, active, jobs, 1, 0, 0, 0),
+        # PROMOTE changes nothing the worker's promoter would not: it moves what is due.
+        ("SCRIPT", "LOAD", promote.text),
+        ("EVALSHA", promote.sha, 3, name + scheduled.SCHEDULED_SUFFIX, ready, noti, 1),
         ("HDEL", processing, field),
         ("HDEL", name + protocol.DELIVERIES_SUFFIX, field),
         ("LTRIM", name + protocol.DEAD_SUFFIX, 0, -1),
@@ -93,6 +98,8 @@ def _worker_probe(queue: Queue) -> list[tuple[Any, ...]]:
         # can block for good): the probe's own hand, rotated onto itself.
         ("RPUSH", hand, "probe"),
         ("BLMOVE", hand, hand, "LEFT", "RIGHT", 1),
+        ("RPUSH", wake, 0),  # a wake: a promoter that pops it plans again, nothing more
+        ("BLPOP", wake, 1),  # NAME_wake is not empty: does not block
         ("DEL", worker, hand),
     ]
 

@@ -6,14 +6,18 @@ promoter sleeps for their difference by the event loop's clock (so a worker whos
 is off still promotes on Redis's time), then promotes again. Meanwhile a waker blocks on
 ``NAME_wake`` on a connection of its own: a task scheduled earlier than any other pushes a
 wake there, and the promoter that pops it plans again at once. While nothing is scheduled the
-promoter sends nothing but the waker's BLPOP, renewed every WAKE_RENEWAL seconds. Any number of
-promoters (one per worker) may run at once: PROMOTE moves each id once.
+promoter sends nothing but the waker's BLPOP, renewed every WAKE_RENEWAL seconds; while
+something is, one PROMOTE at its due time, or every WAKE_RENEWAL seconds if it is further off.
+Any number of promoters (one per worker) may run at once: PROMOTE moves each id once. A wake
+goes to one waker: should its worker die before the due time, the others' own timers, or the
+next sweep (which promotes too), move the task.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 
 import anyio
 from redis.exceptions import RedisError
@@ -42,31 +46,36 @@ class Promoter:
             await self._promote_forever()
 
     async def _promote_forever(self) -> None:
+        # A connection of its own: the app's (the queue's shared one) is left to the app.
+        wire = Wire(self._queue.redis, f"promoter of queue {self._queue.name!r}")
         failures = 0
-        while True:
-            try:
-                wait = await self._promote_due()
-            except (RedisError, OSError) as exc:
-                failures += 1
-                self._failed(exc, failures)
-                wait = backoff(failures)
-            else:
-                failures = 0
-            with anyio.move_on_after(wait):
-                await self._woken.wait()
-            self._woken.clear()
+        try:
+            while True:
+                try:
+                    wait = await self._promote_due(wire)
+                except (RedisError, OSError) as exc:
+                    failures += 1
+                    self._failed(exc, failures)
+                    wait = backoff(failures)
+                else:
+                    failures = 0
+                with anyio.move_on_after(wait):
+                    await self._woken.wait()
+                self._woken.clear()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await wire.aclose()
 
-    async def _promote_due(self) -> float:
-        """Promotes every due task (in bounded calls, on the queue's shared connection);
-        returns the seconds until the next is due."""
+    async def _promote_due(self, wire: Wire) -> float:
+        """Promotes every due task (in bounded calls); returns the seconds until the next."""
         while True:
-            moved, next_due, now = await self._queue._promote(self._queue._wire())
+            moved, next_due, now = await self._queue._promote(wire)
             if moved:
                 logger.debug("queue %r: %d due task(s) promoted", self._queue.name, moved)
             if moved < PROMOTE_BATCH:
                 break
-        if next_due is None:
-            return WAKE_RENEWAL
+        if next_due is None:  # nothing scheduled: only a wake (or a sweep) brings work
+            return math.inf
         return min(WAKE_RENEWAL, max(0.0, next_due - now + _EARLY_MS) / 1000)
 
     async def _wait_for_wakes(self) -> None:

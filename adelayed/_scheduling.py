@@ -15,6 +15,7 @@ from ._envelope import Options
 from ._protocol import scheduled as protocol
 from .errors import ConfigurationError
 from .retry import Backoff, seconds_of
+from .task import GoTask, Task
 
 if TYPE_CHECKING:
     from ._protocol.script import Script
@@ -62,6 +63,15 @@ def options_of(
         isolation=None if isolation == "thread" else isolation,
     )
     return options, _due(where, delay, eta)
+
+
+def refuse_go_task(queue: str, task: Task) -> None:
+    if isinstance(task, GoTask):
+        raise ConfigurationError(
+            f"queue {queue!r}: Go task {task.func_path!r} cannot take delay, eta, timeout, "
+            "backoff, retry_on, dead_letter_on_failure or isolation: go-delayed's workers read "
+            "none of them; enqueue it without options"
+        )
 
 
 def _due(where: str, delay: float | timedelta | None, eta: datetime | None) -> str:
@@ -126,7 +136,7 @@ class Scheduling:
         against the queue's max_length for the whole call."""
         groups: list[list[Any]] = []
         for start in range(0, len(payloads), _SCHEDULE_BATCH):
-            args: list[Any] = [0, ""]
+            args: list[Any] = [0]
             for payload in payloads[start : start + _SCHEDULE_BATCH]:
                 id_ = envelope.new_id()
                 args += (id_, envelope.pack(id_, payload, 1, options), due)
@@ -134,7 +144,7 @@ class Scheduling:
         if self._max_length:
             if len(payloads) > self._max_length:
                 raise self._full_error(len(payloads))
-            groups[0][0] = self._max_length - (len(payloads) - (len(groups[0]) - 2) // 3)
+            groups[0][0] = self._max_length - (len(payloads) - (len(groups[0]) - 1) // 3)
         keys = (
             self._name, self._noti_key, self._jobs_key, self._scheduled_key, self._ready_key,
             self._wake_key,
@@ -156,13 +166,16 @@ class Scheduling:
         self, field: str, id_: str, next_envelope: bytes, delay: float, *, v1: bool
     ) -> None:
         keys = (
-            self._name, self._noti_key, self._jobs_key, self._scheduled_key, self._ready_key,
+            self._noti_key, self._jobs_key, self._scheduled_key, self._ready_key,
             self._processing_key, self._active_key, self._wake_key,
         )  # fmt: skip
         args = (
-            field, id_, next_envelope, str(math.ceil(delay * 1000)), "",
+            field,
+            id_,
+            next_envelope,
+            str(math.ceil(delay * 1000)),
             "v1" if v1 else "enveloped",
-        )  # fmt: skip
+        )
         await protocol.RESCHEDULE(self._wire(), keys, args)
 
     async def _bury_enveloped(

@@ -29,7 +29,7 @@ from redis.exceptions import (
 from . import _protocol as protocol
 from ._dead_letters import DeadLetters, DeadTask
 from ._enqueue_errors import enqueue_error
-from ._scheduling import Scheduling, options_of
+from ._scheduling import Scheduling, options_of, refuse_go_task
 from ._wire import Wire, shared_wire
 from ._worker_calls import WorkerCalls
 from .errors import (
@@ -104,6 +104,9 @@ class Queue(DeadLetters, Scheduling, WorkerCalls):
         self._enqueue_timeout = enqueue_timeout
         self._loop_wire: tuple[asyncio.AbstractEventLoop | None, Wire | None] = (None, None)
         self._init_scheduling()
+        self._enqueue_keys: tuple[str, ...] = (self._name, self._noti_key)
+        if self._max_length:  # due and scheduled tasks count as waiting too
+            self._enqueue_keys += (self._ready_key, self._scheduled_key)
 
     @property
     def name(self) -> str:
@@ -159,6 +162,7 @@ class Queue(DeadLetters, Scheduling, WorkerCalls):
         ):  # fmt: skip
             await self._enqueue_v1(task)
             return
+        refuse_go_task(self._name, task)
         options, due = options_of(
             self._name, task.func_path, delay=delay, eta=eta, timeout=timeout,
             backoff=backoff, retry_on=retry_on, dead_letter_on_failure=dead_letter_on_failure,
@@ -171,7 +175,7 @@ class Queue(DeadLetters, Scheduling, WorkerCalls):
 
     async def _enqueue_v1(self, task: Task) -> None:
         payload = self._payload_of(task)
-        keys = (self._name, self._noti_key)
+        keys = self._enqueue_keys
         wire = self._wire()
         try:
             pushed = await protocol.ENQUEUE(
@@ -206,6 +210,8 @@ class Queue(DeadLetters, Scheduling, WorkerCalls):
             delay is None and eta is None and timeout is None and backoff is None
             and not retry_on and not dead_letter_on_failure and isolation is None
         ):  # fmt: skip
+            for task in tasks:
+                refuse_go_task(self._name, task)
             options, due = options_of(
                 self._name, tasks[0].func_path, delay=delay, eta=eta, timeout=timeout,
                 backoff=backoff, retry_on=retry_on,
@@ -310,7 +316,7 @@ class Queue(DeadLetters, Scheduling, WorkerCalls):
         how many tasks max_length is checked against; None: already admitted, not checked."""
         limit = 0 if admitted is None else self._max_length
         args = [(limit, admitted or 0, *group) for group in groups]
-        keys = (self._name, self._noti_key)
+        keys = self._enqueue_keys
         replies = await self._run_pipelined(protocol.ENQUEUE, keys, args, deadline)
         if -1 in replies:
             raise self._full_error(admitted or 0)

@@ -17,7 +17,8 @@ logger = logging.getLogger(__name__)
 
 
 class Sweeper:
-    """Every ``interval`` seconds (and once at start), runs ``requeue_lost()`` on each queue.
+    """Every ``interval`` seconds (and once at start), runs ``requeue_lost()`` on each queue,
+    and promotes its due tasks (workers' promoters do too; each task moves once).
 
     Sweeping is atomic and idempotent, so any number of sweepers may run side by side, with
     delayed's and go-delayed's too. Connection trouble is logged and the next sweep tries
@@ -47,6 +48,7 @@ class Sweeper:
         for queue in self._queues:
             try:
                 requeued += await queue.requeue_lost()
+                await queue._promote(queue._wire())  # due tasks no worker's promoter moved
             except (RedisError, OSError) as exc:
                 fatal = configuration_error(exc, f"sweeper of queue {queue.name!r}")
                 if fatal is not None:

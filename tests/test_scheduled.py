@@ -277,3 +277,95 @@ async def test_a_child_that_dies_is_a_failure_of_its_task_not_of_the_worker(
         await wait_for(lambda: _dead_count(queue), what="the dead letter")
     [dead] = await queue.dead_tasks()
     assert dead.reason.startswith("TaskCrashedError:"), dead.reason
+
+
+async def snapshot(client: redis.Redis, *names: str) -> dict[bytes, Any]:
+    """Every key of these queues, with its content."""
+    state: dict[bytes, Any] = {}
+    for key in sorted(await client.keys("*")):
+        if not any(key.decode().startswith(name) for name in names):
+            continue
+        kind = (await client.type(key)).decode()
+        read = {"list": lambda k: client.lrange(k, 0, -1), "hash": client.hgetall,
+                "zset": lambda k: client.zrange(k, 0, -1, withscores=True)}[kind]  # fmt: skip
+        state[key] = await read(key)
+    return state
+
+
+async def test_the_scheduling_scripts_are_safe_to_run_twice(
+    client: redis.Redis, queue: Queue
+) -> None:
+    """A re-sent call (its reply lost) changes nothing: SCHEDULE, PROMOTE, RESCHEDULE,
+    FETCH and FETCH_MANY over enveloped tasks."""
+    from adelayed._protocol import priority, scheduled
+
+    wire = queue._wire()
+    payload = task(timed_tasks.record, "x", retry=1).serialize()
+    keys = ("jobs", "jobs_noti", "jobs_jobs", "jobs_scheduled", "jobs_ready", "jobs_wake")
+    for id_, due in (("a" * 32, "60000"), ("b" * 32, "0")):  # one scheduled, one due at once
+        packed = envelope.pack(id_, payload, 1, envelope.Options(timeout=5))
+        args = (0, id_, packed, due)
+        assert await scheduled.SCHEDULE(wire, keys, args) == 1
+        before = await snapshot(client, "jobs")
+        assert await scheduled.SCHEDULE(wire, keys, args) == 0
+        assert await snapshot(client, "jobs") == before
+    await client.zadd("jobs_scheduled", {"a" * 32: 0})  # due now
+    promote_keys = ("jobs_scheduled", "jobs_ready", "jobs_noti")
+    assert (await scheduled.PROMOTE(wire, promote_keys, (1000,)))[0] == 1
+    before = await snapshot(client, "jobs")
+    assert (await scheduled.PROMOTE(wire, promote_keys, (1000,)))[0] == 0
+    assert await snapshot(client, "jobs") == before
+    many_keys = ("jobs", "jobs_noti", "jobs_processing", "jobs_ready", "jobs_active", "jobs_jobs")
+    fetch = (1, 10, 0, 0, "slot:0", "slot:1", "slot:2")
+    first = await priority.FETCH_MANY(wire, many_keys, fetch)
+    before = await snapshot(client, "jobs")
+    assert await priority.FETCH_MANY(wire, many_keys, fetch) == first and len(first) == 6
+    assert await snapshot(client, "jobs") == before
+    retry_keys = (*keys[1:5], "jobs_processing", "jobs_active", "jobs_wake")
+    again = envelope.pack("a" * 32, payload, 2, envelope.Options(timeout=5))
+    [field] = [f"slot:{first[i]}" for i in (0, 3) if envelope.unpack(first[i + 2]).id == "a" * 32]
+    resend = (field, "a" * 32, again, "60000", "enveloped")
+    assert await scheduled.RESCHEDULE(wire, retry_keys, resend) == 1
+    before = await snapshot(client, "jobs")
+    assert await scheduled.RESCHEDULE(wire, retry_keys, resend) == 0
+    assert await snapshot(client, "jobs") == before
+
+
+async def test_an_envelope_no_worker_can_read_is_dead_lettered_once(
+    client: redis.Redis, queue: Queue, caplog: pytest.LogCaptureFixture
+) -> None:
+    unreadable = envelope.MAGIC + b"\x00" * 8 + b"\x00\x00\x00\x00"  # an empty meta
+    await client.hset("jobs_jobs", "c" * 32, unreadable)
+    await client.rpush("jobs_ready", "c" * 32)
+    await client.rpush("jobs_noti", "1")
+    async with running(worker(queue)):
+        await wait_for(lambda: _dead_count(queue), what="the dead letter")
+        await anyio.sleep(0.3)
+    [dead] = await queue.dead_tasks()
+    assert dead.payload == unreadable and dead.reason.startswith("PayloadError")
+    assert await client.hlen("jobs_active") == 0 and await client.hlen("jobs_jobs") == 0
+    assert len([r for r in caplog.records if "envelope" in r.getMessage()]) <= 2  # no loop
+
+
+async def test_a_go_task_with_options_is_refused(client: redis.Redis, queue: Queue) -> None:
+    from adelayed import GoTask
+
+    with pytest.raises(ConfigurationError, match="go-delayed's workers read none of them"):
+        await queue.enqueue(GoTask("main.Ping"), delay=5)
+    with pytest.raises(ConfigurationError, match=r"Go task 'main\.Ping'"):
+        await queue.enqueue_many([GoTask("main.Ping")], timeout=5)
+    assert await client.dbsize() == 0
+
+
+async def test_max_length_counts_due_and_scheduled_tasks_for_every_enqueue(
+    client: redis.Redis,
+) -> None:
+    from adelayed import QueueFullError
+
+    queue = Queue("jobs", client, max_length=2)
+    await queue.enqueue(task(timed_tasks.record, "later"), delay=60)
+    await queue.enqueue(task(timed_tasks.record, "due"), timeout=5)
+    for options in ({}, {"delay": 60}):
+        with pytest.raises(QueueFullError):
+            await queue.enqueue(task(timed_tasks.record, "one too many"), **options)
+    assert await queue.scheduled() == 1 and await queue.len() == 1

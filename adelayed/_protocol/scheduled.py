@@ -57,10 +57,11 @@ end
 """
 
 # KEYS: queue, noti, jobs, scheduled, ready, wake.
-# ARGV[1]: the queue's length limit (0: none), counting waiting, due and scheduled tasks;
-# ARGV[2]: unused; then triples: id, envelope, due (ms from now, or '@' and an
-# absolute time in ms). Returns how many were added (an id already present is skipped: a
-# re-sent call adds nothing), or -1 (nothing added) when the limit would be passed.
+# ARGV[1]: the queue's length limit (0: none), counting waiting, due and scheduled tasks (as
+# ENQUEUE does); then triples: id, envelope, due (ms from now, or '@' and an absolute time in
+# ms). Returns how many were added, or -1 (nothing added) when the limit would be passed. An id
+# still in NAME_jobs is skipped, so a re-sent call adds nothing while its tasks wait or run (the
+# Queue never re-sends it; a task that already ran and was released would be added again).
 SCHEDULE = Script(
     "schedule",
     """
@@ -69,13 +70,13 @@ local wake, limit = KEYS[6], tonumber(ARGV[1])
 if limit > 0 then
     local waiting = redis.call('llen', queue) + redis.call('llen', ready) +
         redis.call('zcard', scheduled)
-    if waiting + (#ARGV - 2) / 3 > limit then return -1 end
+    if waiting + (#ARGV - 1) / 3 > limit then return -1 end
 end
 """
     + _PLACE
     + """
 local added = 0
-for i = 3, #ARGV, 3 do
+for i = 2, #ARGV, 3 do
     if redis.call('hexists', jobs, ARGV[i]) == 0 then
         place(ARGV[i], ARGV[i + 1], ARGV[i + 2])
         added = added + 1
@@ -108,18 +109,18 @@ return {#due, nearest[2] or '-1', tostring(now)}
 """,
 )
 
-# KEYS: queue, noti, jobs, scheduled, ready, processing, active, wake.
-# ARGV: slot field, id, the envelope of the next attempt, due (as SCHEDULE's), unused,
-# 'v1' when the slot holds a v1 task (in processing) or 'enveloped' (in active).
+# KEYS: noti, jobs, scheduled, ready, processing, active, wake.
+# ARGV: slot field, id, the envelope of the next attempt, due (as SCHEDULE's), 'v1' when the
+# slot holds a v1 task (in processing) or 'enveloped' (in active).
 # A retry: releases the slot and schedules the next attempt in one step. Only a slot that still
 # holds the task moves it: a re-sent call, or a slot a sweep emptied, changes nothing.
 RESCHEDULE = Script(
     "reschedule",
     """
-local queue, noti, jobs, scheduled, ready = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local processing, active, wake = KEYS[6], KEYS[7], KEYS[8]
+local noti, jobs, scheduled, ready = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local processing, active, wake = KEYS[5], KEYS[6], KEYS[7]
 local field, id = ARGV[1], ARGV[2]
-if ARGV[6] == 'v1' then
+if ARGV[5] == 'v1' then
     if redis.call('hdel', processing, field) == 0 then return 0 end
 else
     if redis.call('hget', active, field) ~= id then return 0 end
@@ -135,14 +136,16 @@ return 1
 
 # KEYS: active, jobs, dead.  ARGV: slot field, id, dead-letter record, cap of the dead list.
 # An enveloped task out of its slot into the dead-letter list, in one step; guarded as
-# RESCHEDULE is.
+# RESCHEDULE is. An empty id stands for whatever id the slot holds (a worker that could not
+# read the envelope cannot know it).
 BURY_ENVELOPED = Script(
     "bury_enveloped",
     """
 local active, jobs, dead = KEYS[1], KEYS[2], KEYS[3]
-if redis.call('hget', active, ARGV[1]) ~= ARGV[2] then return 0 end
+local id = redis.call('hget', active, ARGV[1])
+if not id or (ARGV[2] ~= '' and id ~= ARGV[2]) then return 0 end
 redis.call('hdel', active, ARGV[1])
-redis.call('hdel', jobs, ARGV[2])
+redis.call('hdel', jobs, id)
 redis.call('lpush', dead, ARGV[3])
 redis.call('ltrim', dead, 0, tonumber(ARGV[4]) - 1)
 return 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from .script import Script
 
-# KEYS: queue, noti.
+# KEYS: queue, noti; with a length limit also ready and scheduled (counted as waiting too).
 # ARGV[1]: the queue's length limit (0: none); ARGV[2]: how many tasks to admit against it
 # (the whole enqueue_many call in its first group, 0 in later ones); ARGV[3..]: the tasks.
 # Returns how many were pushed, or -1 (nothing pushed) when the limit would be passed.
@@ -17,7 +17,13 @@ ENQUEUE = Script(
     """
 local queue, noti = KEYS[1], KEYS[2]
 local limit, admitted = tonumber(ARGV[1]), tonumber(ARGV[2])
-if limit > 0 and redis.call('llen', queue) + admitted > limit then return -1 end
+if limit > 0 then
+    local waiting = redis.call('llen', queue)
+    if #KEYS > 2 then
+        waiting = waiting + redis.call('llen', KEYS[3]) + redis.call('zcard', KEYS[4])
+    end
+    if waiting + admitted > limit then return -1 end
+end
 if #ARGV == 3 then
     redis.call('rpush', queue, ARGV[3])
     redis.call('rpush', noti, '1')
