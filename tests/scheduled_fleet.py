@@ -28,6 +28,7 @@ RUNS = "runs"
 BY = "by"
 STAMPS = "stamps"
 STARTS = "starts"
+HOLD = "ADELAYED_TEST_HOLD"
 
 _STAMP = """
 local t = redis.call('time')
@@ -54,7 +55,10 @@ _RUN = "redis.call('rpush', KEYS[1], ARGV[1]) redis.call('hset', KEYS[2], ARGV[1
 
 
 async def mark(tag: str) -> None:
-    """Records one run of ``tag`` in ``runs`` (and this process in ``by``)."""
+    """Records one run of ``tag`` in ``runs`` (and this process in ``by``); in a worker started
+    with ``holding=True``, hangs instead (until its worker is killed)."""
+    if os.environ.get(HOLD):
+        await asyncio.sleep(3600)
     await _client().eval(_RUN, 2, RUNS, BY, tag, os.getpid())
 
 
@@ -88,7 +92,7 @@ async def hang_first(tag: str) -> None:
     await conn.eval(_RUN, 2, RUNS, BY, tag, os.getpid())
 
 
-def environment(record_url: str, skew: str | None = None) -> dict[str, str]:
+def environment(record_url: str, skew: str | None = None, holding: bool = False) -> dict[str, str]:
     env = {
         **os.environ,
         "PYTHONPATH": str(ROOT),
@@ -97,6 +101,8 @@ def environment(record_url: str, skew: str | None = None) -> dict[str, str]:
     }
     if skew is not None:
         env["FAKETIME_DONT_FAKE_MONOTONIC"] = "1"  # asyncio's clock stays true: only wall time
+    if holding:
+        env[HOLD] = "1"
     return env
 
 
@@ -107,13 +113,13 @@ def command(args: list[str], skew: str | None = None) -> list[str]:
 
 
 def spawn(
-    args: list[str], record_url: str, log: Path, skew: str | None = None
+    args: list[str], record_url: str, log: Path, skew: str | None = None, holding: bool = False
 ) -> subprocess.Popen[bytes]:
     """Starts ``args`` in a process group of its own: ``faketime`` runs the program as its
     child, so ``stop`` signals the whole group."""
     with log.open("ab") as output:
         return subprocess.Popen(
-            command(args, skew), cwd=ROOT, env=environment(record_url, skew),
+            command(args, skew), cwd=ROOT, env=environment(record_url, skew, holding),
             stdout=output, stderr=output, start_new_session=True,
         )  # fmt: skip
 
@@ -157,9 +163,10 @@ def cli_worker(
     keep_alive_interval: float = 0.5,
     sweep_interval: float = 0,
     log_level: str = "DEBUG",
+    holding: bool = False,
 ) -> subprocess.Popen[bytes]:
     """adelayed's CLI worker on ``url`` serving this module's tasks (no embedded sweeper unless
-    ``sweep_interval``)."""
+    ``sweep_interval``; ``holding``: its ``mark`` tasks hang, never record a run)."""
     return spawn(
         [
             sys.executable, "-m", "adelayed", "--url", url, "-q", queue,
@@ -171,6 +178,7 @@ def cli_worker(
         record_url or url,
         log,
         skew,
+        holding,
     )  # fmt: skip
 
 

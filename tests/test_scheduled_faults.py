@@ -283,24 +283,26 @@ async def test_a_worker_killed_while_promoting_loses_and_duplicates_nothing(
     due = await redis_ms(client) + 500
     await wait_for(lambda: _past(client, due), what="the tasks to be due")
     assert await client.zcard(SCHEDULED) == count  # all due, none promoted yet
-    in_flight: set[str] = set()  # tags a killed worker held: they may run twice
-    kills = 0
-    while kills < 3 and await client.zcard(SCHEDULED) > 0:
-        log = tmp_path / f"killed{kills}.log"
-        process = fleet.cli_worker(redis_server.url, log, concurrency=50, log_level="INFO")
+    interrupted = 0  # kills that fell amid a promotion
+    for kill in range(6):
+        if interrupted == 3 or not await client.zcard(SCHEDULED):
+            break
+        # holding: its tasks hang, so every run is the survivor's.
+        process = fleet.cli_worker(
+            redis_server.url, tmp_path / f"killed{kill}.log", concurrency=50,
+            log_level="INFO", holding=True,
+        )  # fmt: skip
         # As fast as Redis answers, kill it in the middle of its promotion: once a first
         # batch has moved (its start-up check promotes one task, as a probe of its ACL).
         batch = await client.zcard(SCHEDULED) - PROMOTE_BATCH
         while await client.zcard(SCHEDULED) > batch and process.poll() is None:
             pass
         fleet.stop(process)
-        kills += 1
         snapshot = await Snapshot.read(client)
         snapshot.check()
-        in_flight |= {snapshot.jobs[id_] for id_ in snapshot.active}
-        done = set(await runs(client))  # a task that ran and was released is stored no more
-        assert not (done - in_flight) & set(snapshot.jobs.values()), "a finished task is back"
-    assert 0 < len(snapshot.scheduled) < count  # the last kill fell amid a promotion
+        assert len(snapshot.jobs) == count, "a task was lost (or ran)"
+        interrupted += bool(snapshot.scheduled)
+    assert interrupted > 0, "no kill fell amid a promotion"
     async with worker_process(
         tmp_path / "survivor.log", redis_server.url, concurrency=50, sweep_interval=0.5,
         log_level="INFO",
@@ -308,9 +310,7 @@ async def test_a_worker_killed_while_promoting_loses_and_duplicates_nothing(
         await wait_for(lambda: drained(client), timeout=60, what="every task to run")
     ran = await runs(client)
     assert set(ran) == set(tags)
-    twice = {tag for tag, times in ran.items() if times > 1}
-    assert twice <= in_flight  # only a task a killed worker was running may run again
-    assert max(ran.values()) <= 2
+    assert max(ran.values()) == 1
 
 
 async def _past(client: aredis.Redis, ms: int) -> bool:
