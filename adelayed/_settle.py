@@ -31,6 +31,7 @@ class Settler:
     def __init__(self, lease: Lease, queue_name: str) -> None:
         self._lease = lease
         self._processing = queue_name + "_processing"
+        self._active = queue_name + "_active"
         self._closing_since: float | None = None
 
     def closing(self) -> None:
@@ -50,9 +51,9 @@ class Settler:
                 late = closing is not None and time.monotonic() - closing > SETTLE_TIMEOUT_AT_EXIT
                 if fatal is not None or late:
                     logger.error(
-                        "worker %s: could not settle a task (%s); it stays in %r until a "
-                        "sweep requeues it",
-                        self._lease.worker_id, exc, self._processing,
+                        "worker %s: could not settle a task (%s); it stays in its slot (%r, "
+                        "or %r for a task with options) until a sweep requeues it",
+                        self._lease.worker_id, exc, self._processing, self._active,
                     )  # fmt: skip
                     if fatal is not None:  # no retry can fix it: the worker ends
                         raise fatal from exc

@@ -1,6 +1,14 @@
-"""The delayed v1 wire protocol: every Redis key name and every Lua script, in one place.
+"""The wire protocol: every Redis key name and every Lua script, in this package.
 
-Keys of a queue named NAME (see PROTOCOL.md):
+- ``v1``: delayed v1's scripts as adelayed runs them (ENQUEUE, FETCH, REQUEUE, BURY,
+  REQUEUE_LOST, REQUEUE_DEAD);
+- ``scheduled``: tasks with options (envelopes): SCHEDULE, PROMOTE, RESCHEDULE, BURY_ENVELOPED,
+  REQUEUE_ENVELOPED, and their keys (NAME_jobs, NAME_scheduled, NAME_ready, NAME_active,
+  NAME_wake);
+- ``priority``: FETCH_MANY, one fetch over a worker's several queues;
+- ``schedules``: periodic tasks' TICK and NAME_schedules.
+
+docs/protocol.md describes them all. Keys of a queue named NAME that v1 knows (PROTOCOL.md):
 
 - ``NAME``             list of serialized tasks; producers push right, workers pop left.
 - ``NAME_noti``        list of tokens (``1``), one per task in ``NAME``; workers block on it.
