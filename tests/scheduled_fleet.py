@@ -82,6 +82,13 @@ def fail_once(tag: str) -> None:
         conn.eval(_RUN, 2, RUNS, BY, tag, os.getpid())
 
 
+def fail_always(tag: str) -> None:
+    """Fails every run (counted in ``attempts:<tag>``)."""
+    with _sync_client() as conn:
+        conn.incr(f"attempts:{tag}")
+    raise RuntimeError(f"{tag}: planned failure")
+
+
 async def hang_first(tag: str) -> None:
     """Records its start in ``starts``; the first run of ``tag`` then hangs (until its worker is
     killed), a later one records itself in ``runs``."""

@@ -16,7 +16,7 @@ import threading
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
@@ -31,7 +31,14 @@ from delayed.sweeper import Sweeper as DelayedSweeper
 
 from adelayed import Backoff, PyTask, Queue, Sweeper
 from adelayed import _envelope as envelope
-from adelayed._protocol.scheduled import PROMOTE, PROMOTE_BATCH
+from adelayed._protocol import FETCH
+from adelayed._protocol.scheduled import (
+    BURY_ENVELOPED,
+    PROMOTE,
+    PROMOTE_BATCH,
+    REQUEUE_ENVELOPED,
+    RESCHEDULE,
+)
 from adelayed.embedded import EmbeddedRedis
 from adelayed.task import decode_task
 from tests import processes
@@ -386,15 +393,15 @@ async def test_an_enveloped_task_of_a_killed_worker_is_requeued_by_our_sweeper_o
     await queue.enqueue(task, delay=0.3, timeout=60)
     async with worker_process(tmp_path / "killed.log", redis_server.url, keep_alive_timeout=1):
         await wait_for(lambda: listed(client, fleet.STARTS), what="the task to start")
-        (field, id_), = (await client.hgetall(ACTIVE)).items()  # fmt: skip
+        (slot, id_), = (await client.hgetall(ACTIVE)).items()  # fmt: skip
         stored = await client.hget(JOBS, id_)
     # SIGKILLed (worker_process's exit): the task stays in its slot until its lease lapses.
-    await wait_for(lambda: _gone(client, field), timeout=5, what="the killed worker's lease")
+    await wait_for(lambda: _gone(client, slot), timeout=5, what="the killed worker's lease")
     state = await _state(client)
     for _ in range(5):
         assert their_queue.requeue_lost() == 0  # delayed's sweeper: nothing of its own lost
     assert await _state(client) == state == {
-        "active": {field: id_}, "jobs": {id_: stored}, "ready": [], "noti": 0, "queue": 0,
+        "active": {slot: id_}, "jobs": {id_: stored}, "ready": [], "noti": 0, "queue": 0,
         "processing": 0, "scheduled": 0,
     }  # fmt: skip
     assert await Sweeper([queue], interval=1).sweep() == 1
@@ -572,3 +579,72 @@ async def _blocked_on_wake(client: aredis.Redis, count: int) -> bool:
 
 async def _wake_taken(client: aredis.Redis) -> bool:
     return not await client.exists("jobs_wake")
+
+
+# 9. Lost replies to the other scripts that move enveloped tasks: FETCH (taking and releasing
+# them), RESCHEDULE (a retry through the scheduled set), BURY_ENVELOPED (a dead letter).
+
+_MOVERS = {
+    script.sha.encode(): name
+    for name, script in (
+        ("fetch", FETCH), ("reschedule", RESCHEDULE), ("bury", BURY_ENVELOPED),
+        ("requeue", REQUEUE_ENVELOPED),
+    )
+}  # fmt: skip
+
+
+def mover_calls(command: list[bytes], previous: list[bytes]) -> str | None:
+    if command[0].upper() == b"EVALSHA" and len(command) > 1:
+        return _MOVERS.get(command[1].lower())
+    return None
+
+
+@dataclass
+class CutEveryThirdMove:
+    """Cuts every third call of each kind that moved a task."""
+
+    moves: Counter[str] = field(default_factory=Counter)
+
+    def __call__(self, kind: str, command: list[bytes], reply: Any) -> bool:
+        if kind == "fetch":  # ARGV 2 and 3: v1 slots and enveloped tasks it releases
+            moved = bool(reply) or int(command[11]) > 0 or int(command[12]) > 0
+        else:
+            moved = int(reply) > 0
+        if not moved:
+            return False
+        self.moves[kind] += 1
+        return self.moves[kind] % 3 == 0
+
+
+@pytest.mark.slow
+async def test_lost_replies_to_scripts_moving_enveloped_tasks_duplicate_and_lose_nothing(
+    client: aredis.Redis, queue: Queue, redis_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    cut = CutEveryThirdMove()
+    async with redis_proxy(redis_server.port, mover_calls, cut) as proxy:
+        behind = f"redis://127.0.0.1:{proxy.port}/0"
+        log = tmp_path / "worker.log"
+        async with worker_process(log, behind, record_url=redis_server.url, concurrency=4):
+            done = [PyTask("tests.scheduled_fleet:mark", args=(f"d{i}",)) for i in range(60)]
+            await queue.enqueue_many(done, delay=0.2, timeout=30)
+            retried = [
+                PyTask("tests.scheduled_fleet:fail_once", args=(f"r{i}",), retry=1)
+                for i in range(30)
+            ]
+            await queue.enqueue_many(retried, backoff=Backoff.fixed(0.05))
+            buried = [
+                PyTask("tests.scheduled_fleet:fail_always", args=(f"b{i}",)) for i in range(30)
+            ]
+            await queue.enqueue_many(buried, dead_letter_on_failure=True)
+            await wait_for(lambda: drained(client), timeout=30, what="every task to settle")
+    assert {kind for kind, cuts in proxy.cuts.items() if cuts} == {"fetch", "reschedule", "bury"}
+    ran = await runs(client)
+    assert set(ran) == {f"d{i}" for i in range(60)} | {f"r{i}" for i in range(30)}
+    assert max(ran.values()) == 1  # no worker died, no lease lapsed: exactly once
+    for i in range(30):
+        assert await client.get(f"attempts:r{i}") == b"2"  # failed, retried once
+        assert await client.get(f"attempts:b{i}") == b"1"  # failed, dead-lettered at once
+    dead = await queue.dead_tasks()
+    assert sorted(str(decode_task(d.payload).args[0]) for d in dead) == sorted(
+        f"b{i}" for i in range(30)
+    )  # each once
