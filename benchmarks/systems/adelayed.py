@@ -9,7 +9,7 @@ from typing import Any
 
 import redis.asyncio as redis
 
-from adelayed import Every, PyTask, Queue, Worker
+from adelayed import PyTask, Queue, Worker
 from systems import common
 
 FUNCTIONS = {"async": "systems.common:noop", "sync": "systems.common:noop_sync"}
@@ -40,7 +40,9 @@ async def worker(args: argparse.Namespace) -> common.Result:
     # the probe, the shared no-ops and the retry scenario's tasks
     allowed = ["systems.adelayed", *FUNCTIONS.values(), *FLAKY.values()]
     options: dict[str, Any] = {"retry_backoff": NO_PAUSE} if args.scenario == "retry" else {}
-    if args.scenario == "periodic":
+    if args.scenario == "periodic":  # imported here: ab.py runs this file on older revisions too
+        from adelayed import Every
+
         options["schedules"] = [Every(common.TICK_EVERY, PyTask("systems.adelayed:tick"))]
     runner = Worker(
         queue, concurrency=args.concurrency, tasks=allowed, sweep_interval=None, **options
