@@ -1,6 +1,8 @@
-"""Benchmarks adelayed against arq, saq, taskiq, streaq and delayed on one private Redis.
+"""Benchmarks adelayed against arq, saq, taskiq, streaq, delayed, docket and bullmq on one
+private Redis.
 
     .venv/bin/python benchmarks/run.py [--quick] [--only NAME[,NAME]] [--tasks N] [--profile]
+        [--scenarios NAME[,NAME]] [--promotion-tasks N] [--lead SECONDS]
 
 Each peer runs from its own virtualenv (benchmarks/.venvs/NAME, pinned by peers/NAME.txt);
 every worker, producer and baseline runs in a process of its own. Writes RESULTS.md beside
