@@ -552,7 +552,7 @@ async def test_four_workers_promoting_at_once_run_each_task_once(
     reason="NAME_wake is popped by one promoter only: when its worker dies or stops before the "
     "due time, the other workers' promoters sleep on until WAKE_RENEWAL (the task ran 60 s late)",
 )
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
 async def test_a_task_runs_on_time_when_the_woken_worker_goes(
     sig: signal.Signals, client: aredis.Redis, queue: Queue, redis_server: EmbeddedRedis,
     tmp_path: Path,
