@@ -3,7 +3,6 @@ read, requeued or purged through the Queue, written by a worker (``_bury``) or a
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import cast
 
@@ -63,20 +62,11 @@ class DeadLetters:
     async def _bury(
         self, field: str, payload: bytes, reason: str, worker: str, trace: str = ""
     ) -> None:
-        """A worker's: moves the task in ``field`` to the dead-letter list (one round trip)."""
-        record = dead_record(payload, reason, worker, trace)
+        """A worker's: moves the task in ``field`` to the dead-letter list (one round trip),
+        dated by Redis's clock."""
         keys = (self._processing_key, self._dead_key)
-        await protocol.BURY(self._wire(), keys, (field, record, self._dead_letter_limit))
-
-
-def dead_record(payload: bytes, reason: str, worker: str, trace: str) -> bytes:
-    """A dead letter as the list keeps it: ``trace`` is the last error's traceback text."""
-    fields = {"payload": payload, "reason": reason, "failed_at": time.time(), "worker": worker}
-    if trace:
-        fields["traceback"] = trace
-    # use_bin_type=False: Redis's Lua cmsgpack (REQUEUE_DEAD) reads no bin type.
-    record: bytes = msgpack.packb(fields, use_bin_type=False)
-    return record
+        args = (field, self._dead_letter_limit, payload, reason, worker, trace)
+        await protocol.BURY(self._wire(), keys, args)
 
 
 def _decode(record: bytes) -> DeadTask:

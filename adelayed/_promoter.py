@@ -5,12 +5,13 @@ Each PROMOTE call returns the next due time and Redis's time, both on Redis's cl
 promoter sleeps for their difference by the event loop's clock (so a worker whose wall clock
 is off still promotes on Redis's time), then promotes again. Meanwhile a waker blocks on
 ``NAME_wake`` on a connection of its own: a task scheduled earlier than any other pushes a
-wake there, and the promoter that pops it plans again at once. While nothing is scheduled the
+wake there; the waker that pops it passes it on (pushes it back, once), so it goes round every
+promoter, and each plans again at once. While nothing is scheduled the
 promoter sends nothing but the waker's BLPOP, renewed every WAKE_RENEWAL seconds; while
 something is, one PROMOTE at its due time, or every WAKE_RENEWAL seconds if it is further off.
-Any number of promoters (one per worker) may run at once: PROMOTE moves each id once. A wake
-goes to one waker: should its worker die before the due time, the others' own timers, or the
-next sweep (which promotes too), move the task.
+Any number of promoters (one per worker) may run at once: PROMOTE moves each id once. Should
+a waker die between popping a wake and passing it on, the next sweep (which promotes too)
+moves the task.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from collections import deque
 
 import anyio
 from redis.exceptions import RedisError
@@ -39,6 +41,7 @@ class Promoter:
         self._queue = queue
         self._owner = owner
         self._woken = asyncio.Event()
+        self._seen: deque[bytes] = deque(maxlen=64)  # the wakes passed on lately
 
     async def run(self) -> None:
         async with anyio.create_task_group() as group:
@@ -89,18 +92,29 @@ class Promoter:
                         "BLPOP", queue._wake_key, WAKE_RENEWAL, blocking_for=WAKE_RENEWAL
                     )
                     woken = await wire.reply_to(waiter)
+                    if woken:
+                        await self._pass_on(wire, woken[1])
                 except (RedisError, OSError) as exc:
                     failures += 1
                     self._failed(exc, failures)
                     await anyio.sleep(backoff(failures))
+                    self._woken.set()  # wakes may have been missed meanwhile: plan again
                     continue
                 failures = 0
-                if woken:
-                    self._woken.set()
         finally:
             wire.close()  # a pending BLPOP goes with its connection
             with anyio.CancelScope(shield=True):
                 await wire.aclose()
+
+    async def _pass_on(self, wire: Wire, wake: bytes) -> None:
+        """A wake reaches one waker: the first time this one sees it, it pushes it back for
+        the next (each waker passes a wake on once, so it goes round every promoter blocked on
+        the list, then ends), and the promoter plans again."""
+        if wake in self._seen:
+            return
+        self._seen.append(wake)
+        self._woken.set()
+        await wire.call("RPUSH", self._queue._wake_key, wake)
 
     def _failed(self, exc: Exception, failures: int) -> None:
         fatal = configuration_error(exc, f"worker {self._owner}")

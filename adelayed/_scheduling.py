@@ -10,7 +10,6 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from . import _envelope as envelope
-from ._dead_letters import dead_record
 from ._envelope import Options
 from ._protocol import scheduled as protocol
 from .errors import ConfigurationError
@@ -181,9 +180,8 @@ class Scheduling:
     async def _bury_enveloped(
         self, field: str, id_: str, payload: bytes, reason: str, worker: str, trace: str
     ) -> None:
-        record = dead_record(payload, reason, worker, trace)
         keys = (self._active_key, self._jobs_key, self._dead_key)
-        args = (field, id_, record, self._dead_letter_limit)
+        args = (field, id_, self._dead_letter_limit, payload, reason, worker, trace)
         await protocol.BURY_ENVELOPED(self._wire(), keys, args)
 
     async def _requeue_enveloped(self, field: str, id_: str) -> None:

@@ -8,8 +8,10 @@ Keys of queue NAME (see docs/protocol.md):
 - ``NAME_scheduled``  sorted set: task id, scored by its due time (ms, Redis's clock).
 - ``NAME_ready``      list of the ids that are due, each with a token in ``NAME_noti``.
 - ``NAME_active``     hash: slot field -> id of the enveloped task that slot runs.
-- ``NAME_wake``       list of at most one item: pushed when a schedule becomes the earliest,
-                      popped by a worker's promoter blocked on it, which then plans again.
+- ``NAME_wake``       list of the last few wakes (``due:id``): pushed when a schedule becomes
+                      the earliest; each worker's promoter pops one, passes it on (pushes it
+                      back) the first time it sees it, and plans again: every promoter hears
+                      of it, one after the other.
 
 Due times are read from Redis (``TIME``) inside the scripts, never from a client: the due time
 of an envelope is written into its first bytes by the script that schedules it.
@@ -18,6 +20,7 @@ of an envelope is written into its first bytes by the script that schedules it.
 from __future__ import annotations
 
 from .script import Script
+from .v1 import DEAD_RECORD
 
 JOBS_SUFFIX = "_jobs"
 SCHEDULED_SUFFIX = "_scheduled"
@@ -50,8 +53,9 @@ local function place(id, envelope, due_spec)
     end
     local earliest = redis.call('zrange', scheduled, 0, 0, 'withscores')
     redis.call('zadd', scheduled, due, id)
-    if (not earliest[2] or due < tonumber(earliest[2])) and redis.call('llen', wake) == 0 then
-        redis.call('rpush', wake, due)
+    if not earliest[2] or due < tonumber(earliest[2]) then
+        redis.call('rpush', wake, due .. ':' .. id)
+        redis.call('ltrim', wake, -16, -1)
     end
 end
 """
@@ -134,20 +138,21 @@ return 1
 """,
 )
 
-# KEYS: active, jobs, dead.  ARGV: slot field, id, dead-letter record, cap of the dead list.
-# An enveloped task out of its slot into the dead-letter list, in one step; guarded as
-# RESCHEDULE is. An empty id stands for whatever id the slot holds (a worker that could not
-# read the envelope cannot know it).
+# KEYS: active, jobs, dead.  ARGV: slot field, id, cap of the dead list, then the record's
+# fields (v1.DEAD_RECORD). An enveloped task out of its slot into the dead-letter list, in one
+# step; guarded as RESCHEDULE is. An empty id stands for whatever id the slot holds (a worker
+# that could not read the envelope cannot know it).
 BURY_ENVELOPED = Script(
     "bury_enveloped",
-    """
+    DEAD_RECORD
+    + """
 local active, jobs, dead = KEYS[1], KEYS[2], KEYS[3]
 local id = redis.call('hget', active, ARGV[1])
 if not id or (ARGV[2] ~= '' and id ~= ARGV[2]) then return 0 end
 redis.call('hdel', active, ARGV[1])
 redis.call('hdel', jobs, id)
-redis.call('lpush', dead, ARGV[3])
-redis.call('ltrim', dead, 0, tonumber(ARGV[4]) - 1)
+redis.call('lpush', dead, dead_record(4))
+redis.call('ltrim', dead, 0, tonumber(ARGV[3]) - 1)
 return 1
 """,
 )

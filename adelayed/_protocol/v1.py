@@ -172,15 +172,29 @@ return 1
 """,
 )
 
-# KEYS: processing, dead.  ARGV: slot field, dead-letter record, cap of the dead list.
-# Moves the task out of its slot into the dead-letter list in one step; guarded like REQUEUE.
+# The dead-letter record, dated by Redis's clock: ARGV[first ..]: payload, reason, worker, the
+# last error's traceback ('' for none). Shared by BURY and BURY_ENVELOPED.
+DEAD_RECORD = """
+local function dead_record(first)
+    local clock = redis.call('time')
+    local record = {payload = ARGV[first], reason = ARGV[first + 1], worker = ARGV[first + 2],
+        failed_at = tonumber(clock[1]) + tonumber(clock[2]) / 1e6}
+    if ARGV[first + 3] ~= '' then record.traceback = ARGV[first + 3] end
+    return cmsgpack.pack(record)
+end
+"""
+
+# KEYS: processing, dead.  ARGV: slot field, cap of the dead list, then the record's fields
+# (see DEAD_RECORD). Moves the task out of its slot into the dead-letter list in one step;
+# guarded like REQUEUE.
 BURY = Script(
     "bury",
-    """
+    DEAD_RECORD
+    + """
 local processing, dead = KEYS[1], KEYS[2]
 if redis.call('hdel', processing, ARGV[1]) == 0 then return 0 end
-redis.call('lpush', dead, ARGV[2])
-redis.call('ltrim', dead, 0, tonumber(ARGV[3]) - 1)
+redis.call('lpush', dead, dead_record(3))
+redis.call('ltrim', dead, 0, tonumber(ARGV[2]) - 1)
 return 1
 """,
 )
