@@ -564,7 +564,9 @@ async def test_a_task_runs_on_time_when_the_woken_worker_goes(
             before = await redis_ms(client)
             await queue.enqueue(PyTask("tests.scheduled_fleet:stamp", args=("t",)), delay=1)
             # Redis serves the client blocked first: the first worker's waker took the wake.
+            # Once both wakers block again, each has done with it what it does.
             await wait_for(lambda: _wake_taken(client), what="the wake to be taken")
+            await wait_for(lambda: _blocked_on_wake(client, 2), what="both wakers again")
             fleet.stop(woken, sig)
             await wait_for(lambda: _has_stamp(client, "t"), timeout=5, what="the task to run")
     ran, _ = (await stamps(client))["t"]
