@@ -650,3 +650,33 @@ async def test_lost_replies_to_scripts_moving_enveloped_tasks_duplicate_and_lose
     assert sorted(str(decode_task(d.payload).args[0]) for d in dead) == sorted(
         f"b{i}" for i in range(30)
     )  # each once
+
+
+# 10. Several idle workers and one wake: each plans once, then all wait without a command.
+
+
+@pytest.mark.slow
+async def test_a_wake_among_idle_workers_costs_a_few_commands_not_a_loop(
+    client: aredis.Redis, queue: Queue, redis_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    logs = [tmp_path / f"worker{i}.log" for i in range(3)]
+    workers = [fleet.cli_worker(redis_server.url, log, concurrency=2) for log in logs]
+    try:
+        await wait_for(lambda: _blocked_on_wake(client, 3), what="three idle wakers")
+        await client.config_resetstat()
+        before = await redis_ms(client)
+        await queue.enqueue(PyTask("tests.scheduled_fleet:stamp", args=("t",)), delay=2)
+        await anyio.sleep(1.5)  # a window to count commands in, while the task waits
+        stats = await client.info("commandstats")
+        await wait_for(lambda: _has_stamp(client, "t"), timeout=5, what="the task to run")
+    finally:
+        for worker in workers:
+            fleet.stop(worker)
+    calls = {name: int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in (
+        "blpop", "evalsha", "rpush", "lpush",
+    )}  # fmt: skip
+    # Per worker: a BLPOP or two for the wake, one PROMOTE, an idle fetch a second.
+    assert calls["blpop"] <= 12 and calls["rpush"] + calls["lpush"] <= 12, calls
+    assert calls["evalsha"] <= 20, calls
+    ran, _ = (await stamps(client))["t"]
+    assert 2000 <= ran - before <= 2000 + LATE_MS
