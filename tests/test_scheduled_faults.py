@@ -167,11 +167,6 @@ async def test_a_producer_whose_clock_is_an_hour_off_schedules_on_redis_time(
             assert 1000 <= ran - before <= 1000 + LATE_MS
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a worker's dead letter records failed_at from the worker's clock (time.time() in "
-    "_dead_letters.dead_record), not Redis's: an hour off here",
-)
 async def test_a_worker_whose_clock_is_an_hour_off_dates_a_dead_letter_on_redis_time(
     client: aredis.Redis, queue: Queue, redis_server: EmbeddedRedis, tmp_path: Path
 ) -> None:
@@ -547,11 +542,6 @@ async def test_four_workers_promoting_at_once_run_each_task_once(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="NAME_wake is popped by one promoter only: when its worker dies or stops before the "
-    "due time, the other workers' promoters sleep on until WAKE_RENEWAL (the task ran 60 s late)",
-)
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
 async def test_a_task_runs_on_time_when_the_woken_worker_goes(
     sig: signal.Signals, client: aredis.Redis, queue: Queue, redis_server: EmbeddedRedis,
