@@ -5,7 +5,8 @@ behind a proxy records straight to the server).
 
 Records: ``runs`` (a list) gets one item per run of ``mark``/``mark_sync`` (the tag) and per
 finished run of ``hang_first``/``fail_once``, and ``by`` (a hash) the pid of the process that
-ran each tag (the last one); ``stamps`` gets ``"<tag> <Redis ms> <wall ms>"``
+ran each tag (the last one); ``attempts:<tag>`` counts the runs of ``fail_once`` and
+``fail_always``; ``stamps`` gets ``"<tag> <Redis ms> <wall ms>"``
 per run of ``stamp`` (Redis's time and the worker's own clock, both when the task ran).
 """
 

@@ -1,9 +1,11 @@
-"""Robustness of delayed tasks (the scheduled set, NAME_ready, NAME_active), with real Redis and
-real processes: workers and producers whose clocks are an hour off (Debian's ``faketime``), a
-Redis restart with AOF, a worker SIGKILLed while it promotes 20,000 due tasks, lost replies to
-PROMOTE, a worker SIGKILLed while it runs an enveloped task (and which sweeper puts it back),
-a fleet mixing delayed 1.2's worker and sweeper with adelayed's, and four workers promoting the
-same due tasks at once. Task functions and process helpers: tests/scheduled_fleet.py."""
+"""Robustness of delayed tasks (the scheduled set, NAME_ready, NAME_active, NAME_wake), with
+real Redis and real processes: workers and producers whose clocks are an hour off (Debian's
+``faketime``), a Redis crash with AOF, a worker SIGKILLed while it promotes 20,000 due tasks,
+lost replies to PROMOTE and to the other scripts that move enveloped tasks, a worker SIGKILLed
+while it runs an enveloped task (and which sweeper puts it back), a fleet mixing delayed 1.2's
+worker and sweeper with adelayed's, four workers promoting the same due tasks at once, the
+worker that took a wake dying or stopping, and what a wake costs among idle workers. Task
+functions and process helpers: tests/scheduled_fleet.py."""
 
 from __future__ import annotations
 
