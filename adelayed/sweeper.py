@@ -10,6 +10,7 @@ from redis.exceptions import RedisError
 
 from ._fatal import configuration_error
 from ._preflight import check_sweeper_start
+from ._protocol.scheduled import PROMOTE_BATCH
 from .errors import ConfigurationError
 from .queue import Queue
 
@@ -48,7 +49,7 @@ class Sweeper:
         for queue in self._queues:
             try:
                 requeued += await queue.requeue_lost()
-                await queue._promote(queue._wire())  # due tasks no worker's promoter moved
+                await _promote_all(queue)
             except (RedisError, OSError) as exc:
                 fatal = configuration_error(exc, f"sweeper of queue {queue.name!r}")
                 if fatal is not None:
@@ -81,3 +82,9 @@ class Sweeper:
         self._stopped.set()
         if self._starting is not None:
             self._starting.cancel()
+
+
+async def _promote_all(queue: Queue) -> None:
+    """Moves every due task no worker's promoter moved, 1,000 per script call."""
+    while (await queue._promote(queue._wire()))[0] >= PROMOTE_BATCH:
+        pass

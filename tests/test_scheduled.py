@@ -369,3 +369,13 @@ async def test_max_length_counts_due_and_scheduled_tasks_for_every_enqueue(
         with pytest.raises(QueueFullError):
             await queue.enqueue(task(timed_tasks.record, "one too many"), **options)
     assert await queue.scheduled() == 1 and await queue.len() == 1
+
+
+async def test_a_sweep_promotes_every_due_task_when_no_worker_does(queue: Queue) -> None:
+    from adelayed import Sweeper
+
+    await queue.enqueue_many([task(timed_tasks.record, f"t{i}") for i in range(1500)], delay=0.05)
+    await anyio.sleep(0.1)
+    assert await queue.len() == 0  # due, but no promoter ran
+    await Sweeper([queue]).sweep()
+    assert await queue.len() == 1500 and await queue.scheduled() == 0
