@@ -10,6 +10,7 @@ behind it, one slot each), as a worker of one queue does.
 from __future__ import annotations
 
 from .script import Script
+from .v1 import TAKE
 
 KEYS_PER_QUEUE = 6  # queue, noti, processing, ready, active, jobs
 
@@ -26,7 +27,8 @@ KEYS_PER_QUEUE = 6  # queue, noti, processing, ready, active, jobs
 # processing or active hash) and returns what they hold, taking nothing.
 FETCH_MANY = Script(
     "fetch_many",
-    """
+    TAKE
+    + """
 local n = tonumber(ARGV[1])
 local caps, released, ended = {}, {}, {}
 for q = 1, n do
@@ -34,87 +36,25 @@ for q = 1, n do
     released[q] = tonumber(ARGV[3 * q])
     ended[q] = tonumber(ARGV[3 * q + 1])
 end
-local at = 3 * n + 2
+local keys = {}
 for q = 1, n do
-    local processing, active, jobs = KEYS[6 * q - 3], KEYS[6 * q - 1], KEYS[6 * q]
-    if released[q] > 0 then
-        redis.call('hdel', processing, unpack(ARGV, at, at + released[q] - 1))
-        at = at + released[q]
-    end
-    for i = at, at + 2 * ended[q] - 1, 2 do
-        if redis.call('hget', active, ARGV[i]) == ARGV[i + 1] then
-            redis.call('hdel', active, ARGV[i])
-            redis.call('hdel', jobs, ARGV[i + 1])
-        end
-    end
-    at = at + 2 * ended[q]
+    keys[q] = {queue = KEYS[6 * q - 5], noti = KEYS[6 * q - 4], processing = KEYS[6 * q - 3],
+        ready = KEYS[6 * q - 2], active = KEYS[6 * q - 1], jobs = KEYS[6 * q]}
 end
+local at = 3 * n + 2
+for q = 1, n do at = release(keys[q], at, released[q], ended[q]) end
 local first, slots = at, #ARGV - at + 1
 local out = {}
 if slots == 0 then return out end
-for q = 1, n do
-    local filled = redis.call('hmget', KEYS[6 * q - 3], unpack(ARGV, first))
-    local enveloped = redis.call('hmget', KEYS[6 * q - 1], unpack(ARGV, first))
-    for i = 1, slots do
-        local task = filled[i]
-        if not task and enveloped[i] then task = redis.call('hget', KEYS[6 * q], enveloped[i]) end
-        if task then
-            out[#out + 1] = i - 1
-            out[#out + 1] = q - 1
-            out[#out + 1] = task
-        end
-    end
-end
+for q = 1, n do filled(keys[q], first, slots, out, q - 1) end
 if #out > 0 then return out end
 local taken = 0
 for q = 1, n do
+    if taken == slots then break end
     local want = math.min(slots - taken, caps[q])
-    if want <= 0 then
-        if taken == slots then break end
-    else
-        local queue, noti, processing = KEYS[6 * q - 5], KEYS[6 * q - 4], KEYS[6 * q - 3]
-        local ready, active, jobs = KEYS[6 * q - 2], KEYS[6 * q - 1], KEYS[6 * q]
-        local popped = redis.call('lpop', noti, want)
-        local tokens = popped and #popped or 0
-        local got = 0
-        if tokens > 0 then
-            local ids = redis.call('lpop', ready, tokens)
-            local spent = ids and #ids or 0
-            if ids then
-                local fields = {}
-                for i = 1, #ids do
-                    local envelope = redis.call('hget', jobs, ids[i])
-                    if envelope then
-                        fields[#fields + 1] = ARGV[first + taken]
-                        fields[#fields + 1] = ids[i]
-                        out[#out + 1] = taken
-                        out[#out + 1] = q - 1
-                        out[#out + 1] = envelope
-                        taken, got = taken + 1, got + 1
-                    end
-                end
-                if #fields > 0 then redis.call('hset', active, unpack(fields)) end
-            end
-            local tasks = false
-            if tokens > spent then tasks = redis.call('lpop', queue, tokens - spent) end
-            if tasks then
-                local fields = {}
-                for i = 1, #tasks do
-                    fields[#fields + 1] = ARGV[first + taken]
-                    fields[#fields + 1] = tasks[i]
-                    out[#out + 1] = taken
-                    out[#out + 1] = q - 1
-                    out[#out + 1] = tasks[i]
-                    taken, got = taken + 1, got + 1
-                end
-                redis.call('hset', processing, unpack(fields))
-            end
-            if got < tokens then
-                local surplus = redis.call('llen', noti) - redis.call('llen', queue) -
-                    redis.call('llen', ready)
-                if surplus > 0 then redis.call('ltrim', noti, 0, -surplus - 1) end
-            end
-        end
+    if want > 0 then
+        local popped = redis.call('lpop', keys[q].noti, want)
+        if popped then taken = take(keys[q], #popped, first, taken, out, q - 1) end
     end
 end
 return out

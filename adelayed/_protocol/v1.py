@@ -40,6 +40,76 @@ return #ARGV - 2
 """,
 )
 
+# Shared by FETCH and FETCH_MANY, for one queue's keys ``k`` (queue, noti, processing, ready,
+# active, jobs), the fields to fill being ARGV[first ..]; ``q``: the queue's index, put in
+# ``out`` before each task when given (FETCH_MANY), else ``out`` holds (index, task) pairs.
+# release(): HDELs ``v1`` fields and, of ``enveloped`` (field, id) pairs, those whose slot
+# still holds the id, from ARGV[at ..]; returns where the next arguments start.
+# filled(): what the fields to fill already hold (a re-sent call). take(): takes ``tokens``
+# tasks, ids of ready first, then v1 tasks, into the fields from ARGV[first + taken]; an id
+# whose envelope is gone is a spent token; when fewer tasks than tokens came out, the surplus
+# of tokens over the queue's and ready's tasks is trimmed (phantoms). Returns the new count.
+TAKE = """
+local function release(k, at, v1, enveloped)
+    if v1 > 0 then redis.call('hdel', k.processing, unpack(ARGV, at, at + v1 - 1)) end
+    at = at + v1
+    for i = at, at + 2 * enveloped - 1, 2 do
+        if redis.call('hget', k.active, ARGV[i]) == ARGV[i + 1] then
+            redis.call('hdel', k.active, ARGV[i])
+            redis.call('hdel', k.jobs, ARGV[i + 1])
+        end
+    end
+    return at + 2 * enveloped
+end
+local function filled(k, first, slots, out, q)
+    local v1 = redis.call('hmget', k.processing, unpack(ARGV, first))
+    local enveloped = redis.call('hmget', k.active, unpack(ARGV, first))
+    for i = 1, slots do
+        local task = v1[i]
+        if not task and enveloped[i] then task = redis.call('hget', k.jobs, enveloped[i]) end
+        if task then
+            out[#out + 1] = i - 1
+            if q then out[#out + 1] = q end
+            out[#out + 1] = task
+        end
+    end
+end
+local function take(k, tokens, first, taken, out, q)
+    local got = 0
+    local function put(field, name, task, fields)
+        fields[#fields + 1] = field
+        fields[#fields + 1] = name
+        out[#out + 1] = taken
+        if q then out[#out + 1] = q end
+        out[#out + 1] = task
+        taken, got = taken + 1, got + 1
+    end
+    local ids = redis.call('lpop', k.ready, tokens)
+    if ids then
+        local fields = {}
+        for i = 1, #ids do
+            local envelope = redis.call('hget', k.jobs, ids[i])
+            if envelope then put(ARGV[first + taken], ids[i], envelope, fields) end
+        end
+        if #fields > 0 then redis.call('hset', k.active, unpack(fields)) end
+    end
+    local spent = ids and #ids or 0
+    local tasks = false
+    if tokens > spent then tasks = redis.call('lpop', k.queue, tokens - spent) end
+    if tasks then
+        local fields = {}
+        for i = 1, #tasks do put(ARGV[first + taken], tasks[i], tasks[i], fields) end
+        redis.call('hset', k.processing, unpack(fields))
+    end
+    if got < tokens then
+        local surplus = redis.call('llen', k.noti) - redis.call('llen', k.queue) -
+            redis.call('llen', k.ready)
+        if surplus > 0 then redis.call('ltrim', k.noti, 0, -surplus - 1) end
+    end
+    return taken
+end
+"""
+
 # KEYS: queue, noti, processing, the worker's hand (see hand_key), ready, active, jobs.
 # ARGV[1]: 1 when sent behind a BLMOVE into the hand, else 0.
 # ARGV[2]: r, how many slot fields of v1 tasks follow to release (their tasks are done).
@@ -70,19 +140,14 @@ return #ARGV - 2
 # meanwhile) are consumed here; when any were, the surplus of tokens over tasks is trimmed.
 FETCH = Script(
     "fetch",
-    """
+    TAKE
+    + """
 local queue, noti, processing, hand = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local ready, active, jobs = KEYS[5], KEYS[6], KEYS[7]
+local k = {queue = queue, noti = noti, processing = processing, ready = ready, active = active,
+    jobs = jobs}
 local waited, released, ended = ARGV[1] == '1', tonumber(ARGV[2]), tonumber(ARGV[3])
-if released > 0 then redis.call('hdel', processing, unpack(ARGV, 4, released + 3)) end
-local first = released + 4
-for i = first, first + 2 * ended - 1, 2 do
-    if redis.call('hget', active, ARGV[i]) == ARGV[i + 1] then
-        redis.call('hdel', active, ARGV[i])
-        redis.call('hdel', jobs, ARGV[i + 1])
-    end
-end
-first = first + 2 * ended
+local first = release(k, 4, released, ended)
 local slots = #ARGV - first + 1
 local held, borrowed = 0, false
 if redis.call('lpop', hand) then
@@ -92,18 +157,7 @@ elseif waited then
     held, borrowed = 1, true
 end
 local out = {}
-if slots > 0 then
-    local filled = redis.call('hmget', processing, unpack(ARGV, first))
-    local enveloped = redis.call('hmget', active, unpack(ARGV, first))
-    for i = 1, slots do
-        local task = filled[i]
-        if not task and enveloped[i] then task = redis.call('hget', jobs, enveloped[i]) end
-        if task then
-            out[#out + 1] = i - 1
-            out[#out + 1] = task
-        end
-    end
-end
+if slots > 0 then filled(k, first, slots, out) end
 if slots == 0 or #out > 0 then
     if held > 0 and not borrowed then redis.call('rpush', noti, '1') end
     return out
@@ -113,41 +167,7 @@ if slots > held then
     local popped = redis.call('lpop', noti, slots - held)
     if popped then tokens = tokens + #popped end
 end
-if tokens == 0 then return out end
-local taken = 0
-local ids = redis.call('lpop', ready, tokens)
-if ids then
-    local fields = {}
-    for i = 1, #ids do
-        local envelope = redis.call('hget', jobs, ids[i])
-        if envelope then
-            fields[#fields + 1] = ARGV[first + taken]
-            fields[#fields + 1] = ids[i]
-            out[#out + 1] = taken
-            out[#out + 1] = envelope
-            taken = taken + 1
-        end
-    end
-    if taken > 0 then redis.call('hset', active, unpack(fields)) end
-end
-local spent = ids and #ids or 0
-local tasks = false
-if tokens > spent then tasks = redis.call('lpop', queue, tokens - spent) end
-if tasks then
-    local fields = {}
-    for i = 1, #tasks do
-        fields[#fields + 1] = ARGV[first + taken]
-        fields[#fields + 1] = tasks[i]
-        out[#out + 1] = taken
-        out[#out + 1] = tasks[i]
-        taken = taken + 1
-    end
-    redis.call('hset', processing, unpack(fields))
-end
-if taken < tokens then
-    local surplus = redis.call('llen', noti) - redis.call('llen', queue) - redis.call('llen', ready)
-    if surplus > 0 then redis.call('ltrim', noti, 0, -surplus - 1) end
-end
+if tokens > 0 then take(k, tokens, first, 0, out) end
 return out
 """,
 )
