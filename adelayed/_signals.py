@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -20,6 +21,14 @@ logger = logging.getLogger(__name__)
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 Listener = Callable[[signal.Signals], None]
+
+
+def listening(handle: bool, listener: Listener) -> AbstractContextManager[None]:
+    """Stop signals for ``listener`` when ``handle`` and this is the main thread (only it
+    receives signals); else nothing."""
+    if handle and threading.current_thread() is threading.main_thread():
+        return stop_signals(listener)
+    return nullcontext()
 
 
 @contextmanager

@@ -14,9 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import threading
 from collections.abc import Awaitable, Iterable, Mapping, Sequence
-from contextlib import AbstractContextManager, nullcontext
 from functools import partial
 from typing import TypeVar
 
@@ -36,7 +34,7 @@ from ._promoter import Promoter
 from ._retries import Retries
 from ._schedule_runner import Schedule, ScheduleRunner
 from ._settle import SETTLE_TIMEOUT_AT_EXIT, Settler
-from ._signals import stop_signals
+from ._signals import listening
 from ._slots import Slots
 from ._threads import ThreadRunner
 from ._watchdog import LoopWatchdog
@@ -169,7 +167,8 @@ class Worker:
         if self._priority is not None:
             self._priority.fields, self._priority.hands = self._lease.fields, self._hands
         self._watchdog = LoopWatchdog(self.id, self._max_loop_lag)
-        with self._listening():  # from here on, a stop signal stops this worker cleanly
+        # From here on, a stop signal (shared with every worker on this loop) stops it cleanly.
+        with listening(self._handle_signals, self._on_signal):
             logger.info(
                 "worker %s started on queue%s %s, concurrency %d",
                 self.id, "s" if len(self._queues) > 1 else "",
@@ -183,13 +182,6 @@ class Worker:
                 if fatal is None:
                     raise
                 raise fatal from exc
-
-    def _listening(self) -> AbstractContextManager[None]:
-        """Stop signals for this worker, shared with every worker on this loop (only the main
-        thread receives signals)."""
-        if self._handle_signals and threading.current_thread() is threading.main_thread():
-            return stop_signals(self._on_signal)
-        return nullcontext()
 
     async def _serve(self) -> None:
         try:
@@ -369,14 +361,17 @@ class Worker:
                 await self._settler.settle(lambda: queue._requeue_enveloped(field, id_))
 
     def _queue_of(self, slot: int) -> int:
-        return 0 if self._priority is None else self._priority.slot_queue[slot]
+        priority = self._priority
+        return 0 if priority is None else priority.slot_queue[slot]
 
     async def _run_task(self, slot: int, payload: bytes) -> None:
         """Runs a task to its end and settles it: a release (batched) when done, a retry
         through the scheduled set, or a dead letter."""
-        field = self._lease.fields[slot]
-        delivery = None if payload[:3] != MAGIC else delivery_of(payload)  # None: a v1 task
-        self._ids[slot] = None if delivery is None else delivery.id
+        field, delivery, ids = self._lease.fields[slot], None, self._ids  # None: a v1 task
+        if payload[:3] == MAGIC:
+            delivery = delivery_of(payload)
+        if ids[slot] is not None or delivery is not None:
+            ids[slot] = None if delivery is None else delivery.id
         try:
             outcome = await self._executors[self._queue_of(slot)].run(field, payload, delivery)
         except anyio.get_cancelled_exc_class():

@@ -31,6 +31,12 @@ def caught() -> Iterator[list[int]]:
         signal.signal(sig, handler)
 
 
+def listening(workers: list[Worker]) -> bool:
+    """Whether every worker listens for stop signals: its hand is set once it claimed its id,
+    right before it joins the signal hub (no await between)."""
+    return all(worker._hand for worker in workers)
+
+
 def two_workers(client: redis.Redis) -> list[Worker]:
     return [
         make_worker(Queue(name, client, dequeue_timeout=0.2), handle_signals=True)
@@ -47,7 +53,7 @@ async def test_one_signal_reaches_every_worker_and_the_old_handler_comes_back(
         async with anyio.create_task_group() as group:
             for worker in workers:
                 group.start_soon(worker.run)
-            await wait_for(lambda: signal.getsignal(signal.SIGTERM) is not ours, what="the hub")
+            await wait_for(lambda: listening(workers), what="both workers listening")
             os.kill(os.getpid(), signal.SIGTERM)  # both stop, so the group ends
     assert caught == []
     assert [worker.hard_stop_signal for worker in workers] == [None, None]

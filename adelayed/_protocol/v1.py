@@ -63,7 +63,10 @@ local function release(k, at, v1, enveloped)
 end
 local function filled(k, first, slots, out, q)
     local v1 = redis.call('hmget', k.processing, unpack(ARGV, first))
-    local enveloped = redis.call('hmget', k.active, unpack(ARGV, first))
+    local enveloped = {}
+    if redis.call('exists', k.active) == 1 then  -- a queue of v1 tasks only: skipped
+        enveloped = redis.call('hmget', k.active, unpack(ARGV, first))
+    end
     for i = 1, slots do
         local task = v1[i]
         if not task and enveloped[i] then task = redis.call('hget', k.jobs, enveloped[i]) end
