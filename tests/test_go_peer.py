@@ -244,3 +244,24 @@ async def swept(queue: Queue) -> bool:
 
 def requeued_by(go: GoPeer, count: int) -> bool:
     return go.sweep("jobs") == count
+
+
+async def test_tasks_with_options_run_once_on_adelayed_beside_a_go_delayed_worker(
+    client: aredis.Redis, go: GoPeer, go_worker: tuple[Path, Path]
+) -> None:
+    """go-delayed reads only NAME, NAME_noti and NAME_processing: a task with options waits in
+    keys it never reads; it may take such a task's token (its dequeue then finds NAME empty,
+    fails and backs off), and adelayed's worker still takes the task without it."""
+    out, _ = go_worker
+    queue = Queue("jobs", client, dequeue_timeout=0.2)
+    for i in range(20):
+        await queue.enqueue(PyTask(tasks.async_record, args=(f"opt{i}",)), delay=0.2, timeout=5)
+        await queue.enqueue(GoTask("main.Echo", i))
+    async with running(make_worker(queue)):
+        await wait_for(lambda: len(tasks.ran) == 20, timeout=20, what="every task with options")
+        await wait_for(lambda: len(go_peer.runs(out)) == 20, timeout=20, what="every Go task")
+        await anyio.sleep(0.5)
+    assert sorted(tasks.ran) == sorted(f"opt{i}" for i in range(20))  # each once
+    assert sorted(arg for _, arg in go_peer.runs(out)) == list(range(20))
+    for key in ("jobs_scheduled", "jobs_ready", "jobs_active", "jobs_jobs"):
+        assert not await client.exists(key), key
