@@ -4,7 +4,6 @@ them (scripts in adelayed._protocol.scheduled)."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -78,7 +77,7 @@ def _due(where: str, delay: float | timedelta | None, eta: datetime | None) -> s
     if delay is not None and eta is not None:
         raise ConfigurationError(f"{where}: pass delay= or eta=, not both")
     if delay is not None:
-        return str(math.ceil(seconds_of(delay, f"{where}: delay") * 1000))
+        return f"{seconds_of(delay, f'{where}: delay') * 1000:.3f}"
     if eta is None:
         return "0"
     if not isinstance(eta, datetime) or eta.tzinfo is None:
@@ -86,7 +85,7 @@ def _due(where: str, delay: float | timedelta | None, eta: datetime | None) -> s
             f"{where}: eta must be an aware datetime (e.g. datetime.now(timezone.utc) + "
             f"timedelta(minutes=5)), not {eta!r}: a naive one has no time zone"
         )
-    return "@" + str(math.ceil(eta.timestamp() * 1000))
+    return f"@{eta.timestamp() * 1000:.3f}"
 
 
 def _errors(where: str, retry_on: Any) -> tuple[type[BaseException], ...]:
@@ -172,7 +171,7 @@ class Scheduling:
             field,
             id_,
             next_envelope,
-            str(math.ceil(delay * 1000)),
+            f"{delay * 1000:.3f}",
             "v1" if v1 else "enveloped",
         )
         await protocol.RESCHEDULE(self._wire(), keys, args)

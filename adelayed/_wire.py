@@ -246,7 +246,8 @@ class Wire:
         replies = self._replies
         if replies is None or replies.transport is None or loop is not self._loop:
             replies = await self._connect(deadline)
-        assert replies.transport is not None
+        if replies.transport is None:  # closed (by the server) as soon as it was opened
+            raise ConnectionError(f"{self._name}: connection lost before sending; nothing sent")
         waiter: asyncio.Future[Any] = loop.create_future()
         replies.waiting.append(waiter)
         replies.transport.write(hiredis.pack_command(command))

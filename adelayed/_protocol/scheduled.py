@@ -36,7 +36,7 @@ PROMOTE_BATCH = 1000
 # already, into ready with its token.
 _PLACE = """
 local clock = redis.call('time')
-local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local now = tonumber(clock[1]) * 1000 + tonumber(clock[2]) / 1000
 local function place(id, envelope, due_spec)
     local due
     if string.sub(due_spec, 1, 1) == '@' then
@@ -99,7 +99,7 @@ PROMOTE = Script(
     """
 local scheduled, ready, noti = KEYS[1], KEYS[2], KEYS[3]
 local clock = redis.call('time')
-local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local now = tonumber(clock[1]) * 1000 + tonumber(clock[2]) / 1000
 local due = redis.call('zrangebyscore', scheduled, '-inf', now, 'limit', 0, tonumber(ARGV[1]))
 if #due > 0 then
     redis.call('zrem', scheduled, unpack(due))
@@ -109,7 +109,7 @@ if #due > 0 then
     redis.call('rpush', noti, unpack(tokens))
 end
 local nearest = redis.call('zrange', scheduled, 0, 0, 'withscores')
-return {#due, nearest[2] or '-1', tostring(now)}
+return {#due, nearest[2] or '-1', string.format('%.3f', now)}
 """,
 )
 
