@@ -86,7 +86,7 @@ def _worker_probe(queue: Queue) -> list[tuple[Any, ...]]:
         ("SCRIPT", "LOAD", fetch.text),
         ("EVALSHA", fetch.sha, 7, name, noti, processing, hand, *enveloped, 0, 0, 0),  # no task
         ("SCRIPT", "LOAD", many.text),  # a worker of several queues: no free slot, no task
-        ("EVALSHA", many.sha, 6, name, noti, processing, ready, active, jobs, 1, 0, 0, 0),
+        ("EVALSHA", many.sha, 6, name, noti, processing, ready, active, jobs, 1, 0, 0, 0, 0),
         # PROMOTE changes nothing the worker's promoter would not: it moves what is due.
         ("SCRIPT", "LOAD", promote.text),
         ("EVALSHA", promote.sha, 3, name + scheduled.SCHEDULED_SUFFIX, ready, noti, 1),

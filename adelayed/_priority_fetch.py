@@ -51,6 +51,9 @@ class PriorityFetch:
         self._releases = releases
         self.slot_queue = [0] * slots.count  # the queue index of each slot's task
         self._reserved: dict[int, int] = {}  # slot -> queue index of the waiter holding it
+        # Whether a free slot's field may hold a task in Redis that this worker does not know
+        # of (a call failed or was cancelled): the next FETCH_MANY checks its fields first.
+        self._suspect = True
         self._waiting: set[int] = set()  # queue indexes with a waiter in flight
         # FETCH_MANY's own connection, and one per queue's waiter: a waiter's BLMOVE holds
         # back every reply behind it on its connection
@@ -82,7 +85,7 @@ class PriorityFetch:
             caps = [
                 max(0, cap - running) for cap, running in zip(caps, self._running(), strict=True)
             ]
-        head: list[Any] = [len(self._queues)]
+        head: list[Any] = [len(self._queues), int(self._suspect)]
         releases: list[str] = []
         for cap, mine in zip(caps, self.by_queue(finished), strict=True):
             v1, ended = self._releases(mine)
@@ -90,7 +93,9 @@ class PriorityFetch:
             releases += (*v1, *ended)
         fields = self.fields
         args = (*head, *releases, *[fields[slot] for slot in free])
+        self._suspect = True  # until the reply is in: a lost one may have filled the slots
         flat = await priority.FETCH_MANY(self._wire, self._keys, args)
+        self._suspect = False
         return list(zip(flat[::3], flat[1::3], flat[2::3], strict=True))
 
     def by_queue(self, slots: list[int]) -> list[list[int]]:
@@ -130,11 +135,15 @@ class PriorityFetch:
                 self._wires[index], self.hands[index], [self.fields[slot]], wait=True
             )
         except (RedisError, OSError) as exc:
+            self._suspect = True
             fatal = configuration_error(exc, f"worker of queue {queue.name!r}")
             if fatal is not None:  # e.g. its ACL changed: ends run(), as the fetch loop's
                 raise fatal from exc
             taken = []  # the next cycle's FETCH_MANY finds what a lost reply left in the slot
             await anyio.sleep(0.1)
+        except BaseException:  # cancelled: its FETCH may have run
+            self._suspect = True
+            raise
         finally:
             del self._reserved[slot]
             self._waiting.discard(index)

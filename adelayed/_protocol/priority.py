@@ -15,7 +15,9 @@ from .v1 import TAKE
 KEYS_PER_QUEUE = 6  # queue, noti, processing, ready, active, jobs
 
 # KEYS: per queue, in priority order: queue, noti, processing, ready, active, jobs.
-# ARGV[1]: n, the number of queues; then per queue: cap (how many tasks it may give at most),
+# ARGV[1]: n, the number of queues; ARGV[2]: 1 to check first whether the fields to fill hold
+# tasks already (after a call whose reply was lost), else 0; then per queue: cap (how many tasks
+# it may give at most),
 # r (v1 slot fields to release), e ((field, id) pairs to release); then, per queue in order,
 # its r fields and e pairs; then the free slot fields to fill.
 # Returns a flat list of triples: slot index (0-based, among the fields to fill), queue index
@@ -29,25 +31,27 @@ FETCH_MANY = Script(
     "fetch_many",
     TAKE
     + """
-local n = tonumber(ARGV[1])
+local n, check = tonumber(ARGV[1]), ARGV[2] == '1'
 local caps, released, ended = {}, {}, {}
 for q = 1, n do
-    caps[q] = tonumber(ARGV[3 * q - 1])
-    released[q] = tonumber(ARGV[3 * q])
-    ended[q] = tonumber(ARGV[3 * q + 1])
+    caps[q] = tonumber(ARGV[3 * q])
+    released[q] = tonumber(ARGV[3 * q + 1])
+    ended[q] = tonumber(ARGV[3 * q + 2])
 end
 local keys = {}
 for q = 1, n do
     keys[q] = {queue = KEYS[6 * q - 5], noti = KEYS[6 * q - 4], processing = KEYS[6 * q - 3],
         ready = KEYS[6 * q - 2], active = KEYS[6 * q - 1], jobs = KEYS[6 * q]}
 end
-local at = 3 * n + 2
+local at = 3 * n + 3
 for q = 1, n do at = release(keys[q], at, released[q], ended[q]) end
 local first, slots = at, #ARGV - at + 1
 local out = {}
 if slots == 0 then return out end
-for q = 1, n do filled(keys[q], first, slots, out, q - 1) end
-if #out > 0 then return out end
+if check then
+    for q = 1, n do filled(keys[q], first, slots, out, q - 1) end
+    if #out > 0 then return out end
+end
 local taken = 0
 for q = 1, n do
     if taken == slots then break end
