@@ -19,11 +19,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 from collections import deque
 
 import anyio
 from redis.exceptions import RedisError
 
+from ._alarm import Alarm
 from ._backoff import backoff
 from ._fatal import configuration_error
 from ._protocol.scheduled import PROMOTE_BATCH
@@ -33,7 +35,7 @@ from .queue import Queue
 logger = logging.getLogger(__name__)
 
 WAKE_RENEWAL = 60.0  # seconds a waker's BLPOP blocks before it is sent again
-_EARLY_MS = 0.2  # wake this much after the due time (µs on both clocks: a hair is enough)
+_EARLY_MS = 0.1  # wake this much after the due time (µs on both clocks: a hair is enough)
 
 
 class Promoter:
@@ -51,6 +53,7 @@ class Promoter:
     async def _promote_forever(self) -> None:
         # A connection of its own: the app's (the queue's shared one) is left to the app.
         wire = Wire(self._queue.redis, f"promoter of queue {self._queue.name!r}")
+        alarm = Alarm(asyncio.get_running_loop(), self._woken.set, f"queue {self._queue.name!r}")
         failures = 0
         try:
             while True:
@@ -62,10 +65,11 @@ class Promoter:
                     wait = backoff(failures)
                 else:
                     failures = 0
-                with anyio.move_on_after(wait):
-                    await self._woken.wait()
+                alarm.set(time.monotonic() + wait)  # asyncio's timers are up to 1 ms late
+                await self._woken.wait()
                 self._woken.clear()
         finally:
+            alarm.close()
             with anyio.CancelScope(shield=True):
                 await wire.aclose()
 
