@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from redis.exceptions import RedisError
+
 from . import _envelope as envelope
 from ._envelope import Options
 from ._protocol import scheduled as protocol
@@ -109,6 +111,7 @@ class Scheduling:
         def _wire(self) -> Wire: ...
         def _deadline(self) -> float | None: ...
         def _full_error(self, admitted: int) -> QueueFullError: ...
+        def _enqueue_error(self, exc: RedisError, tasks: Sequence[Task]) -> Exception: ...
         async def _run_pipelined(
             self, script: Script, keys: Sequence[str], calls: Sequence[Sequence[Any]],
             deadline: float | None,
@@ -121,10 +124,26 @@ class Scheduling:
         self._ready_key = name + protocol.READY_SUFFIX
         self._active_key = name + protocol.ACTIVE_SUFFIX
         self._wake_key = name + protocol.WAKE_SUFFIX
+        self._enqueue_keys: tuple[str, ...] = (name, self._noti_key)  # ENQUEUE's
+        if self._max_length:  # due and scheduled tasks count as waiting too
+            self._enqueue_keys += (self._ready_key, self._scheduled_key)
 
     async def scheduled(self) -> int:
         """How many tasks wait for their due time (delayed ones, and retries after a backoff)."""
         return int(await self._wire().call("ZCARD", self._scheduled_key))
+
+    async def _enqueue_with_options(
+        self, tasks: Sequence[Task], payloads: Sequence[bytes], **given: Any
+    ) -> int:
+        """Queue.enqueue's and enqueue_many's path for tasks with an option (``given``, as
+        they take them): checked, then enveloped and scheduled."""
+        for task in tasks:
+            refuse_go_task(self._name, task)
+        options, due = options_of(self._name, tasks[0].func_path, **given)
+        try:
+            return await self._enqueue_enveloped(payloads, options, due)
+        except RedisError as exc:
+            raise self._enqueue_error(exc, tasks) from exc
 
     async def _enqueue_enveloped(
         self, payloads: Sequence[bytes], options: Options, due: str

@@ -29,7 +29,7 @@ from redis.exceptions import (
 from . import _protocol as protocol
 from ._dead_letters import DeadLetters, DeadTask
 from ._enqueue_errors import enqueue_error
-from ._scheduling import Scheduling, options_of, refuse_go_task
+from ._scheduling import Scheduling
 from ._wire import Wire, shared_wire
 from ._worker_calls import WorkerCalls
 from .errors import (
@@ -104,9 +104,6 @@ class Queue(DeadLetters, Scheduling, WorkerCalls):
         self._enqueue_timeout = enqueue_timeout
         self._loop_wire: tuple[asyncio.AbstractEventLoop | None, Wire | None] = (None, None)
         self._init_scheduling()
-        self._enqueue_keys: tuple[str, ...] = (self._name, self._noti_key)
-        if self._max_length:  # due and scheduled tasks count as waiting too
-            self._enqueue_keys += (self._ready_key, self._scheduled_key)
 
     @property
     def name(self) -> str:
@@ -162,16 +159,11 @@ class Queue(DeadLetters, Scheduling, WorkerCalls):
         ):  # fmt: skip
             await self._enqueue_v1(task)
             return
-        refuse_go_task(self._name, task)
-        options, due = options_of(
-            self._name, task.func_path, delay=delay, eta=eta, timeout=timeout,
+        await self._enqueue_with_options(
+            [task], [self._payload_of(task)], delay=delay, eta=eta, timeout=timeout,
             backoff=backoff, retry_on=retry_on, dead_letter_on_failure=dead_letter_on_failure,
             isolation=isolation,
         )  # fmt: skip
-        try:
-            await self._enqueue_enveloped([self._payload_of(task)], options, due)
-        except RedisError as exc:
-            raise self._enqueue_error(exc, (task,)) from exc
 
     async def _enqueue_v1(self, task: Task) -> None:
         payload = self._payload_of(task)
@@ -210,17 +202,11 @@ class Queue(DeadLetters, Scheduling, WorkerCalls):
             delay is None and eta is None and timeout is None and backoff is None
             and not retry_on and not dead_letter_on_failure and isolation is None
         ):  # fmt: skip
-            for task in tasks:
-                refuse_go_task(self._name, task)
-            options, due = options_of(
-                self._name, tasks[0].func_path, delay=delay, eta=eta, timeout=timeout,
-                backoff=backoff, retry_on=retry_on,
-                dead_letter_on_failure=dead_letter_on_failure, isolation=isolation,
+            return await self._enqueue_with_options(
+                tasks, payloads, delay=delay, eta=eta, timeout=timeout, backoff=backoff,
+                retry_on=retry_on, dead_letter_on_failure=dead_letter_on_failure,
+                isolation=isolation,
             )  # fmt: skip
-            try:
-                return await self._enqueue_enveloped(payloads, options, due)
-            except RedisError as exc:
-                raise self._enqueue_error(exc, tasks) from exc
         return await self._enqueue_many_v1(tasks, payloads)
 
     async def _enqueue_many_v1(self, tasks: list[Task], payloads: list[bytes]) -> int:
