@@ -43,10 +43,11 @@ class Delivery(NamedTuple):
     options: Options
 
 
-def delivery_of(data: bytes) -> Delivery:
-    """What a fetch returned for a slot. An envelope that cannot be read is delivered as the
-    bytes it is: it fails to decode, and is dead-lettered."""
-    if data[:3] != envelope.MAGIC:
+def delivery_of(data: bytes, enveloped: bool) -> Delivery:
+    """What a fetch returned for a slot: a v1 payload, or (``enveloped``) an envelope. An
+    envelope that cannot be read is delivered as the bytes it is: it fails to decode, and is
+    dead-lettered."""
+    if not enveloped:
         return Delivery(data, None, 1, 0.0, NO_OPTIONS)
     try:
         id_, payload, attempt, due_ms, options = envelope.unpack(data)
@@ -77,10 +78,10 @@ class Executor:
             task = self._decode(payload if delivery is None else delivery.payload)
             func = self._functions.resolve(task.func_path)
         except TaskError as exc:
-            return self._bury(field, delivery or delivery_of(payload), exc)
+            return self._bury(field, delivery or delivery_of(payload, False), exc)
         except Exception as exc:  # a decoder or import bug must not end the worker
             error = PayloadError(f"unreadable task: {exc!r}")
-            return self._bury(field, delivery or delivery_of(payload), error)
+            return self._bury(field, delivery or delivery_of(payload, False), error)
         try:
             if delivery is None or delivery.options is NO_OPTIONS:
                 enter((self, delivery, task, 0.0))
@@ -89,9 +90,9 @@ class Executor:
                 enter((self, delivery, task, time.monotonic()))
                 await self._call(func, task, delivery.options)
         except TaskCallError as exc:
-            return self._bury(field, delivery or delivery_of(payload), exc)
+            return self._bury(field, delivery or delivery_of(payload, False), exc)
         except (Exception, SystemExit) as exc:
-            return self._after_failure(field, delivery or delivery_of(payload), task, exc)
+            return self._after_failure(field, delivery or delivery_of(payload, False), task, exc)
         return None
 
     async def _call(self, func: TaskFunction, task: PyTask, options: Options) -> None:

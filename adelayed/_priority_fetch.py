@@ -72,9 +72,10 @@ class PriorityFetch:
             await self._parked(self._slots.wait_change())
             return False, []
         taken = await self._fetch_many(free, finished)
-        for position, index, payload in taken:
-            self.slot_queue[free[position]] = index
-            self._slots.hand(free[position], payload)
+        for position, index, payload in taken:  # an envelope's position is -(position + 1)
+            slot = free[position] if position >= 0 else free[-position - 1]
+            self.slot_queue[slot] = index
+            self._slots.hand(slot, payload, enveloped=position < 0)
         if taken:
             await anyio.lowlevel.checkpoint()  # the runners start their tasks first
         return bool(free) and not taken, finished
@@ -147,9 +148,9 @@ class PriorityFetch:
         finally:
             del self._reserved[slot]
             self._waiting.discard(index)
-        for _, payload in taken:
+        for position, payload in taken:
             self.slot_queue[slot] = index
-            self._slots.hand(slot, payload)
+            self._slots.hand(slot, payload, enveloped=position < 0)
         self._slots.poke()
 
     async def aclose(self) -> None:

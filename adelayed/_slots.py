@@ -23,6 +23,7 @@ class Slots:
         self._closed = False
         self._fetching = True
         self._inbox: list[bytes | None] = [None] * count  # handed, not yet picked up
+        self.enveloped = [False] * count  # whether the task handed to each slot is an envelope
         self._waiting: list[asyncio.Future[None] | None] = [None] * count  # idle runners
 
     @property
@@ -32,9 +33,11 @@ class Slots:
     def free(self) -> list[int]:
         return list(self._free)
 
-    def hand(self, slot: int, payload: bytes) -> None:
-        """Gives ``payload`` to the runner of the free ``slot``, which is now running."""
+    def hand(self, slot: int, payload: bytes, enveloped: bool = False) -> None:
+        """Gives ``payload`` (an envelope if ``enveloped``) to the runner of the free
+        ``slot``, which is now running."""
         del self._free[slot]
+        self.enveloped[slot] = enveloped
         self._inbox[slot] = payload
         waiter, self._waiting[slot] = self._waiting[slot], None
         if waiter is not None and not waiter.done():

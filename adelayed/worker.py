@@ -23,7 +23,6 @@ from redis.exceptions import RedisError
 
 from . import _protocol as protocol
 from ._backoff import backoff
-from ._envelope import MAGIC
 from ._execution import Delivery, Executor, delivery_of, name_of
 from ._fatal import configuration_error, sole_fatal
 from ._functions import FunctionTable, TaskFunction
@@ -290,8 +289,11 @@ class Worker:
                 self._slots.unreleased(finished)
                 raise
             self._slots.released(finished)
-        for position, payload in taken:
-            self._slots.hand(free[position], payload)
+        for position, payload in taken:  # an envelope's position is -(position + 1)
+            if position < 0:
+                self._slots.hand(free[-position - 1], payload, enveloped=True)
+            else:
+                self._slots.hand(free[position], payload)
         if taken:  # the runners start their tasks before the next fetch goes out
             await asyncio.sleep(0)
         return bool(free) and not taken
@@ -345,7 +347,7 @@ class Worker:
         except anyio.get_cancelled_exc_class():
             payload = self._slots.unclaimed(slot)  # handed over, never started: put it back
             if payload is not None:
-                delivery = delivery_of(payload)
+                delivery = delivery_of(payload, self._slots.enveloped[slot])
                 await self._requeue_at_shutdown(slot, delivery, "not started at shutdown")
             raise
 
@@ -368,14 +370,14 @@ class Worker:
         """Runs a task to its end and settles it: a release (batched) when done, a retry
         through the scheduled set, or a dead letter."""
         field, delivery, ids = self._lease.fields[slot], None, self._ids  # None: a v1 task
-        if payload[:3] == MAGIC:
-            delivery = delivery_of(payload)
+        if self._slots.enveloped[slot]:
+            delivery = delivery_of(payload, True)
         if ids[slot] is not None or delivery is not None:
             ids[slot] = None if delivery is None else delivery.id
         try:
             outcome = await self._executors[self._queue_of(slot)].run(field, payload, delivery)
         except anyio.get_cancelled_exc_class():
-            delivery = delivery or delivery_of(payload)
+            delivery = delivery or delivery_of(payload, False)
             await self._requeue_at_shutdown(slot, delivery, "cancelled by a hard stop")
             raise
         if outcome is None:  # done: released in a batch by the next fetch or the releaser

@@ -190,3 +190,19 @@ async def test_the_batches_after_the_first_of_an_admitted_enqueue_many_are_not_r
     await client.rpush("jobs", *[b"\x91\xa5mod:f"] * 20)  # a v1 producer ignores max_length
     await queue._push([PyTask("mod:f").serialize()], admitted=None, deadline=None)
     assert await client.llen("jobs") == 21
+
+
+async def test_a_plain_payload_that_begins_as_an_envelope_does_is_dead_lettered(
+    client: redis.Redis, queue: Queue
+) -> None:
+    """Any bytes can be pushed onto NAME: a v1 payload starting with the envelope's magic is
+    still a v1 payload (FETCH says where each task came from). Found by the test above."""
+    await client.rpush("jobs", b"AD1", b"AD1\x00garbage")
+    await client.rpush("jobs_noti", "1", "1")
+    async with running(make_worker(queue)):
+        await wait_for(lambda: _dead(queue, 2), what="both dead-lettered")
+        await wait_for(lambda: _settled(client), what="nothing left in processing")
+
+
+async def _dead(queue: Queue, count: int) -> bool:
+    return len(await queue.dead_tasks()) == count

@@ -323,7 +323,9 @@ async def test_the_scheduling_scripts_are_safe_to_run_twice(
     assert await snapshot(client, "jobs") == before
     retry_keys = (*keys[1:5], "jobs_processing", "jobs_active", "jobs_wake")
     again = envelope.pack("a" * 32, payload, 2, envelope.Options(timeout=5))
-    [field] = [f"slot:{first[i]}" for i in (0, 3) if envelope.unpack(first[i + 2]).id == "a" * 32]
+    assert first[0] < 0 and first[3] < 0  # envelopes: an index -(index + 1)
+    ours = [i for i in (0, 3) if envelope.unpack(first[i + 2]).id == "a" * 32]
+    [field] = [f"slot:{-first[i] - 1}" for i in ours]
     resend = (field, "a" * 32, again, "60000", "enveloped")
     assert await scheduled.RESCHEDULE(wire, retry_keys, resend) == 1
     before = await snapshot(client, "jobs")

@@ -43,6 +43,8 @@ return #ARGV - 2
 # Shared by FETCH and FETCH_MANY, for one queue's keys ``k`` (queue, noti, processing, ready,
 # active, jobs), the fields to fill being ARGV[first ..]; ``q``: the queue's index, put in
 # ``out`` before each task when given (FETCH_MANY), else ``out`` holds (index, task) pairs.
+# An enveloped task's index is -(index + 1): a v1 payload may begin as an envelope does (any
+# bytes can be pushed onto NAME), so where a task came from is said, never guessed.
 # release(): HDELs ``v1`` fields and, of ``enveloped`` (field, id) pairs, those whose slot
 # still holds the id, from ARGV[at ..]; returns where the next arguments start.
 # filled(): what the fields to fill already hold (a re-sent call). take(): takes ``tokens``
@@ -68,10 +70,12 @@ local function filled(k, first, slots, out, q)
         enveloped = redis.call('hmget', k.active, unpack(ARGV, first))
     end
     for i = 1, slots do
-        local task = v1[i]
-        if not task and enveloped[i] then task = redis.call('hget', k.jobs, enveloped[i]) end
+        local task, index = v1[i], i - 1
+        if not task and enveloped[i] then
+            task, index = redis.call('hget', k.jobs, enveloped[i]), -i
+        end
         if task then
-            out[#out + 1] = i - 1
+            out[#out + 1] = index
             if q then out[#out + 1] = q end
             out[#out + 1] = task
         end
@@ -79,10 +83,10 @@ local function filled(k, first, slots, out, q)
 end
 local function take(k, tokens, first, taken, out, q)
     local got = 0
-    local function put(field, name, task, fields)
+    local function put(field, name, task, fields, index)
         fields[#fields + 1] = field
         fields[#fields + 1] = name
-        out[#out + 1] = taken
+        out[#out + 1] = index
         if q then out[#out + 1] = q end
         out[#out + 1] = task
         taken, got = taken + 1, got + 1
@@ -92,7 +96,7 @@ local function take(k, tokens, first, taken, out, q)
         local fields = {}
         for i = 1, #ids do
             local envelope = redis.call('hget', k.jobs, ids[i])
-            if envelope then put(ARGV[first + taken], ids[i], envelope, fields) end
+            if envelope then put(ARGV[first + taken], ids[i], envelope, fields, -taken - 1) end
         end
         if #fields > 0 then redis.call('hset', k.active, unpack(fields)) end
     end
@@ -101,7 +105,7 @@ local function take(k, tokens, first, taken, out, q)
     if tokens > spent then tasks = redis.call('lpop', k.queue, tokens - spent) end
     if tasks then
         local fields = {}
-        for i = 1, #tasks do put(ARGV[first + taken], tasks[i], tasks[i], fields) end
+        for i = 1, #tasks do put(ARGV[first + taken], tasks[i], tasks[i], fields, taken) end
         redis.call('hset', k.processing, unpack(fields))
     end
     if got < tokens then
@@ -119,7 +123,8 @@ end
 # ARGV[3]: e, how many (slot field, task id) pairs of enveloped tasks follow to release.
 # ARGV[4 .. r+3]: the v1 slot fields; then e pairs; then the free slot fields to fill.
 # Returns a flat list: slot index (0-based, among the fields to fill), task, index, task, ...
-# where a task is a v1 payload or an envelope (see adelayed._envelope).
+# where a task is a v1 payload, or an envelope (adelayed._envelope) whose index is given as
+# -(index + 1).
 #
 # One round trip per cycle of a busy worker: it releases what finished and takes new work.
 # Takes tokens and their tasks in one step, so no sweep can see a task without its token.
