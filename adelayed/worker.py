@@ -290,10 +290,8 @@ class Worker:
                 raise
             self._slots.released(finished)
         for position, payload in taken:  # an envelope's position is -(position + 1)
-            if position < 0:
-                self._slots.hand(free[-position - 1], payload, enveloped=True)
-            else:
-                self._slots.hand(free[position], payload)
+            enveloped = position < 0
+            self._slots.hand(free[-position - 1 if enveloped else position], payload, enveloped)
         if taken:  # the runners start their tasks before the next fetch goes out
             await asyncio.sleep(0)
         return bool(free) and not taken
