@@ -254,12 +254,13 @@ async def test_tasks_with_options_run_once_on_adelayed_beside_a_go_delayed_worke
     fails and backs off), and adelayed's worker still takes the task without it."""
     out, _ = go_worker
     queue = Queue("jobs", client, dequeue_timeout=0.2)
+    for i in range(20):  # first, so that go-delayed's back-off (after a stolen token) is moot
+        await queue.enqueue(GoTask("main.Echo", i))
+    await wait_for(lambda: len(go_peer.runs(out)) == 20, timeout=20, what="every Go task")
     for i in range(20):
         await queue.enqueue(PyTask(tasks.async_record, args=(f"opt{i}",)), delay=0.2, timeout=5)
-        await queue.enqueue(GoTask("main.Echo", i))
     async with running(make_worker(queue)):
         await wait_for(lambda: len(tasks.ran) == 20, timeout=20, what="every task with options")
-        await wait_for(lambda: len(go_peer.runs(out)) == 20, timeout=20, what="every Go task")
         await anyio.sleep(0.5)
     assert sorted(tasks.ran) == sorted(f"opt{i}" for i in range(20))  # each once
     assert sorted(arg for _, arg in go_peer.runs(out)) == list(range(20))
