@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import anyio
@@ -47,23 +47,32 @@ SAFE_POLICY = "noeviction"
 REPLY_TIMEOUT = 5.0
 
 
-async def check_worker_start(queue: Queue, *, allow_eviction: bool) -> None:
-    """A worker's start-up check of its queue's Redis: one connection of its own (its
-    handshake, then every command pipelined in one round trip)."""
-    await _check(
-        queue.redis, f"worker of queue {queue.name!r}", allow_eviction, _worker_probe(queue)
-    )
+async def check_worker_start(queues: Sequence[Queue], *, allow_eviction: bool) -> None:
+    """A worker's start-up check of its queues' Redis: one connection per Redis client its
+    queues use (its handshake, then every command for every queue pipelined in one round
+    trip)."""
+    await _check_by_client(queues, "worker", allow_eviction, _worker_probe)
 
 
 async def check_sweeper_start(queues: Sequence[Queue], *, allow_eviction: bool) -> None:
     """A sweeper's start-up check: once per Redis client its queues use."""
+    await _check_by_client(queues, "sweeper", allow_eviction, lambda queue: [])
+
+
+async def _check_by_client(
+    queues: Sequence[Queue],
+    role: str,
+    allow_eviction: bool,
+    probe_of: Callable[[Queue], list[tuple[Any, ...]]],
+) -> None:
     by_client: dict[int, list[Queue]] = {}
     for queue in queues:
         by_client.setdefault(id(queue.redis), []).append(queue)
     for group in by_client.values():
         names = ", ".join(repr(queue.name) for queue in group)
-        who = f"sweeper of queue{'s' if len(group) > 1 else ''} {names}"
-        await _check(group[0].redis, who, allow_eviction, ())
+        who = f"{role} of queue{'s' if len(group) > 1 else ''} {names}"
+        probe = [command for queue in group for command in probe_of(queue)]
+        await _check(group[0].redis, who, allow_eviction, probe)
 
 
 def _worker_probe(queue: Queue) -> list[tuple[Any, ...]]:
@@ -79,14 +88,14 @@ def _worker_probe(queue: Queue) -> list[tuple[Any, ...]]:
         name + suffix
         for suffix in (scheduled.READY_SUFFIX, scheduled.ACTIVE_SUFFIX, scheduled.JOBS_SUFFIX)
     ]
-    ready, active, jobs = enveloped
+    ready = enveloped[0]
     wake = name + scheduled.WAKE_SUFFIX
     return [
         ("SET", worker, 1, "PX", 1000, "NX"),
         ("SCRIPT", "LOAD", fetch.text),
         ("EVALSHA", fetch.sha, 7, name, noti, processing, hand, *enveloped, 0, 0, 0),  # no task
         ("SCRIPT", "LOAD", many.text),  # a worker of several queues: no free slot, no task
-        ("EVALSHA", many.sha, 6, name, noti, processing, ready, active, jobs, 1, 0, 0, 0, 0),
+        ("EVALSHA", many.sha, 7, name, noti, processing, *enveloped, hand, 1, 0, 0, 1, 0, 0),
         # PROMOTE changes nothing the worker's promoter would not: it moves what is due.
         ("SCRIPT", "LOAD", promote.text),
         ("EVALSHA", promote.sha, 3, name + scheduled.SCHEDULED_SUFFIX, ready, noti, 1),

@@ -155,8 +155,7 @@ class Worker:
 
     async def run(self) -> None:
         """Runs until ``stop()`` or a signal; Redis errors are logged and outlived."""
-        for queue in self._queues:
-            await check_worker_start(queue, allow_eviction=self._allow_eviction)
+        await check_worker_start(self._queues, allow_eviction=self._allow_eviction)
         await self._lease.claim()
         self._lease.start()
         self._hands = [protocol.hand_key(self.id, index) for index in range(len(self._queues))]
@@ -164,7 +163,7 @@ class Worker:
         for executor in self._executors:
             executor.worker_id = self.id
         if self._priority is not None:
-            self._priority.fields, self._priority.hands = self._lease.fields, self._hands
+            self._priority.bind(self._lease.fields, self._hands)
         self._watchdog = LoopWatchdog(self.id, self._max_loop_lag)
         # From here on, a stop signal (shared with every worker on this loop) stops it cleanly.
         with listening(self._handle_signals, self._on_signal):

@@ -7,10 +7,12 @@
 
     .venv/bin/python benchmarks/queues.py [--tasks 20000] [--reps 5] [--concurrency 10]
 
-Each repetition runs every variant once, in turn (A B C A B C ...), so a slow spell of the host
-falls on all of them; prints each variant's median rate and its ratio to the first. The worker
-runs in this process, after the tasks are enqueued; the rate is tasks / (time from the
-worker's start to the last task's end).
+Each repetition runs every variant once, in turn, the order reversed every other repetition
+(A B C, C B A, ...), so a slow spell of the host and a variant's place in the run fall on all of
+them alike; prints each variant's median rate, and the median over repetitions of its rate
+divided by its pair's in the same repetition (this host's speed drifts by 20% between runs a
+second apart: a ratio of medians is noisier). The worker runs in this process, after the tasks
+are enqueued; the rate is tasks / (time from the worker's start to the last task's end).
 """
 
 from __future__ import annotations
@@ -76,27 +78,36 @@ VARIANTS: dict[str, Variant] = {
 }
 
 
+PAIRS = {
+    "retry, three": "fail once + retry, one queue",
+    "Backoff.fixed(0)": "fail once + retry, one queue",
+    "three queues": "no-op, one queue",
+    "enveloped": "no-op, one queue",
+}
+
+
 async def main(count: int, reps: int, concurrency: int) -> None:
     logging.getLogger("adelayed").setLevel(logging.CRITICAL)  # the retries' failure lines
     server = Server.start()
     client = redis.Redis.from_url(server.url)
     rates: dict[str, list[float]] = {name: [] for name in VARIANTS}
     try:
-        for _ in range(reps):
-            for name, measure in VARIANTS.items():
+        for rep in range(reps):
+            order = list(VARIANTS.items())
+            for name, measure in order[::-1] if rep % 2 else order:
                 rates[name].append(await measure(client, count, concurrency))
     finally:
         await client.aclose()
         server.embedded.stop()
-    base = {name: statistics.median(values) for name, values in rates.items()}
     print(f"tasks={count} reps={reps} concurrency={concurrency}; median tasks/s (min-max)")
-    pairs = {"retry, three": "fail once + retry, one queue",
-             "Backoff.fixed(0)": "fail once + retry, one queue",
-             "three queues": "no-op, one queue", "enveloped": "no-op, one queue"}  # fmt: skip
     for name, values in rates.items():
-        against = next((b for key, b in pairs.items() if key in name), None)
-        ratio = f"  x{base[name] / base[against]:.3f} of '{against}'" if against else ""
-        print(f"{name:48} {base[name]:>10,.0f}  ({min(values):,.0f}-{max(values):,.0f}){ratio}")
+        against = next((b for key, b in PAIRS.items() if key in name), None)
+        ratio = ""
+        if against:
+            ratios = [a / b for a, b in zip(values, rates[against], strict=True)]
+            ratio = f"  x{statistics.median(ratios):.3f} of '{against}'"
+        low, median, high = min(values), statistics.median(values), max(values)
+        print(f"{name:48} {median:>10,.0f}  ({low:,.0f}-{high:,.0f}){ratio}")
 
 
 if __name__ == "__main__":

@@ -95,6 +95,21 @@ async def test_an_idle_worker_wakes_for_any_of_its_queues(queues: list[Queue]) -
             assert started(queue.name)[0]["at"] - sent < 0.1
 
 
+async def test_waiting_on_empty_queues_keeps_no_slot_from_a_busy_one(
+    client: redis.Redis,
+) -> None:
+    """An idle worker of three queues waits on each; when tasks come to one, every slot
+    runs them at once, not only the slot of the waiter that woke (the others' waits on the
+    empty queues last dequeue_timeout)."""
+    queues = [Queue(name, client, dequeue_timeout=3) for name in ("high", "default", "low")]
+    async with running(worker(queues, concurrency=3)):
+        await anyio.sleep(0.3)  # idle: a wait on every queue
+        await queues[2].enqueue_many([sleep(f"low{i}", 0.5) for i in range(3)])
+        await wait_for(lambda: len(started("low")) == 3, timeout=5)
+        starts = [run["at"] for run in started("low")]
+    assert max(starts) - min(starts) < 0.2
+
+
 async def test_a_queue_cap_bounds_its_tasks_in_flight(queues: list[Queue]) -> None:
     high, _, low = queues
     await low.enqueue_many([sleep(f"low{i}", 0.2) for i in range(4)])
@@ -140,3 +155,39 @@ async def test_wrong_queue_lists_are_refused(client: redis.Redis, queues: list[Q
     with pytest.raises(ConfigurationError, match="a list of Queues"):
         worker([])
     await other.aclose()
+
+
+async def test_fetch_many_uses_a_waiters_token_and_borrows_only_after_a_timed_out_wait(
+    client: redis.Redis, queues: list[Queue]
+) -> None:
+    """FETCH_MANY on its own: a token a waiter's BLMOVE left in a hand counts as the queue's
+    (and goes back to noti when the call has no field for it); a ready task whose token a
+    delayed 1.2 worker took is taken without one only after a wait timed out."""
+    from adelayed import _envelope as envelope
+    from adelayed._protocol.priority import FETCH_MANY
+
+    high = queues[0]
+    wire = high._wire()
+    keys = [
+        *("high", "high_noti", "high_processing", "high_ready", "high_active", "high_jobs"),
+        "hand",
+    ]
+
+    async def fetch(cap: int, look: int, *fields: str) -> list[Any]:
+        return list(await FETCH_MANY(wire, keys, (1, 0, cap, look, 0, 0, *fields)))
+
+    await high.enqueue(record("a"))
+    await client.lmove("high_noti", "hand", "LEFT", "RIGHT")  # a waiter's BLMOVE
+    assert await fetch(0, 1, "slot:0") == []  # capped: the token goes back
+    assert await client.llen("hand") == 0 and await client.llen("high_noti") == 1
+    await client.lmove("high_noti", "hand", "LEFT", "RIGHT")
+    [index, queue, payload] = await fetch(1, 1, "slot:0")
+    assert (index, queue, await client.hget("high_processing", "slot:0")) == (0, 0, payload)
+    assert await client.llen("hand") == 0 and await client.llen("high_noti") == 0
+    # An enveloped task due in ready whose token is gone (a v1 worker popped it):
+    packed = envelope.pack("c" * 32, record("c").serialize(), 1, envelope.Options(timeout=5))
+    await client.hset("high_jobs", "c" * 32, packed)
+    await client.rpush("high_ready", "c" * 32)
+    assert await fetch(1, 1, "slot:1") == []  # not after a wait that got a token
+    assert await fetch(1, 2, "slot:1") == [-1, 0, packed]  # after a timed-out wait
+    assert await client.hget("high_active", "slot:1") == b"c" * 32

@@ -315,8 +315,10 @@ async def test_the_scheduling_scripts_are_safe_to_run_twice(
     before = await snapshot(client, "jobs")
     assert (await scheduled.PROMOTE(wire, promote_keys, (1000,)))[0] == 0
     assert await snapshot(client, "jobs") == before
-    many_keys = ("jobs", "jobs_noti", "jobs_processing", "jobs_ready", "jobs_active", "jobs_jobs")
-    fetch = (1, 1, 10, 0, 0, "slot:0", "slot:1", "slot:2")  # n, check, cap, r, e, fields
+    many_keys = (
+        "jobs", "jobs_noti", "jobs_processing", "jobs_ready", "jobs_active", "jobs_jobs", "hand"
+    )  # fmt: skip
+    fetch = (1, 1, 10, 0, 0, 0, "slot:0", "slot:1", "slot:2")  # n, check, cap, look, r, e, fields
     first = await priority.FETCH_MANY(wire, many_keys, fetch)
     before = await snapshot(client, "jobs")
     assert await priority.FETCH_MANY(wire, many_keys, fetch) == first and len(first) == 6
