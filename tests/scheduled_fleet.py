@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -166,6 +167,7 @@ def cli_worker(
     record_url: str | None = None,
     skew: str | None = None,
     queue: str = "jobs",
+    higher: tuple[str, ...] = (),
     concurrency: int = 10,
     keep_alive_timeout: float = 2,
     keep_alive_interval: float = 0.5,
@@ -174,10 +176,12 @@ def cli_worker(
     holding: bool = False,
 ) -> subprocess.Popen[bytes]:
     """adelayed's CLI worker on ``url`` serving this module's tasks (no embedded sweeper unless
-    ``sweep_interval``; ``holding``: its ``mark`` tasks hang, never record a run)."""
+    ``sweep_interval``; ``higher``: queues it serves before ``queue``; ``holding``: its
+    ``mark`` tasks hang, never record a run)."""
     return spawn(
         [
-            sys.executable, "-m", "adelayed", "--url", url, "-q", queue,
+            sys.executable, "-m", "adelayed", "--url", url,
+            *[option for name in (*higher, queue) for option in ("-q", name)],
             "--keep-alive-timeout", str(keep_alive_timeout), "--log-level", log_level,
             "worker", "tests.scheduled_fleet", "--concurrency", str(concurrency),
             "--keep-alive-interval", str(keep_alive_interval),
@@ -192,4 +196,4 @@ def cli_worker(
 
 def started(log: Path) -> bool:
     """Whether the worker logging to ``log`` has started serving."""
-    return log.exists() and " started on queue " in log.read_text()
+    return log.exists() and re.search(" started on queues? ", log.read_text()) is not None

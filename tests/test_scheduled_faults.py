@@ -9,6 +9,7 @@ functions and process helpers: tests/scheduled_fleet.py."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import signal
@@ -464,10 +465,14 @@ def _mixed_tasks() -> list[tuple[list[PyTask], dict[str, Any]]]:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("finder", [(), ("high", "default")], ids=["one-queue", "three-queue"])
 async def test_a_mixed_fleet_runs_every_task_once_and_strands_none(
     client: aredis.Redis, queue: Queue, their_queue: DelayedQueue,
-    redis_server: EmbeddedRedis, tmp_path: Path,
+    redis_server: EmbeddedRedis, tmp_path: Path, finder: tuple[str, ...],
 ) -> None:  # fmt: skip
+    """The worker that finds the tasks whose tokens delayed's worker took serves only their
+    queue, or it and two higher ones (FETCH's borrow, or FETCH_MANY's after a timed-out
+    wait)."""
     theirs = processes.delayed_worker(redis_server.url, tmp_path / "delayed.log")
     groups = _mixed_tasks()
     try:
@@ -482,7 +487,7 @@ async def test_a_mixed_fleet_runs_every_task_once_and_strands_none(
             await queue.enqueue_many(stolen, delay=0)
             await wait_for(lambda: _tokens_gone(client), what="delayed's worker to take them")
             assert await client.llen(QUEUE) == 0
-            async with worker_process(tmp_path / "ours2.log", redis_server.url):
+            async with worker_process(tmp_path / "ours2.log", redis_server.url, higher=finder):
                 await wait_for(lambda: drained(client), what="our worker to find them")
         assert theirs.poll() is None, "delayed's worker died"
     finally:
@@ -672,3 +677,30 @@ async def test_a_wake_among_idle_workers_costs_a_few_commands_not_a_loop(
     assert calls["evalsha"] <= 20, calls
     ran, _ = (await stamps(client))["t"]
     assert 2000 <= ran - before <= 2000 + LATE_MS
+
+
+# 11. A worker of several queues killed with a token in a hand: its waiter's BLMOVE was served,
+# the FETCH_MANY that would use the token never sent.
+
+
+async def test_a_token_in_a_killed_workers_hand_is_restored_by_a_sweep(
+    client: aredis.Redis, queue: Queue, redis_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    log = tmp_path / "ours.log"
+    async with worker_process(log, redis_server.url, higher=("high", "default")) as process:
+        await anyio.sleep(0.5)  # idle: a waiter on each queue
+        os.killpg(process.pid, signal.SIGSTOP)
+        try:
+            await queue.enqueue(PyTask("tests.scheduled_fleet:mark", args=("t",)))
+            hands = await client.keys("adelayed:worker:*:hand*")
+            assert await client.llen(NOTI) == 0 and len(hands) == 1  # Redis served the BLMOVE
+        finally:
+            os.killpg(process.pid, signal.SIGKILL)
+            os.killpg(process.pid, signal.SIGCONT)
+    assert await client.llen(QUEUE) == 1 and await runs(client) == Counter()
+    await anyio.sleep(2.5)  # the killed worker's lease expires (keep_alive_timeout 2 s)
+    await Sweeper([queue], interval=1).sweep()
+    assert await client.llen(NOTI) == 1  # the token is back
+    async with worker_process(tmp_path / "ours2.log", redis_server.url):
+        await wait_for(lambda: drained(client), what="the task to run")
+    assert await runs(client) == Counter({"t": 1})
