@@ -8,7 +8,8 @@ from __future__ import annotations
 import logging
 import time
 import traceback
-from typing import NamedTuple
+from functools import partial
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import anyio
 
@@ -29,6 +30,9 @@ from .errors import (
 )
 from .queue import Queue
 from .task import GoTask, PyTask, decode_task
+
+if TYPE_CHECKING:
+    from .hooks import Hooks
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +65,12 @@ class Executor:
     """Runs deliveries for one worker."""
 
     def __init__(
-        self, queue: Queue, functions: FunctionTable, threads: ThreadRunner, retries: Retries
+        self,
+        queue: Queue,
+        functions: FunctionTable,
+        threads: ThreadRunner,
+        retries: Retries,
+        hooks: Hooks,
     ) -> None:
         self._queue = queue
         self._functions = functions
@@ -69,6 +78,8 @@ class Executor:
         self._retries = retries
         self.queue_name = queue.name
         self.worker_id = ""
+        self.state: dict[str, Any] = hooks.state  # the worker's (TaskContext.state)
+        self.hooks = hooks if hooks.per_task else None  # None: the hot path checks only that
 
     async def run(self, field: str, payload: bytes, delivery: Delivery | None) -> Settle | None:
         """Runs the task once; returns how to settle it (None: a release will do).
@@ -85,10 +96,14 @@ class Executor:
         try:
             if delivery is None or delivery.options is NO_OPTIONS:
                 enter((self, delivery, task, 0.0))
-                await call_task(func, task, self._threads)
+                if self.hooks is None:
+                    await call_task(func, task, self._threads)
+                else:
+                    await self.hooks.run(partial(call_task, func, task, self._threads))
             else:
                 enter((self, delivery, task, time.monotonic()))
-                await self._call(func, task, delivery.options)
+                call = partial(self._call, func, task, delivery.options)
+                await (call() if self.hooks is None else self.hooks.run(call))
         except TaskCallError as exc:
             return self._bury(field, delivery or delivery_of(payload, False), exc)
         except (Exception, SystemExit) as exc:

@@ -24,6 +24,7 @@ class Slots:
         self._fetching = True
         self._inbox: list[bytes | None] = [None] * count  # handed, not yet picked up
         self.enveloped = [False] * count  # whether the task handed to each slot is an envelope
+        self.ids: list[str | None] = [None] * count  # the id of each slot's enveloped task
         self._waiting: list[asyncio.Future[None] | None] = [None] * count  # idle runners
 
     @property
@@ -51,6 +52,20 @@ class Slots:
         payload, self._inbox[slot] = self._inbox[slot], None
         assert payload is not None
         return payload
+
+    def releases(self, slots: list[int], fields: list[str]) -> tuple[list[str], list[str]]:
+        """The slot ``fields`` of finished v1 tasks, and the (field, id, ...) of enveloped
+        ones."""
+        ids = self.ids
+        v1 = [fields[slot] for slot in slots if ids[slot] is None]
+        if len(v1) == len(slots):
+            return v1, []
+        ended: list[str] = []
+        for slot in slots:
+            id_ = ids[slot]
+            if id_ is not None:
+                ended += (fields[slot], id_)
+        return v1, ended
 
     def unclaimed(self, slot: int) -> bytes | None:
         """A payload handed to ``slot`` that its runner has not picked up (at shutdown)."""

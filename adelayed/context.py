@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
@@ -21,7 +21,8 @@ class TaskContext:
     no option counts from 1 again if a sweep requeued it). ``retries_left``: as its ``retry``
     says now (negative: unlimited). ``timeout``: seconds the attempt may run (None: no limit).
     ``due``: when it became due by Redis's clock (None when it was enqueued without a delay
-    and has not been retried).
+    and has not been retried). ``state``: the worker's ``state`` dict, shared by all its tasks
+    (filled by its ``on_startup`` hooks, adelayed.hooks).
     """
 
     queue: str
@@ -33,6 +34,7 @@ class TaskContext:
     timeout: float | None
     due: datetime | None
     started: float  # time.monotonic() when the attempt started (0.0 when it has no timeout)
+    state: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def deadline(self) -> float | None:
@@ -52,29 +54,42 @@ class NotInTaskError(AdelayedError, LookupError):
 # Set for every task: (the executor, the delivery or None for a v1 task, the decoded task,
 # when the attempt started or 0.0), made into a TaskContext only when asked: the hot path
 # pays for a 4-tuple and a ContextVar.set, not for a dataclass.
+# A worker with task hooks pins the TaskContext itself (pin), so its hooks and the task share
+# one object.
 Facts = tuple[Any, Any, Any, float]
-_current: ContextVar[Facts] = ContextVar("adelayed_current_task")
+_current: ContextVar[Facts | TaskContext] = ContextVar("adelayed_current_task")
 
 
 def current_task() -> TaskContext:
     """The context of the task this code runs in (inside a task function, in its coroutine or
     its thread). Raises NotInTaskError elsewhere."""
     try:
-        executor, delivery, task, started = _current.get()
+        facts = _current.get()
     except LookupError:
         raise NotInTaskError(
             "adelayed.current_task() was called outside a task: only code run by a worker "
             "for a task has one"
         ) from None
+    if isinstance(facts, TaskContext):
+        return facts
+    executor, delivery, task, started = facts
     if delivery is None:  # a v1 task: its first attempt here, no id, no options
         return TaskContext(
             executor.queue_name, executor.worker_id, None, task.func_path, 1, task.retry,
-            None, None, started,
+            None, None, started, executor.state,
         )  # fmt: skip
     return TaskContext(
         executor.queue_name, executor.worker_id, delivery.id, task.func_path, delivery.attempt,
-        task.retry, delivery.options.timeout, _due_of(delivery.due_ms), started,
+        task.retry, delivery.options.timeout, _due_of(delivery.due_ms), started, executor.state,
     )  # fmt: skip
+
+
+def pin() -> TaskContext:
+    """Makes the running task's TaskContext once; current_task() returns that one from now
+    on (in this context)."""
+    context = current_task()
+    _current.set(context)
+    return context
 
 
 def _due_of(due_ms: float) -> datetime | None:

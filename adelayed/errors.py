@@ -68,6 +68,12 @@ class TaskTimeoutError(AdelayedError, TimeoutError):
     """A task ran past its ``timeout``; the attempt failed and goes through its retry policy."""
 
 
+class HookError(AdelayedError):
+    """A worker's hook failed: an ``on_startup`` hook (the worker stops before it takes a
+    task) or a ``before_task`` hook (that attempt of that task fails). The message names the
+    hook; its exception is the cause."""
+
+
 class TaskCrashedError(AdelayedError):
     """The child process of a task run with ``isolation="process"`` died (a signal, a
     segfault, the OOM killer) before returning: a failure of that task, not of the worker."""

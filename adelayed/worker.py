@@ -39,6 +39,7 @@ from ._threads import ThreadRunner
 from ._watchdog import LoopWatchdog
 from ._wire import Wire
 from ._worker_settings import caps_of, check_settings, queues_of
+from .hooks import FailureHook, Hooks, TaskHook, WorkerHook
 from .queue import Queue
 from .sweeper import Sweeper
 
@@ -73,7 +74,9 @@ class Worker:
     task's ``backoff``, else the n-th retry waits a random time between ``base`` and
     ``min(cap, base * 2**n)`` seconds, ``retry_backoff=(base, cap)`` (1, 300). It promotes due
     tasks (delayed ones, retries) on Redis's clock without polling; ``schedules`` are its
-    periodic tasks (Cron, Every), enqueued into its first queue.
+    periodic tasks (Cron, Every), enqueued into its first queue. ``on_startup``,
+    ``on_shutdown``, ``before_task``, ``after_task`` and ``on_failure`` take hooks (one, or a
+    sequence), and ``state`` is the dict its startup hooks fill for its tasks: adelayed.hooks.
     """
 
     def __init__(
@@ -92,6 +95,11 @@ class Worker:
         retry_backoff: tuple[float, float] = (1.0, 300.0),
         schedules: Iterable[Schedule] = (),
         queue_concurrency: Mapping[str, int] | None = None,
+        on_startup: WorkerHook | Sequence[WorkerHook] | None = None,
+        on_shutdown: WorkerHook | Sequence[WorkerHook] | None = None,
+        before_task: TaskHook | Sequence[TaskHook] | None = None,
+        after_task: TaskHook | Sequence[TaskHook] | None = None,
+        on_failure: FailureHook | Sequence[FailureHook] | None = None,
     ) -> None:
         self._queues = queues = queues_of(queue)
         self._queue = queue = queues[0]  # the lease's, the schedules', the logs'
@@ -106,22 +114,25 @@ class Worker:
         self._max_loop_lag = max_loop_lag
         self._schedules = ScheduleRunner(queue, schedules)  # checked now, run in _serve
         self._lease = Lease(queue, concurrency, keep_alive_interval)
-        self._settler = Settler(self._lease, queue.name)
-        self._slots = Slots(concurrency)
-        self._threads = ThreadRunner(f"queue {queue.name!r}")
+        self._hooks = Hooks(on_startup, on_shutdown, before_task, after_task, on_failure)
+        self.state = self._hooks.state  # for its hooks and tasks (TaskContext.state)
+        self._init_state(caps if len(queues) > 1 or queue_concurrency else None, retry_backoff)
+
+    def _init_state(self, caps: list[int] | None, retry_backoff: tuple[float, float]) -> None:
+        queues, name = self._queues, self._queue.name
+        self._settler = Settler(self._lease, name)
+        self._slots = Slots(self._concurrency)
+        self._threads = ThreadRunner(f"queue {name!r}")
+        self._names = ", ".join(repr(q.name) for q in queues)
         self._executors = [
-            Executor(q, self._functions, self._threads, Retries(retry_backoff, q.name))
+            Executor(q, self._functions, self._threads, Retries(retry_backoff, q.name), self._hooks)
             for q in queues
         ]
-        self._init_state(caps if len(queues) > 1 or queue_concurrency else None)
-
-    def _init_state(self, caps: list[int] | None) -> None:
         self._priority = None  # serves several queues: their fetches (one queue: none)
         if caps is not None:
             self._priority = PriorityFetch(
                 self._queues, self._slots, caps, self._parked, self._releases
             )
-        self._ids: list[str | None] = [None] * self._concurrency  # enveloped tasks', by slot
         self._stopping = False
         self._hard_stop_signal: signal.Signals | None = None
         self._running_scope: anyio.CancelScope | None = None
@@ -156,6 +167,14 @@ class Worker:
     async def run(self) -> None:
         """Runs until ``stop()`` or a signal; Redis errors are logged and outlived."""
         await check_worker_start(self._queues, allow_eviction=self._allow_eviction)
+        who = "worker of queue" + ("s " if len(self._queues) > 1 else " ") + self._names
+        await self._hooks.start(who)
+        try:
+            await self._run()
+        finally:
+            await self._hooks.stop(who, self._grace_period)
+
+    async def _run(self) -> None:
         await self._lease.claim()
         self._lease.start()
         self._hands = [protocol.hand_key(self.id, index) for index in range(len(self._queues))]
@@ -168,9 +187,8 @@ class Worker:
         # From here on, a stop signal (shared with every worker on this loop) stops it cleanly.
         with listening(self._handle_signals, self._on_signal):
             logger.info(
-                "worker %s started on queue%s %s, concurrency %d",
-                self.id, "s" if len(self._queues) > 1 else "",
-                ", ".join(repr(q.name) for q in self._queues), self._concurrency,
+                "worker %s started on queue%s %s, concurrency %d", self.id,
+                "s" if len(self._queues) > 1 else "", self._names, self._concurrency,
             )  # fmt: skip
             self._functions.warn_if_empty(f"worker {self.id}")
             try:
@@ -324,17 +342,7 @@ class Worker:
         self._slots.released(slots)
 
     def _releases(self, slots: list[int]) -> tuple[list[str], list[str]]:
-        """The slot fields of finished v1 tasks, and the (field, id, ...) of enveloped ones."""
-        fields, ids = self._lease.fields, self._ids
-        v1 = [fields[slot] for slot in slots if ids[slot] is None]
-        if len(v1) == len(slots):
-            return v1, []
-        ended: list[str] = []
-        for slot in slots:
-            id_ = ids[slot]
-            if id_ is not None:
-                ended += (fields[slot], id_)
-        return v1, ended
+        return self._slots.releases(slots, self._lease.fields)
 
     async def _run_slot(self, slot: int) -> None:
         """The runner of one slot: runs each task handed to it, one after the other."""
@@ -366,7 +374,7 @@ class Worker:
     async def _run_task(self, slot: int, payload: bytes) -> None:
         """Runs a task to its end and settles it: a release (batched) when done, a retry
         through the scheduled set, or a dead letter."""
-        field, delivery, ids = self._lease.fields[slot], None, self._ids  # None: a v1 task
+        field, delivery, ids = self._lease.fields[slot], None, self._slots.ids  # None: v1
         if self._slots.enveloped[slot]:
             delivery = delivery_of(payload, True)
         if ids[slot] is not None or delivery is not None:
