@@ -74,9 +74,8 @@ class Worker:
     task's ``backoff``, else the n-th retry waits a random time between ``base`` and
     ``min(cap, base * 2**n)`` seconds, ``retry_backoff=(base, cap)`` (1, 300). It promotes due
     tasks (delayed ones, retries) on Redis's clock without polling; ``schedules`` are its
-    periodic tasks (Cron, Every), enqueued into its first queue. ``on_startup``,
-    ``on_shutdown``, ``before_task``, ``after_task`` and ``on_failure`` take hooks (one, or a
-    sequence), and ``state`` is the dict its startup hooks fill for its tasks: adelayed.hooks.
+    periodic tasks (Cron, Every), enqueued into its first queue. Hooks (``on_startup`` ...
+    ``on_failure``), and the ``state`` dict they share with tasks: adelayed.hooks.
     """
 
     def __init__(
