@@ -15,14 +15,18 @@ from .errors import (
     QueueFullError,
     RedisConfigurationError,
     RemoteTaskError,
+    ResultTimeoutError,
     TaskCallError,
     TaskCrashedError,
     TaskDataError,
     TaskError,
+    TaskFailed,
+    TaskNotFoundError,
     TaskTimeoutError,
     UnsupportedTaskError,
 )
 from .queue import DeadTask, Queue
+from .results import TaskHandle, TaskStatus
 from .retry import Backoff, Retry
 from .schedules import Cron, Every, ScheduledRun
 from .sweeper import Sweeper
@@ -53,6 +57,7 @@ __all__ = [
     "QueueFullError",
     "RedisConfigurationError",
     "RemoteTaskError",
+    "ResultTimeoutError",
     "Retry",
     "ScheduledRun",
     "Sweeper",
@@ -62,6 +67,10 @@ __all__ = [
     "TaskCrashedError",
     "TaskDataError",
     "TaskError",
+    "TaskFailed",
+    "TaskHandle",
+    "TaskNotFoundError",
+    "TaskStatus",
     "TaskTimeoutError",
     "UnsupportedTaskError",
     "Worker",

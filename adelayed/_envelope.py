@@ -1,7 +1,7 @@
 """Envelopes: how a task with options delayed 1.2 has no field for travels and waits.
 
 A task with no new option is its v1 payload, nothing else. One with a delay, a retry policy,
-a timeout or an isolation is an envelope, stored in ``NAME_jobs`` under its id (see
+a timeout, an isolation or a kept result is an envelope, stored in ``NAME_jobs`` under its id (see
 adelayed._protocol.scheduled); only adelayed reads those keys. Layout (bytes):
 
 - ``AD1``: the magic (a v1 payload starts with a msgpack array or string, never with ``A``);
@@ -10,7 +10,8 @@ adelayed._protocol.scheduled); only adelayed reads those keys. Layout (bytes):
 - meta length: 4 bytes, big-endian unsigned;
 - meta: a msgpack map: ``id``, ``attempt`` (of the attempt about to run, 1 for the first),
   and the options that are set: ``timeout`` (s), ``backoff`` ([kind, base, cap]), ``retry_on``
-  (qualified exception names), ``dlq`` (dead-letter on final failure), ``isolation``;
+  (qualified exception names), ``dlq`` (dead-letter on final failure), ``isolation``,
+  ``keep`` (seconds to keep the result, adelayed._protocol.results);
 - the v1 payload, unchanged (its retry count is the retries left).
 
 Fixed offsets let a Lua script write the due time and cut out the v1 payload without a msgpack
@@ -43,6 +44,7 @@ class Options:
     retry_on: tuple[str, ...] = ()
     dead_letter_on_failure: bool = False
     isolation: str | None = None
+    keep_result: float | None = None  # seconds to keep the result (None: not kept)
 
 
 NO_OPTIONS = Options()
@@ -77,6 +79,8 @@ def pack(id_: str, payload: bytes, attempt: int, options: Options) -> bytes:
         meta["dlq"] = True
     if options.isolation is not None:
         meta["isolation"] = options.isolation
+    if options.keep_result is not None:
+        meta["keep"] = options.keep_result
     packed: bytes = msgpack.packb(meta)
     return MAGIC + _HEAD.pack(0.0, len(packed)) + packed + payload
 
@@ -93,6 +97,7 @@ def unpack(data: bytes) -> Envelope:
             retry_on=tuple(meta.get("retry_on", ())),
             dead_letter_on_failure=bool(meta.get("dlq", False)),
             isolation=meta.get("isolation"),
+            keep_result=meta.get("keep"),
         )
         return Envelope(
             str(meta["id"]), data[_META_AT + size :], int(meta["attempt"]), due_ms, options

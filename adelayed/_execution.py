@@ -16,6 +16,7 @@ import anyio
 from . import _envelope as envelope
 from ._envelope import NO_OPTIONS, Options
 from ._functions import FunctionTable, TaskFunction
+from ._kept_results import KeptResults
 from ._retries import Retries
 from ._settle import Settle
 from ._threads import ThreadRunner, call_task
@@ -77,9 +78,17 @@ class Executor:
         self._threads = threads
         self._retries = retries
         self.queue_name = queue.name
-        self.worker_id = ""
+        self._results = KeptResults(queue)
         self.state: dict[str, Any] = hooks.state  # the worker's (TaskContext.state)
         self.hooks = hooks if hooks.per_task else None  # None: the hot path checks only that
+
+    @property
+    def worker_id(self) -> str:
+        return self._results.worker_id
+
+    @worker_id.setter
+    def worker_id(self, worker_id: str) -> None:
+        self._results.worker_id = worker_id
 
     async def run(self, field: str, payload: bytes, delivery: Delivery | None) -> Settle | None:
         """Runs the task once; returns how to settle it (None: a release will do).
@@ -100,34 +109,35 @@ class Executor:
                     await call_task(func, task, self._threads)
                 else:
                     await self.hooks.run(partial(call_task, func, task, self._threads))
-            else:
-                enter((self, delivery, task, time.monotonic()))
-                call = partial(self._call, func, task, delivery.options)
-                await (call() if self.hooks is None else self.hooks.run(call))
+                return None
+            enter((self, delivery, task, time.monotonic()))
+            call = partial(self._call, func, task, delivery.options)
+            value = await (call() if self.hooks is None else self.hooks.run(call))
         except TaskCallError as exc:
             return self._bury(field, delivery or delivery_of(payload, False), exc)
         except (Exception, SystemExit) as exc:
             return self._after_failure(field, delivery or delivery_of(payload, False), task, exc)
-        return None
+        keep = delivery.options.keep_result
+        return None if keep is None else self._results.done(field, delivery, task, value)
 
-    async def _call(self, func: TaskFunction, task: PyTask, options: Options) -> None:
+    async def _call(self, func: TaskFunction, task: PyTask, options: Options) -> Any:
         timeout = options.timeout
         if options.isolation == "process":
             from ._isolation import call_in_process
 
-            await call_in_process(task.func_path, task.args, task.kwargs, timeout)
-            return
+            return await call_in_process(task.func_path, task.args, task.kwargs, timeout)
         threads = self._threads
         if timeout is None:
-            await call_task(func, task, threads)
-            return
+            return await call_task(func, task, threads)
+        value = None
         with anyio.move_on_after(timeout) as scope:
-            await call_task(func, task, threads)
+            value = await call_task(func, task, threads)
         if scope.cancelled_caught:
             raise TaskTimeoutError(
                 f"queue {self._queue.name!r}: task {task.func_path!r} ran past its timeout "
                 f"of {timeout:g}s and was cancelled"
             )
+        return value
 
     def _after_failure(
         self, field: str, delivery: Delivery, task: PyTask, error: BaseException
@@ -141,6 +151,9 @@ class Executor:
             )
             v1 = delivery.id is None
             return lambda: queue._reschedule(field, id_, next_attempt, pause, v1=v1)
+        if delivery.options.keep_result is not None:
+            dead = delivery.options.dead_letter_on_failure
+            return self._results.failed(field, delivery, error, dead)
         if not delivery.options.dead_letter_on_failure:
             return None
         reason = f"{type(error).__name__}: {error} (after {delivery.attempt} attempt(s))"
@@ -179,6 +192,8 @@ class Executor:
             )
         if id_ is None:
             return lambda: queue._bury(field, payload, reason, worker, trace)
+        if delivery.options.keep_result is not None and id_:
+            return self._results.buried(field, delivery, reason, trace)
         return lambda: queue._bury_enveloped(field, id_, payload, reason, worker, trace)
 
 

@@ -38,6 +38,7 @@ def options_of(
     retry_on: tuple[type[BaseException], ...],
     dead_letter_on_failure: bool,
     isolation: str | None,
+    keep_result: float | timedelta | None = None,
 ) -> tuple[Options, str]:
     """The checked options of an enqueue, and its due spec for the SCHEDULE script."""
     where = f"queue {queue!r}: task {func_path!r}"
@@ -61,8 +62,18 @@ def options_of(
         retry_on=envelope.retry_on_names(_errors(where, retry_on)),
         dead_letter_on_failure=bool(dead_letter_on_failure),
         isolation=None if isolation == "thread" else isolation,
+        keep_result=_kept(where, keep_result),
     )
     return options, _due(where, delay, eta)
+
+
+def _kept(where: str, keep_result: float | timedelta | None) -> float | None:
+    if keep_result is None:
+        return None
+    seconds = seconds_of(keep_result, f"{where}: keep_result")
+    if seconds == 0:
+        raise ConfigurationError(f"{where}: keep_result must be positive (None: not kept)")
+    return seconds
 
 
 def refuse_go_task(queue: str, task: Task) -> None:
@@ -133,20 +144,20 @@ class Scheduling:
         return int(await self._wire().call("ZCARD", self._scheduled_key))
 
     async def _enqueue_with_options(
-        self, tasks: Sequence[Task], payloads: Sequence[bytes], **given: Any
+        self, tasks: Sequence[Task], payloads: Sequence[bytes], ids: Sequence[str], **given: Any
     ) -> int:
         """Queue.enqueue's and enqueue_many's path for tasks with an option (``given``, as
-        they take them): checked, then enveloped and scheduled."""
+        they take them): checked, then enveloped under ``ids`` and scheduled."""
         for task in tasks:
             refuse_go_task(self._name, task)
         options, due = options_of(self._name, tasks[0].func_path, **given)
         try:
-            return await self._enqueue_enveloped(payloads, options, due)
+            return await self._enqueue_enveloped(payloads, ids, options, due)
         except RedisError as exc:
             raise self._enqueue_error(exc, tasks) from exc
 
     async def _enqueue_enveloped(
-        self, payloads: Sequence[bytes], options: Options, due: str
+        self, payloads: Sequence[bytes], ids: Sequence[str], options: Options, due: str
     ) -> int:
         """Stores each task's envelope and schedules it (or makes it ready); returns how many.
         Groups of _SCHEDULE_BATCH tasks, pipelined in one round trip; the first is admitted
@@ -154,8 +165,11 @@ class Scheduling:
         groups: list[list[Any]] = []
         for start in range(0, len(payloads), _SCHEDULE_BATCH):
             args: list[Any] = [0]
-            for payload in payloads[start : start + _SCHEDULE_BATCH]:
-                id_ = envelope.new_id()
+            for id_, payload in zip(
+                ids[start : start + _SCHEDULE_BATCH],
+                payloads[start : start + _SCHEDULE_BATCH],
+                strict=True,
+            ):
                 args += (id_, envelope.pack(id_, payload, 1, options), due)
             groups.append(args)
         if self._max_length:

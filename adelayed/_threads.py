@@ -41,9 +41,10 @@ class Abandoned(BaseException):
     """Raised into a thread whose call a hard stop abandoned (its task was requeued)."""
 
 
-async def call_task(func: TaskFunction, task: PyTask, threads: ThreadRunner) -> None:
-    """Calls ``func`` with the task's arguments; a call with wrong arguments raises
-    TaskCallError (a failure inside the function raises what it raised)."""
+async def call_task(func: TaskFunction, task: PyTask, threads: ThreadRunner) -> Any:
+    """Calls ``func`` with the task's arguments and returns what it returned; a call with
+    wrong arguments raises TaskCallError (a failure inside the function raises what it
+    raised)."""
     if is_async(func):
         try:
             coroutine = func(*task.args, **task.kwargs)
@@ -51,9 +52,9 @@ async def call_task(func: TaskFunction, task: PyTask, threads: ThreadRunner) -> 
             if _raised_by_call(exc):
                 raise _call_error(exc, task) from exc
             raise
-        await coroutine
-    else:  # in a copy of this context: the thread sees current_task()
-        await threads.call(contextvars.copy_context().run, _call_in_thread, func, task)
+        return await coroutine
+    # in a copy of this context: the thread sees current_task()
+    return await threads.call(contextvars.copy_context().run, _call_in_thread, func, task)
 
 
 class ThreadRunner:

@@ -86,6 +86,17 @@ def explain(func_path: str, fields: tuple[Any, ...], exc: Exception) -> str:
     )
 
 
+def explain_value(func_path: str, value: Any, exc: Exception) -> str:
+    """Why a task's return value cannot be kept as its result."""
+    problem = next(_problems(value, "its return value"), None)
+    if problem is None:
+        problem = f"its return value cannot be sent with msgpack ({exc})"
+    return (
+        f"task {func_path!r} finished, but {problem}: return only None, bool, int, float, str, "
+        "bytes, lists, tuples and dicts with str keys (its result is this error)"
+    )
+
+
 def _problems(value: Any, where: str) -> Iterator[str]:
     """What a worker could not decode in ``value``, depth first; an explicit stack, as a value
     may be nested (or contain itself) deeper than Python's recursion limit."""

@@ -10,6 +10,7 @@ from typing import Any, ParamSpec, Protocol, TypedDict, TypeVar, cast, overload
 from ._functions import register_decorated
 from .errors import TaskDataError
 from .queue import Queue
+from .results import TaskHandle
 from .retry import Backoff
 from .task import PyTask
 
@@ -28,21 +29,23 @@ class Options(TypedDict, total=False):
     retry_on: tuple[type[BaseException], ...]
     dead_letter_on_failure: bool
     isolation: str | None
+    keep_result: float | timedelta | None
 
 
 class Delayer(Protocol[P]):
     """``f.options(...)``: enqueues calls of ``f`` with these options."""
 
-    def delay(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, None]: ...
+    def delay(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, TaskHandle]: ...
 
 
 class DelayedFunction(Protocol[P, R]):
     """A task function: call it to run it here and now, ``await f.delay(...)`` to enqueue it,
-    ``await f.options(delay=60).delay(...)`` to enqueue it with options (Queue.enqueue's)."""
+    ``await f.options(delay=60).delay(...)`` to enqueue it with options (Queue.enqueue's);
+    both return its handle."""
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
 
-    def delay(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, None]: ...
+    def delay(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, TaskHandle]: ...
 
     def options(
         self,
@@ -55,16 +58,17 @@ class DelayedFunction(Protocol[P, R]):
         retry_on: tuple[type[BaseException], ...] = (),
         dead_letter_on_failure: bool = False,
         isolation: str | None = None,
+        keep_result: float | timedelta | None = None,
     ) -> Delayer[P]: ...
 
 
 class _Delayer:
     __slots__ = ("_enqueue",)
 
-    def __init__(self, enqueue: Callable[..., Coroutine[Any, Any, None]]) -> None:
+    def __init__(self, enqueue: Callable[..., Coroutine[Any, Any, TaskHandle]]) -> None:
         self._enqueue = enqueue
 
-    def delay(self, *args: Any, **kwargs: Any) -> Coroutine[Any, Any, None]:
+    def delay(self, *args: Any, **kwargs: Any) -> Coroutine[Any, Any, TaskHandle]:
         return self._enqueue(args, kwargs)
 
 
@@ -109,12 +113,12 @@ class delayed:  # noqa: N801 - named after delayed's decorator factory, which us
 
         async def enqueue(
             args: tuple[Any, ...], kwargs: dict[str, Any], retry: int, options: Options
-        ) -> None:
+        ) -> TaskHandle:
             check_call(args, kwargs)
-            await queue.enqueue(PyTask(path, args, kwargs, retry), **options)
+            return await queue.enqueue(PyTask(path, args, kwargs, retry), **options)
 
-        async def delay(*args: P.args, **kwargs: P.kwargs) -> None:
-            await enqueue(args, kwargs, retry, defaults)
+        async def delay(*args: P.args, **kwargs: P.kwargs) -> TaskHandle:
+            return await enqueue(args, kwargs, retry, defaults)
 
         def options(*, retry: int | None = None, **chosen: Any) -> _Delayer:
             merged = cast(Options, {**defaults, **chosen})

@@ -88,3 +88,25 @@ class RemoteTaskError(AdelayedError):
         self.type_name = type_name
         self.message = message
         self.traceback_text = traceback_text
+
+
+class TaskFailed(RemoteTaskError):  # noqa: N818 - a result, read as "the task failed"
+    """``TaskHandle.result()`` of a task that failed (out of retries) or was dead-lettered
+    (``dead``): carries its last error's type name, message and traceback text, as the worker
+    saw them."""
+
+    def __init__(
+        self, type_name: str, message: str, traceback_text: str, *, task_id: str, dead: bool
+    ) -> None:
+        super().__init__(type_name, message, traceback_text)
+        self.task_id = task_id
+        self.dead = dead
+
+
+class ResultTimeoutError(AdelayedError, TimeoutError):
+    """``TaskHandle.result(timeout=...)`` passed its timeout before the task ended."""
+
+
+class TaskNotFoundError(AdelayedError, LookupError):
+    """The queue knows no task of that id: it was not enqueued there with ``keep_result``, or
+    its result expired."""

@@ -99,8 +99,9 @@ class Hooks:
         if scope.cancelled_caught:
             logger.error("%s: on_shutdown hooks cut off after %gs (grace_period)", who, within)
 
-    async def run(self, call: Callable[[], Awaitable[None]]) -> None:
-        """Runs one attempt, ``call``, between the task hooks (its context entered)."""
+    async def run(self, call: Callable[[], Awaitable[Any]]) -> Any:
+        """Runs one attempt, ``call``, between the task hooks (its context entered); returns
+        what it returned."""
         task = pin()
         try:
             for hook in self._before:
@@ -112,12 +113,13 @@ class Hooks:
                         f"{task.func_path!r} ({type(exc).__name__}: {exc}); the task did not "
                         "run this attempt"
                     ) from exc
-            await call()
+            value = await call()
         except (Exception, SystemExit) as exc:
             await self._each(self._failure, "on_failure", task, exc)
             await self._each(self._after, "after_task", task)
             raise
         await self._each(self._after, "after_task", task)
+        return value
 
     @staticmethod
     async def _each(hooks: Sequence[Callable[..., Any]], kind: str, *args: Any) -> None:

@@ -29,6 +29,8 @@ from redis.exceptions import (
 from . import _protocol as protocol
 from ._dead_letters import DeadLetters, DeadTask
 from ._enqueue_errors import enqueue_error
+from ._envelope import new_id
+from ._result_calls import ResultCalls
 from ._scheduling import Scheduling
 from ._wire import Wire, shared_wire
 from ._worker_calls import WorkerCalls
@@ -37,6 +39,7 @@ from .errors import (
     PayloadTooLargeError,
     QueueFullError,
 )
+from .results import TaskHandle
 from .retry import Backoff
 from .schedules import ScheduledRun, next_runs
 from .task import Task
@@ -48,7 +51,7 @@ logger = logging.getLogger(__name__)
 _DELIVERIES_MEMORY_MS = 24 * 3600 * 1000
 
 
-class Queue(DeadLetters, Scheduling, WorkerCalls):
+class Queue(DeadLetters, Scheduling, ResultCalls, WorkerCalls):
     """A named task queue on Redis, compatible with delayed's and go-delayed's.
 
     ``dequeue_timeout``: how long a worker blocks waiting for a task before it looks around.
@@ -77,16 +80,13 @@ class Queue(DeadLetters, Scheduling, WorkerCalls):
         max_deliveries: int | None = 5,
         dead_letter_limit: int = 10_000,
         enqueue_timeout: float | None = 5,
+        keep_result: float | timedelta | None = None,
     ) -> None:
         _check_settings(
-            name,
-            dequeue_timeout=dequeue_timeout,
-            keep_alive_timeout=keep_alive_timeout,
-            max_length=max_length or 1,
-            max_payload_size=max_payload_size,
-            max_deliveries=max_deliveries or 1,
-            dead_letter_limit=dead_letter_limit,
-        )
+            name, dequeue_timeout=dequeue_timeout, keep_alive_timeout=keep_alive_timeout,
+            max_length=max_length or 1, max_payload_size=max_payload_size,
+            max_deliveries=max_deliveries or 1, dead_letter_limit=dead_letter_limit,
+        )  # fmt: skip
         if enqueue_timeout is not None:  # None: no deadline
             _check_settings(name, enqueue_timeout=enqueue_timeout)
         self._name = name
@@ -104,6 +104,7 @@ class Queue(DeadLetters, Scheduling, WorkerCalls):
         self._enqueue_timeout = enqueue_timeout
         self._loop_wire: tuple[asyncio.AbstractEventLoop | None, Wire | None] = (None, None)
         self._init_scheduling()
+        self._init_results(keep_result)
 
     @property
     def name(self) -> str:
@@ -139,31 +140,35 @@ class Queue(DeadLetters, Scheduling, WorkerCalls):
         retry_on: tuple[type[BaseException], ...] = (),
         dead_letter_on_failure: bool = False,
         isolation: str | None = None,
-    ) -> None:
-        """Adds one task: its payload and its token in one script call (one round trip).
-        Options (a task with none stays delayed 1.2's bytes, which any v1 worker runs):
-        ``delay`` (seconds, a timedelta) or ``eta`` (an aware datetime): when it becomes due,
-        by Redis's clock. ``timeout``: seconds an attempt may run (an ``async def`` task is
-        cancelled then; see the README for thread and process tasks). ``backoff``: the pause
-        before each retry (``Backoff.fixed``, ``Backoff.exponential``; default: the worker's
-        ``retry_backoff``). ``retry_on``: only these exceptions are retried (``retry`` still
-        bounds them). ``dead_letter_on_failure``: a task out of retries goes to the dead-letter
-        list with its last error, instead of being dropped. ``isolation="process"``: it runs
-        in a child process, killed at its timeout. Only adelayed's workers run such tasks.
-        Raises EnqueueTimeoutError or EnqueueOutcomeUnknownError when the task was sent and
-        no reply came (it may or may not have been added); QueueFullError, TaskDataError,
-        PayloadTooLargeError, ConfigurationError or EnqueueError when nothing was added."""
+        keep_result: float | timedelta | None = None,
+    ) -> TaskHandle:
+        """Adds one task in one round trip; returns its handle (adelayed.results). A task with
+        no option stays delayed 1.2's bytes, which any v1 worker runs (its handle has no id).
+        ``delay`` (seconds, a timedelta) or ``eta`` (an aware datetime): when it is due, by
+        Redis's clock. ``timeout``: seconds an attempt may run (see the README for thread and
+        process tasks). ``backoff``: the pause before each retry (default: the worker's
+        ``retry_backoff``). ``retry_on``: only these
+        exceptions are retried. ``dead_letter_on_failure``: a task out of retries goes to the
+        dead-letter list with its last error. ``isolation="process"``: it runs in a child
+        process, killed at its timeout. ``keep_result``: seconds its outcome is kept once it
+        ended (default: the Queue's). Only adelayed's workers run tasks with options.
+        Raises EnqueueTimeoutError or EnqueueOutcomeUnknownError when no reply came (it may
+        or may not have been added); QueueFullError, TaskDataError, PayloadTooLargeError,
+        ConfigurationError or EnqueueError when nothing was added."""
+        keep_result = self._keep_result if keep_result is None else keep_result
         if (
-            delay is None and eta is None and timeout is None and backoff is None
-            and not retry_on and not dead_letter_on_failure and isolation is None
+            delay is None and eta is None and timeout is None and backoff is None and not
+            retry_on and not dead_letter_on_failure and isolation is None and keep_result is None
         ):  # fmt: skip
             await self._enqueue_v1(task)
-            return
+            return TaskHandle(self, None, task.func_path)
+        id_ = new_id()
         await self._enqueue_with_options(
-            [task], [self._payload_of(task)], delay=delay, eta=eta, timeout=timeout,
+            [task], [self._payload_of(task)], [id_], delay=delay, eta=eta, timeout=timeout,
             backoff=backoff, retry_on=retry_on, dead_letter_on_failure=dead_letter_on_failure,
-            isolation=isolation,
+            isolation=isolation, keep_result=keep_result,
         )  # fmt: skip
+        return TaskHandle(self, id_, task.func_path)
 
     async def _enqueue_v1(self, task: Task) -> None:
         payload = self._payload_of(task)
@@ -189,6 +194,7 @@ class Queue(DeadLetters, Scheduling, WorkerCalls):
         retry_on: tuple[type[BaseException], ...] = (),
         dead_letter_on_failure: bool = False,
         isolation: str | None = None,
+        keep_result: float | timedelta | None = None,
     ) -> int:
         """Adds many tasks in one round trip; returns how many. Up to MAX_ITEMS_PER_CALL
         (10,000) tasks go in one atomic script call: all of them or, on an error, none (with
@@ -198,14 +204,17 @@ class Queue(DeadLetters, Scheduling, WorkerCalls):
         payloads = [self._payload_of(task) for task in tasks]
         if not payloads:
             return 0
+        keep_result = self._keep_result if keep_result is None else keep_result
         if not (
             delay is None and eta is None and timeout is None and backoff is None
             and not retry_on and not dead_letter_on_failure and isolation is None
+            and keep_result is None
         ):  # fmt: skip
             return await self._enqueue_with_options(
-                tasks, payloads, delay=delay, eta=eta, timeout=timeout, backoff=backoff,
-                retry_on=retry_on, dead_letter_on_failure=dead_letter_on_failure,
-                isolation=isolation,
+                tasks, payloads, [new_id() for _ in payloads], delay=delay, eta=eta,
+                timeout=timeout, backoff=backoff, retry_on=retry_on,
+                dead_letter_on_failure=dead_letter_on_failure, isolation=isolation,
+                keep_result=keep_result,
             )  # fmt: skip
         return await self._enqueue_many_v1(tasks, payloads)
 

@@ -16,6 +16,7 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 
 from harness import measure
@@ -28,8 +29,10 @@ from harness.venvs import BENCH_DIR, PeerUnavailableError, ensure
 
 # (metric, concurrency, kind) of the throughput runs.
 VARIANTS = (("c10", 10, "async"), ("c100", 100, "async"), ("sync", 10, "sync"))
-SCENARIOS = ("plain", "latency", "retry", "delayed", "promotion", "periodic")
-QUICK_SCENARIOS = SCENARIOS[:-1]  # --quick leaves periodic out unless asked: about 45 s more
+SCENARIOS = ("plain", "latency", "retry", "results", "delayed", "promotion", "periodic")
+# --quick leaves periodic out unless asked: about 45 s more
+QUICK_SCENARIOS = tuple(s for s in SCENARIOS if s != "periodic")
+RESULT_VARIANTS = VARIANTS[:2]  # results: async c=10 and c=100
 TICKS = 20  # periodic: runs timed per system (--quick: 5), after one dropped
 DELAY = 0.05  # seconds: the delay of the delayed-latency probes
 PROMOTION_TASKS = 100_000  # the issue's promotion figure; --quick: 2,000 (adelayed: both)
@@ -100,8 +103,15 @@ def _measure_system(run: Run, system: System, runner: Runner, scenarios: list[st
     if "retry" in scenarios:  # fails once, then succeeds: c=100 (delayed: its one process)
         kind = "async" if "async" in system.kinds else "sync"
         keep("retry", measure.throughput(runner, run.settings, 100, kind, scenario="retry"))
-    if "plain" not in scenarios:
-        return
+    if "plain" in scenarios:
+        _measure_plain(run, system, runner, keep)
+    if "results" in scenarios:
+        _measure_results(run, runner, "plain" in scenarios, keep)
+
+
+def _measure_plain(
+    run: Run, system: System, runner: Runner, keep: Callable[[str, dict[str, object]], None]
+) -> None:
     keep("enqueue", measure.enqueue(runner, run.settings))
     if system.bulk:
         keep("bulk", measure.bulk(runner, run.settings))
@@ -115,6 +125,18 @@ def _measure_system(run: Run, system: System, runner: Runner, scenarios: list[st
             keep(metric, measure.throughput(runner, run.settings, concurrency, kind))
         else:
             keep(metric, {"unsupported": kind})
+
+
+def _measure_results(
+    run: Run, runner: Runner, had_plain: bool, keep: Callable[[str, dict[str, object]], None]
+) -> None:
+    """c=10 and c=100 with the tasks' results stored; without the plain scenario, each with
+    its plain pair right after it (the ratio's denominator, from the same run)."""
+    for metric, concurrency, kind in RESULT_VARIANTS:
+        result = measure.throughput(runner, run.settings, concurrency, kind, scenario="results")
+        keep("results_" + metric, result)
+        if not had_plain and "unsupported" not in result:
+            keep(metric, measure.throughput(runner, run.settings, concurrency, kind))
 
 
 def _fill_rate(run: Run, system: System) -> float:
@@ -137,12 +159,15 @@ def _promote(
 
 
 def _retry_ratios(run: Run) -> None:
-    """Each retry result's rate over its system's plain c=100 rate (same run, same N)."""
+    """Each retry result's rate over its system's plain c=100 rate, and each results run's
+    over its plain c=10 or c=100 rate (same run, same N)."""
+    pairs = [("retry", "c100")] + [("results_" + m, m) for m, _, _ in RESULT_VARIANTS]
     for found in run.results.values():
-        plain = [r["rate"] for r in found.get("c100", []) if "rate" in r]
-        for result in found.get("retry", []):
-            if plain and "rate" in result:
-                result["of_plain"] = result["rate"] / statistics.median(plain)
+        for metric, plain_metric in pairs:
+            plain = [r["rate"] for r in found.get(plain_metric, []) if "rate" in r]
+            for result in found.get(metric, []):
+                if plain and "rate" in result:
+                    result["of_plain"] = result["rate"] / statistics.median(plain)
 
 
 def _runners(run: Run, server: Server, systems: list[System]) -> dict[str, Runner]:

@@ -18,3 +18,8 @@ async def flaky(i: int) -> None:
         failed.add(i)
         raise RuntimeError("first run fails")
     done += 1
+
+
+async def echo(value: object) -> object:
+    """Returns its argument (benchmarks/result_waiters.py keeps it as the result)."""
+    return value

@@ -517,7 +517,8 @@ async def _tokens_gone(client: aredis.Redis) -> bool:
 async def test_four_workers_promoting_at_once_run_each_task_once(
     client: aredis.Redis, queue: Queue, redis_server: EmbeddedRedis, tmp_path: Path
 ) -> None:
-    count = 2000
+    count = 5000  # five PROMOTE calls of 1,000: on a loaded host one promoter that wakes first
+    # could move two batches before the others wake
     due_ms = await redis_ms(client) + 4000
     eta = datetime.fromtimestamp(due_ms / 1000, timezone.utc)
     tags = [f"t{i}" for i in range(count)]

@@ -208,6 +208,13 @@ def _time_sections(run: Run) -> list[str]:
             report.table(run.results, systems, report.PERIODIC),
             PERIODIC_NOTE,
         ]
+    if _has(run, "results_c10") or _has(run, "results_c100"):
+        parts += [
+            "## Kept results: tasks that return a value the system stores (tasks/s; higher is "
+            "better)",
+            report.table(run.results, systems, report.RESULTS),
+            RESULTS_NOTE,
+        ]
     if _has(run, "retry"):
         parts += [
             "## Retries: every task fails once, then succeeds (c=100; higher is better)",
@@ -360,6 +367,21 @@ RETRY_NOTE = (
     "it by the same system's plain c=100 rate in this run."
 )
 
+RESULTS_NOTE = (
+    "As processing throughput (async, c=10 and c=100, N pre-filled), but each task returns the "
+    "int 1 and the system stores it, each its own documented way: adelayed "
+    "`enqueue_many(tasks, keep_result=60)` (one FINISH script call per finished task: the "
+    "release and the result in one step), arq its default `keep_result` of 3,600 s, saq the "
+    "job record (result included) kept its default `ttl` of 600 s, streaq its default result "
+    "`ttl` of 5 min, taskiq-redis's `RedisAsyncResultBackend(result_ex_time=60)` on the "
+    "ListQueueBroker, docket its default `execution_ttl` of 15 min (it stores a return value "
+    "that is not None), bullmq the completed job's `returnvalue` (no `removeOnComplete`). "
+    "delayed 1.2 keeps no results (n/a). arq, saq, streaq and bullmq store a record per task "
+    "in the plain run too (its result None); docket and taskiq store nothing there. Plain: the "
+    "plain scenario's runs of this run; kept / plain: the rates' ratio (medians); "
+    "cmds/task: `INFO commandstats` over the c=100 worker's run ÷ tasks run, as above."
+)
+
 PERIODIC_NOTE = (
     "Each system's own schedule API, run by its worker (no separate scheduler process): adelayed "
     "`Worker(schedules=[Every(1, task)])`, arq `cron(task, second=set(range(60)))` (due at "
@@ -375,7 +397,7 @@ PERIODIC_NOTE = (
     "exists). taskiq needs its scheduler process and delayed 1.2 has no schedules: not measured."
 )
 
-TIME_METHODS = """## Methods: delayed tasks, promotion, retries
+TIME_METHODS = """## Methods: delayed tasks, promotion, retries, kept results
 
 - **Due-to-start lag.** As the idle latency above, but each probe is enqueued with a delay of
   50 ms (adelayed `enqueue(task, delay=)`, arq `_defer_by`, saq `scheduled=` epoch seconds,
@@ -397,6 +419,8 @@ TIME_METHODS = """## Methods: delayed tasks, promotion, retries
   worker's exit, a thread of the orchestrator PINGs on its own connection, 1 ms apart;
   `SLOWLOG` (threshold 5 ms) records every command that ran 5 ms or longer inside Redis.
 - **Retries**: as processing throughput at c=100, with tasks that fail once (see above).
+- **Kept results**: as processing throughput at c=10 and c=100, with tasks that return 1 and
+  the system's result storage on (see above).
 - **Periodic**: a worker (concurrency 10) with the schedule starts in its own process; its
   task RPUSHes `time.time()` at its start; the producer BLPOPs the runs, drops the first and
   times the next 5 (`--quick`) or 20."""

@@ -111,9 +111,10 @@ def throughput(
 ) -> Result:
     """Pre-fills N no-op tasks, then runs a fresh worker process until all ran (or the time
     cap); counts the commands of the processing (fill excluded: enqueue() counts those).
-    ``scenario="retry"``: tasks that fail on their first run and succeed on the second."""
+    ``scenario="retry"``: tasks that fail on their first run and succeed on the second;
+    ``scenario="results"``: tasks that return a small value, which the system stores."""
     runner.server.reset()
-    extra = {"scenario": scenario} if scenario != "plain" else {}
+    extra: dict[str, Any] = {"scenario": scenario} if scenario != "plain" else {}
     filled = runner.call("fill", limit=600, count=settings.tasks, kind=kind, **extra)
     if "error" in filled or "unsupported" in filled:
         return filled
@@ -140,7 +141,8 @@ def latency(runner: Runner, settings: Settings, kind: str, delay: float = 0.0) -
     enqueued with that delay (seconds), and its lag counts from its due time."""
     runner.server.reset()
     worker = runner.spawn("worker", count=0, kind=kind, timeout=3600)
-    command, extra = ("delayed_latency", {"delay": delay}) if delay else ("latency", {})
+    extra: dict[str, Any] = {"delay": delay} if delay else {}
+    command = "delayed_latency" if delay else "latency"
     samples = settings.delayed_samples if delay else settings.samples
     try:
         limit = 120 + samples * (3 + delay)

@@ -15,7 +15,7 @@ Results = dict[str, dict[str, list[Result]]]  # system -> metric -> one result p
 TIMES, DASH = "\u00d7", "\u2013"  # the multiplication sign and the dash of the tables
 CAPPED = "*"
 SEQUENTIAL = "†"
-_WORKER_RUNS = ("c10", "c100", "sync")  # the metrics of throughput runs
+_WORKER_RUNS = ("c10", "c100", "sync")  # the metrics of throughput runs (plain)
 
 
 @dataclass(frozen=True)
@@ -155,6 +155,16 @@ PERIODIC = (
     Column("lag max ms", "periodic", "tick_lag_max_ms", ms, False),
     Column("skipped or doubled", "periodic", "skipped_or_doubled", rate, False),
 )
+RESULTS = (
+    Column("results kept: c=10", "results_c10", "rate", rate, True),
+    Column("plain c=10", "c10", "rate", rate, True),
+    Column("kept / plain c=10", "results_c10", "of_plain", two, True),
+    Column("results kept: c=100", "results_c100", "rate", rate, True),
+    Column("plain c=100", "c100", "rate", rate, True),
+    Column("kept / plain c=100", "results_c100", "of_plain", two, True),
+    Column("cmds/task: kept, c=100", "results_c100", "commands", two, False),
+    Column("cmds/task: plain, c=100", "c100", "commands", two, False),
+)
 RETRY = (
     Column("fails once, then succeeds: tasks/s", "retry", "rate", rate, True),
     Column("retry rate / own plain c=100", "retry", "of_plain", two, True),
@@ -211,11 +221,18 @@ def total_commands(results: Results, systems: Sequence[System]) -> str:
     return _markdown(rows)
 
 
+_BREAKDOWN = (
+    ("enqueue", "enqueue"),
+    ("c100", "processing, c=100"),
+    ("results_c100", "processing with results kept, c=100"),
+)
+
+
 def command_breakdown(results: Results, systems: Sequence[System]) -> str:
     """Per system: each command's calls per task (medians' source: the first repetition)."""
     lines = []
     for system in systems:
-        for metric, what in (("enqueue", "enqueue"), ("c100", "processing, c=100")):
+        for metric, what in _BREAKDOWN:
             reps = [r for r in results.get(system.name, {}).get(metric, []) if "by_command" in r]
             if reps:
                 calls = sorted(reps[0]["by_command"].items(), key=lambda item: -item[1])

@@ -14,6 +14,8 @@ from systems import common
 
 FUNCTIONS = {"async": "systems.common:noop", "sync": "systems.common:noop_sync"}
 FLAKY = {"async": "systems.common:flaky_async", "sync": "systems.common:flaky"}
+RESULT_TASK = "systems.common:noop_result"
+KEEP_RESULT = 60.0  # seconds: the results scenario's keep_result (one FINISH call per task)
 # A retry with no pause asked (retry_backoff's base must be above 0; the reschedule rounds
 # the delay up to 1 ms).
 NO_PAUSE = (1e-9, 1e-9)
@@ -38,7 +40,7 @@ async def worker(args: argparse.Namespace) -> common.Result:
     _sink.append(redis.Redis.from_url(args.url))
     queue = _queue(args)
     # the probe, the shared no-ops and the retry scenario's tasks
-    allowed = ["systems.adelayed", *FUNCTIONS.values(), *FLAKY.values()]
+    allowed = ["systems.adelayed", *FUNCTIONS.values(), *FLAKY.values(), RESULT_TASK]
     options: dict[str, Any] = {"retry_backoff": NO_PAUSE} if args.scenario == "retry" else {}
     if args.scenario == "periodic":  # imported here: ab.py runs this file on older revisions too
         from adelayed import Every
@@ -52,6 +54,12 @@ async def worker(args: argparse.Namespace) -> common.Result:
 
 async def fill(args: argparse.Namespace) -> common.Result:
     queue = _queue(args)
+    if args.scenario == "results":  # its return value kept KEEP_RESULT seconds
+        if not has_option("keep_result"):
+            return {"unsupported": "not available yet: no keep_result= in this adelayed"}
+        tasks = [PyTask(RESULT_TASK) for _ in range(args.count)]
+        await queue.enqueue_many(tasks, keep_result=KEEP_RESULT)
+        return {"filled": await queue.len()}
     if args.scenario == "retry":  # retry=1: a second run after a failure
         tasks = [PyTask(FLAKY[args.kind], args=(n,), retry=1) for n in range(args.count)]
     else:
@@ -60,12 +68,18 @@ async def fill(args: argparse.Namespace) -> common.Result:
     return {"filled": await queue.len()}
 
 
-def has_delay() -> bool:
-    """Whether this adelayed's enqueue and enqueue_many take ``delay=`` (being built)."""
+def has_option(name: str) -> bool:
+    """Whether this adelayed's enqueue and enqueue_many take the option ``name`` (ab.py runs
+    this file on older revisions too)."""
     return all(
-        "delay" in inspect.signature(method).parameters
+        name in inspect.signature(method).parameters
         for method in (Queue.enqueue, Queue.enqueue_many)
     )
+
+
+def has_delay() -> bool:
+    """Whether this adelayed's enqueue and enqueue_many take ``delay=`` (being built)."""
+    return has_option("delay")
 
 
 async def fill_due(args: argparse.Namespace) -> common.Result:

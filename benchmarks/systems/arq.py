@@ -1,4 +1,5 @@
-"""arq, in benchmarks/.venvs/arq: its defaults (poll_delay 0.5 s, results kept 1 h).
+"""arq, in benchmarks/.venvs/arq: its defaults (poll_delay 0.5 s, results kept 1 h: every
+job's result is stored, the plain no-op's None included; the results scenario's task returns 1).
 
 arq runs coroutine functions only (a plain function is refused at start-up), and has no bulk
 enqueue: ``sync`` and ``bulk`` are unsupported."""
@@ -27,6 +28,11 @@ async def noop(ctx: dict[str, Any]) -> None:
     common.DONE.hit()
 
 
+async def noop_result(ctx: dict[str, Any]) -> int:
+    common.DONE.hit()
+    return common.RESULT
+
+
 async def probe(ctx: dict[str, Any], sent: float) -> None:
     lag = time.time() - sent
     await _sink[0].rpush(common.SINK_KEY, repr(lag))  # type: ignore[misc]  # redis-py 5 typing
@@ -50,8 +56,9 @@ async def worker(args: argparse.Namespace) -> common.Result:
     if args.kind != "async":
         return {"unsupported": "arq runs coroutine functions only"}
     _sink.append(redis.Redis.from_url(args.url))
+    functions = [func(f, name=f.__name__) for f in (noop, noop_result, probe, flaky)]
     runner = Worker(
-        functions=[func(noop, name="noop"), func(probe, name="probe"), func(flaky, name="flaky")],
+        functions=functions,
         redis_settings=RedisSettings.from_dsn(args.url),
         queue_name=args.queue,
         max_jobs=args.concurrency,
@@ -66,8 +73,9 @@ async def fill(args: argparse.Namespace) -> common.Result:
     if args.scenario == "retry":
         numbers = iter(range(args.count))
         await common.in_chunks(args.count, lambda: pool.enqueue_job("flaky", next(numbers)))
-    else:
-        await common.in_chunks(args.count, lambda: pool.enqueue_job("noop"))
+    else:  # results: Worker(keep_result=3600) by default
+        name = "noop_result" if args.scenario == "results" else "noop"
+        await common.in_chunks(args.count, lambda: pool.enqueue_job(name))
     return {"filled": await pool.zcard(args.queue)}
 
 

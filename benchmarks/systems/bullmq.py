@@ -23,10 +23,14 @@ _sink: list[redis.Redis] = []
 FILL_CHUNK = 1_000  # jobs per addBulk call when filling (one transaction each)
 
 
-async def process(job: Any, token: str) -> None:
-    """The one processor of the worker: dispatches on the job's name."""
+async def process(job: Any, token: str) -> int | None:
+    """The one processor of the worker: dispatches on the job's name. What it returns is the
+    completed job's returnvalue (kept with the job: no removeOnComplete)."""
     if job.name == "noop":
         common.DONE.hit()
+    elif job.name == "noop_result":
+        common.DONE.hit()
+        return common.RESULT
     elif job.name == "probe":
         lag = time.time() - job.data["sent"]
         await _sink[0].rpush(common.SINK_KEY, repr(lag))  # type: ignore[misc]
@@ -34,6 +38,7 @@ async def process(job: Any, token: str) -> None:
         common.flaky(job.data["n"])
     elif job.name == "tick":
         await _sink[0].rpush(common.SINK_KEY, repr(time.time()))  # type: ignore[misc]
+    return None
 
 
 def _queue(args: argparse.Namespace) -> Queue:
@@ -63,7 +68,8 @@ async def fill(args: argparse.Namespace) -> common.Result:
             {"name": "flaky", "data": {"n": n}, "opts": {"attempts": 2}} for n in range(args.count)
         ]
     else:
-        jobs = [{"name": "noop", "data": {}} for _ in range(args.count)]
+        name = "noop_result" if args.scenario == "results" else "noop"
+        jobs = [{"name": name, "data": {}} for _ in range(args.count)]
     await _add_bulk(queue, jobs)
     return {"filled": await queue.getWaitingCount()}
 

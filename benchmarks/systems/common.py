@@ -90,6 +90,16 @@ def noop_sync() -> None:
     DONE.hit()
 
 
+RESULT = 1  # what the results scenario's tasks return, for the system to store
+
+
+async def noop_result() -> int:
+    """The results scenario's task (systems that call tasks without a context): the no-op's
+    count, and a small return value that the system keeps."""
+    DONE.hit()
+    return RESULT
+
+
 _FAILED_ONCE: set[int] = set()
 
 
@@ -310,9 +320,10 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
         "--max-seconds", type=float, default=0, help="worker: stop measuring after (0: never)"
     )
     parser.add_argument(
-        "--scenario", choices=("plain", "retry", "periodic"), default="plain",
-        help="fill, worker: plain no-op tasks, tasks that fail once then succeed, or (worker)"
-        " a schedule that runs a task every TICK_EVERY seconds",
+        "--scenario", choices=("plain", "retry", "results", "periodic"), default="plain",
+        help="fill, worker: plain no-op tasks, tasks that fail once then succeed, tasks that"
+        " return RESULT with result storage on, or (worker) a schedule that runs a task every"
+        " TICK_EVERY seconds",
     )  # fmt: skip
     parser.add_argument("--delay", type=float, default=0.1, help="delayed_latency: seconds")
     parser.add_argument("--due", type=float, default=0, help="fill_due: time.time() all are due")

@@ -41,6 +41,8 @@ async def worker(args: argparse.Namespace) -> common.Result:
     common driver (count, time cap, time-out, result and exit) runs in a thread beside it."""
     if args.kind != "sync":
         return {"unsupported": "delayed runs plain functions only"}
+    if args.scenario == "results":
+        return {"unsupported": NO_RESULTS}
     _sink.append(redis.Redis.from_url(args.url))
     armed = threading.Event()
 
@@ -57,7 +59,12 @@ async def worker(args: argparse.Namespace) -> common.Result:
     return {"error": "delayed's worker stopped on its own"}
 
 
+NO_RESULTS = "delayed 1.2 keeps no task results"
+
+
 async def fill(args: argparse.Namespace) -> common.Result:
+    if args.scenario == "results":
+        return {"unsupported": NO_RESULTS}
     queue = _queue(args)
     for number in range(args.count):
         if args.scenario == "retry":  # retry=1: delayed requeues a failed task once

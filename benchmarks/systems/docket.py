@@ -31,6 +31,12 @@ async def noop() -> None:
     common.DONE.hit()
 
 
+async def noop_result() -> int:
+    """Its return value is kept (docket stores a result that is not None, execution_ttl)."""
+    common.DONE.hit()
+    return common.RESULT
+
+
 async def probe(sent: float) -> None:
     lag = time.time() - sent
     await _sink[0].rpush(common.SINK_KEY, repr(lag))  # type: ignore[misc]
@@ -47,7 +53,7 @@ async def tick(perpetual: Perpetual = EVERY) -> None:
     await _sink[0].rpush(common.SINK_KEY, repr(time.time()))  # type: ignore[misc]
 
 
-FUNCTIONS = (noop, probe, flaky)
+FUNCTIONS = (noop, noop_result, probe, flaky)
 
 
 @asynccontextmanager
@@ -79,7 +85,8 @@ async def fill(args: argparse.Namespace) -> common.Result:
         if args.scenario == "retry":
             calls = [docket.call(flaky)(n) for n in range(args.count)]
         else:
-            calls = [docket.call(noop)() for _ in range(args.count)]
+            task = noop_result if args.scenario == "results" else noop
+            calls = [docket.call(task)() for _ in range(args.count)]
         await docket.add_many(calls)
         return {"filled": len(calls)}
 

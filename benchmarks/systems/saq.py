@@ -28,6 +28,11 @@ def noop_sync(ctx: Context) -> None:
     common.DONE.hit()
 
 
+async def noop_result(ctx: Context) -> int:
+    common.DONE.hit()
+    return common.RESULT
+
+
 async def probe(ctx: Context, *, sent: float) -> None:
     lag = time.time() - sent
     await _sink[0].rpush(common.SINK_KEY, repr(lag))  # type: ignore[misc]  # redis-py 7 typing
@@ -52,7 +57,7 @@ async def worker(args: argparse.Namespace) -> common.Result:
     crons = [CronJob(tick, cron="* * * * * *")] if args.scenario == "periodic" else None
     runner: Worker[Context] = Worker(
         await _queue(args),
-        functions=[noop, noop_sync, probe, flaky],
+        functions=[noop, noop_sync, noop_result, probe, flaky],
         concurrency=args.concurrency,
         cron_jobs=crons,
     )
@@ -66,8 +71,9 @@ async def fill(args: argparse.Namespace) -> common.Result:
         await common.in_chunks(
             args.count, lambda: queue.enqueue("flaky", number=next(numbers), retries=2)
         )
-    else:
-        await common.in_chunks(args.count, lambda: queue.enqueue(FUNCTIONS[args.kind]))
+    else:  # results: a job's record, its result in it, is kept its ttl (600 s by default)
+        name = "noop_result" if args.scenario == "results" else FUNCTIONS[args.kind]
+        await common.in_chunks(args.count, lambda: queue.enqueue(name))
     return {"filled": await queue.count("queued")}
 
 

@@ -15,7 +15,7 @@ from coredis import Redis
 from streaq import StreaqRetry, Worker
 
 from systems import common
-from systems.common import noop, noop_sync
+from systems.common import noop, noop_result, noop_sync
 
 FUNCTIONS = {"async": "noop", "sync": "noop_sync"}
 PROMOTER_EVERY = 0.5  # seconds: streaq's loop that moves due delayed tasks to the stream
@@ -39,7 +39,7 @@ async def tick() -> None:
 
 def _worker(args: argparse.Namespace) -> Worker[Any]:
     worker = Worker(redis_url=args.url, concurrency=args.concurrency, queue_name=args.queue)
-    for function in (noop, noop_sync, probe, flaky):
+    for function in (noop, noop_sync, noop_result, probe, flaky):
         worker.task(name=function.__name__)(function)
     if args.scenario == "periodic":  # crontab's 7 fields: the first is the second
         worker.cron("* * * * * * *", name="tick")(tick)
@@ -64,8 +64,9 @@ async def fill(args: argparse.Namespace) -> common.Result:
         if args.scenario == "retry":
             flaky_task = client.registry["flaky"]
             tasks = [flaky_task.enqueue(n) for n in range(args.count)]
-        else:
-            task = client.registry[FUNCTIONS[args.kind]]
+        else:  # results: every task's result is kept its ttl (5 minutes by default)
+            name = "noop_result" if args.scenario == "results" else FUNCTIONS[args.kind]
+            task = client.registry[name]
             tasks = [task.enqueue() for _ in range(args.count)]
         await client.enqueue_many(tasks)
         return {"filled": await client.queue_size()}

@@ -2,7 +2,9 @@
 
 The worker is taskiq's programmatic receiver (``taskiq.api.run_receiver_task``) with
 ``max_async_tasks`` = concurrency and a thread pool of the same size for plain functions; no
-result backend (taskiq's default). taskiq has no bulk enqueue: ``bulk`` is unsupported."""
+result backend (taskiq's default), except in the results scenario: taskiq-redis's
+``RedisAsyncResultBackend`` (one SET with an expiry per task; its connection pool's default
+size). taskiq has no bulk enqueue: ``bulk`` is unsupported."""
 
 from __future__ import annotations
 
@@ -12,12 +14,13 @@ import time
 import redis.asyncio as redis
 from taskiq.api import run_receiver_task
 from taskiq.middlewares import SimpleRetryMiddleware
-from taskiq_redis import ListQueueBroker
+from taskiq_redis import ListQueueBroker, RedisAsyncResultBackend
 
 from systems import common
-from systems.common import flaky_async, noop, noop_sync
+from systems.common import flaky_async, noop, noop_result, noop_sync
 
 FUNCTIONS = {"async": "noop", "sync": "noop_sync"}
+KEEP_RESULT = 60  # seconds: the results scenario's result_ex_time (as adelayed's keep_result)
 _sink: list[redis.Redis] = []
 
 
@@ -28,7 +31,12 @@ async def probe(sent: float) -> None:
 
 def _broker(args: argparse.Namespace) -> ListQueueBroker:
     broker = ListQueueBroker(args.url, queue_name=args.queue)
-    for function in (noop, noop_sync, probe):
+    if args.scenario == "results":
+        backend: RedisAsyncResultBackend[object] = RedisAsyncResultBackend(
+            args.url, result_ex_time=KEEP_RESULT
+        )
+        broker = broker.with_result_backend(backend)
+    for function in (noop, noop_sync, noop_result, probe):
         broker.register_task(function, task_name=function.__name__)
     # taskiq's retries: SimpleRetryMiddleware re-sends a failed task whose labels ask for it
     # (max_retries: attempts in all). Only the retry scenario's worker has the middleware.
@@ -61,7 +69,8 @@ async def worker(args: argparse.Namespace) -> common.Result:
 
 async def fill(args: argparse.Namespace) -> common.Result:
     broker = await _client(args)
-    task = broker.find_task("flaky" if args.scenario == "retry" else FUNCTIONS[args.kind])
+    names = {"retry": "flaky", "results": "noop_result"}
+    task = broker.find_task(names.get(args.scenario, FUNCTIONS[args.kind]))
     assert task is not None
     if args.scenario == "retry":
         numbers = iter(range(args.count))

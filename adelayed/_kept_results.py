@@ -1,0 +1,71 @@
+"""How an executor settles a task enqueued with ``keep_result``: a FINISH call (release and
+result in one step, adelayed._protocol.results) instead of the batched release."""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from typing import TYPE_CHECKING, Any
+
+import msgpack
+
+from ._settle import Settle
+from ._values import DECODE_ERRORS, explain_value
+
+if TYPE_CHECKING:
+    from ._execution import Delivery
+    from .queue import Queue
+    from .task import PyTask
+
+logger = logging.getLogger(__name__)
+
+
+class KeptResults:
+    def __init__(self, queue: Queue) -> None:
+        self._queue = queue
+        self.worker_id = ""
+
+    def done(self, field: str, delivery: Delivery, task: PyTask, value: Any) -> Settle:
+        """Settles a task that returned ``value``; one msgpack cannot carry (or a reader
+        could not decode) makes it a failure, with a message naming the task and the type."""
+        try:
+            data: bytes = msgpack.packb(value)
+            msgpack.unpackb(data)
+        except DECODE_ERRORS as exc:
+            message = explain_value(task.func_path, value, exc)
+            logger.error("queue %r: %s", self._queue.name, message)
+            return self._settle(field, delivery, "failed", _packed_error("TaskDataError", message))
+        return self._settle(field, delivery, "done", data)
+
+    def failed(self, field: str, delivery: Delivery, error: BaseException, dead: bool) -> Settle:
+        """Settles a task out of retries: its error kept (and, ``dead``, its dead letter)."""
+        trace = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+        data = _packed_error(type(error).__name__, str(error), trace)
+        if not dead:
+            return self._settle(field, delivery, "failed", data)
+        reason = f"{type(error).__name__}: {error} (after {delivery.attempt} attempt(s))"
+        return self._settle(field, delivery, "dead", data, (delivery.payload, reason, trace))
+
+    def buried(self, field: str, delivery: Delivery, reason: str, trace: str) -> Settle:
+        """Settles a task dead-lettered before it ran (its payload unreadable, its function
+        not allowed): kept as dead, with the reason as its error."""
+        type_name, _, message = reason.partition(": ")
+        data = _packed_error(type_name, message, trace)
+        return self._settle(field, delivery, "dead", data, (delivery.payload, reason, trace))
+
+    def _settle(
+        self,
+        field: str,
+        delivery: Delivery,
+        state: str,
+        data: bytes,
+        dead: tuple[bytes, str, str] | None = None,
+    ) -> Settle:
+        queue, id_, attempt = self._queue, delivery.id or "", delivery.attempt
+        keep, worker = delivery.options.keep_result or 0.0, self.worker_id
+        return lambda: queue._finish(field, id_, state, data, attempt, worker, keep, dead)
+
+
+def _packed_error(type_name: str, message: str, trace: str = "") -> bytes:
+    packed: bytes = msgpack.packb([type_name, message, trace])
+    return packed

@@ -1,0 +1,73 @@
+"""Results of enveloped tasks enqueued with ``keep_result``: FINISH stores one as the task
+leaves its slot, STATUS reads where a task is.
+
+Keys of queue NAME: ``NAME_result:<id>``, a hash (``state``: done, failed or dead; ``data``:
+the msgpack return value, or the msgpack ``[type, message, traceback]`` of the error;
+``attempt``; ``worker``; ``finished``: Redis's time in ms), expiring ``keep_result`` after
+the task ended. Channel ``NAME_results`` (pub/sub, not a key) gets each finished task's id.
+"""
+
+from __future__ import annotations
+
+from .script import Script
+from .v1 import DEAD_RECORD
+
+RESULT_INFIX = "_result:"
+RESULTS_CHANNEL_SUFFIX = "_results"
+
+# KEYS: active, jobs, the task's result key, dead.
+# ARGV: slot field, id, state (done, failed, dead), data, attempt, worker, milliseconds to keep
+# the result, the results channel; with state dead, then the cap of the dead list and the dead
+# record's fields (v1.DEAD_RECORD).
+# Releases the slot of an enveloped task, stores its result and publishes its id, in one step;
+# with state dead, also dead-letters it (as BURY_ENVELOPED does). Only while the slot still
+# holds the task: a re-sent call, or a slot a sweep emptied (the task runs again elsewhere,
+# and that run's result is the one kept), changes nothing and returns 0.
+FINISH = Script(
+    "finish",
+    DEAD_RECORD
+    + """
+local active, jobs, result, dead = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local field, id, state = ARGV[1], ARGV[2], ARGV[3]
+if redis.call('hget', active, field) ~= id then return 0 end
+redis.call('hdel', active, field)
+redis.call('hdel', jobs, id)
+local clock = redis.call('time')
+redis.call('hset', result, 'state', state, 'data', ARGV[4], 'attempt', ARGV[5],
+    'worker', ARGV[6], 'finished', clock[1] * 1000 + math.floor(clock[2] / 1000))
+redis.call('pexpire', result, ARGV[7])
+if state == 'dead' then
+    redis.call('lpush', dead, dead_record(10))
+    redis.call('ltrim', dead, 0, tonumber(ARGV[9]) - 1)
+end
+redis.call('publish', ARGV[8], id)
+return 1
+""",
+)
+
+# KEYS: the task's result key, jobs, scheduled, active.  ARGV: id.
+# Read-only. Returns {where, detail, extra}:
+# - {'result', flat HGETALL of the result} once it ended (and until keep_result passed);
+# - {'scheduled', envelope, due ms} while it waits for its due time;
+# - {'running', envelope, slot field} while a worker runs it;
+# - {'queued', envelope} while it is due and waits for a worker (or its token moves);
+# - {'unknown'}: never enqueued with keep_result here, or ended and expired.
+# Finding the running slot scans NAME_active (one entry per task in flight).
+STATUS = Script(
+    "status",
+    """
+local result, jobs, scheduled, active = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local id = ARGV[1]
+local stored = redis.call('hgetall', result)
+if #stored > 0 then return {'result', stored} end
+local envelope = redis.call('hget', jobs, id)
+if not envelope then return {'unknown'} end
+local due = redis.call('zscore', scheduled, id)
+if due then return {'scheduled', envelope, due} end
+local slots = redis.call('hgetall', active)
+for i = 2, #slots, 2 do
+    if slots[i] == id then return {'running', envelope, slots[i - 1]} end
+end
+return {'queued', envelope}
+""",
+)

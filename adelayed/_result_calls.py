@@ -1,0 +1,77 @@
+"""The Queue's side of kept results: ``get(id)``, and the worker's FINISH and the handles'
+STATUS calls (scripts in adelayed._protocol.results)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from ._protocol import results as protocol
+from .errors import ConfigurationError
+from .results import TaskHandle
+from .retry import seconds_of
+
+if TYPE_CHECKING:
+    from ._wire import Wire
+
+# The longest a result may be kept: Redis's PEXPIRE takes ms in a 64-bit integer, and a
+# result kept for years is a leak, not a feature.
+MAX_KEEP = 366 * 24 * 3600.0
+
+
+class ResultCalls:
+    """Mixed into Queue."""
+
+    if TYPE_CHECKING:  # Queue's and Scheduling's
+        _name: str
+        _jobs_key: str
+        _scheduled_key: str
+        _active_key: str
+        _dead_key: str
+        _dead_letter_limit: int
+
+        def _wire(self) -> Wire: ...
+
+    def _init_results(self, keep_result: float | timedelta | None) -> None:
+        self._keep_result: float | None = None
+        if keep_result is not None:
+            where = f"queue {self._name!r}: keep_result"
+            self._keep_result = seconds_of(keep_result, where)
+            if not 0 < self._keep_result <= MAX_KEEP:
+                raise ConfigurationError(f"{where} must be over 0 and at most {MAX_KEEP:g}s")
+        self._result_prefix = self._name + protocol.RESULT_INFIX
+        self._results_channel = self._name + protocol.RESULTS_CHANNEL_SUFFIX
+
+    def get(self, id_: str) -> TaskHandle:
+        """The handle of the task of id ``id_`` (from another process's handle, ``.id``); no
+        round trip."""
+        if not isinstance(id_, str) or len(id_) != 32:
+            raise ConfigurationError(
+                f"queue {self._name!r}: a task id is 32 hex characters (TaskHandle.id), not {id_!r}"
+            )
+        return TaskHandle(self, id_)  # type: ignore[arg-type]
+
+    async def _status(self, id_: str) -> list[Any]:
+        keys = (self._result_prefix + id_, self._jobs_key, self._scheduled_key, self._active_key)
+        reply: list[Any] = await protocol.STATUS(self._wire(), keys, (id_,))
+        return reply
+
+    async def _finish(
+        self, field: str, id_: str, state: str, data: bytes, attempt: int, worker: str,
+        keep: float, dead: tuple[bytes, str, str] | None = None,
+    ) -> None:  # fmt: skip
+        """Releases an enveloped task's slot and keeps its result for ``keep`` seconds (with
+        ``dead``, the payload, reason and traceback of its dead letter, it is buried too)."""
+        keys = (self._active_key, self._jobs_key, self._result_prefix + id_, self._dead_key)
+        args: tuple[Any, ...] = (
+            field, id_, state, data, attempt, worker, max(1, round(keep * 1000)),
+            self._results_channel,
+        )  # fmt: skip
+        if dead is not None:
+            payload, reason, trace = dead
+            args += (self._dead_letter_limit, payload, reason, worker, trace)
+        await protocol.FINISH(self._wire(), keys, args)
+
+    def _loop_time(self) -> float:
+        return asyncio.get_running_loop().time()

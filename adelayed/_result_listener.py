@@ -1,0 +1,150 @@
+"""Waiting for results without polling: one pub/sub connection per Redis client and event
+loop, shared by every ``TaskHandle.result()`` call of the process on that client.
+
+A waiter registers its id, makes sure the listener is subscribed to its queue's results
+channel (the subscription confirmed), and only then reads the task's state: a result stored
+before the subscription is seen by that read, one stored after it by the channel. A message
+(the id of a finished task) wakes that id's waiters, which read the result. If the connection
+is lost, the listener reconnects, subscribes again and wakes every waiter to read again (a
+message may have been missed meanwhile). With no waiter left for LINGER seconds it closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import weakref
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.exceptions import RedisError
+
+from ._backoff import backoff
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+LINGER = 5.0  # seconds an idle listener keeps its connection
+
+
+class ResultListener:
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+        self._loop = asyncio.get_running_loop()
+        self._waiters: dict[str, set[asyncio.Future[None]]] = {}  # id -> its waiters
+        self._confirmed: dict[str, asyncio.Future[None]] = {}  # channel -> subscribed
+        self._pubsub: PubSub | None = None
+        self._reader: asyncio.Task[None] | None = None
+
+    async def wait(
+        self, channel: str, id_: str, read: Callable[[], Awaitable[T | None]], deadline: float
+    ) -> T | None:
+        """``read()``'s first non-None value, read once subscribed and again at each wake;
+        None once the loop's clock passes ``deadline``."""
+        while True:
+            wake = self._loop.create_future()
+            self._waiters.setdefault(id_, set()).add(wake)
+            try:
+                await self._subscribed(channel, deadline)
+                found = await read()
+                if found is not None:
+                    return found
+                await asyncio.wait_for(wake, max(0.0, deadline - self._loop.time()))
+            except asyncio.TimeoutError:
+                return None
+            finally:
+                waiting = self._waiters.get(id_)
+                if waiting is not None:
+                    waiting.discard(wake)
+                    if not waiting:
+                        del self._waiters[id_]
+
+    async def _subscribed(self, channel: str, deadline: float) -> None:
+        confirmed = self._confirmed.get(channel)
+        if confirmed is None:
+            confirmed = self._confirmed[channel] = self._loop.create_future()
+            if self._pubsub is not None:
+                await self._pubsub.subscribe(channel)
+        if self._reader is None or self._reader.done():
+            self._reader = self._loop.create_task(self._read())
+        await asyncio.wait_for(asyncio.shield(confirmed), max(0.0, deadline - self._loop.time()))
+
+    async def _read(self) -> None:
+        failures = 0
+        while True:
+            try:
+                await self._serve()
+                failures = 0
+            except (RedisError, OSError) as exc:
+                failures += 1
+                logger.warning("result listener: connection lost (%s); reconnecting", exc)
+            finally:
+                await self._close()
+            if not self._waiters:  # idle (a later wait starts a reader again)
+                return
+            if failures:
+                await asyncio.sleep(backoff(failures))
+
+    async def _serve(self) -> None:
+        """Subscribes to every channel waited on, then passes messages on until no waiter is
+        left for LINGER seconds."""
+        self._pubsub = pubsub = self._redis.pubsub()
+        await pubsub.subscribe(*self._confirmed)
+        idle_since = self._loop.time()
+        while True:
+            message = await pubsub.get_message(timeout=1.0)
+            if message is not None:
+                self._dispatch(message)
+            if self._waiters:
+                idle_since = self._loop.time()
+            elif self._loop.time() - idle_since > LINGER:
+                return
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        kind, channel = message["type"], _text(message["channel"])
+        if kind == "subscribe":
+            confirmed = self._confirmed.get(channel)
+            if confirmed is not None and not confirmed.done():
+                confirmed.set_result(None)
+                self._wake_all()  # after a reconnect: anything may have finished meanwhile
+        elif kind == "message":
+            for wake in self._waiters.get(_text(message["data"]), ()):
+                if not wake.done():
+                    wake.set_result(None)
+
+    def _wake_all(self) -> None:
+        for waiting in self._waiters.values():
+            for wake in waiting:
+                if not wake.done():
+                    wake.set_result(None)
+
+    async def _close(self) -> None:
+        """Drops the connection; every channel is subscribed again by the next reader, and
+        every waiter reads again once it is (a message may be lost with the connection)."""
+        pubsub, self._pubsub = self._pubsub, None
+        for channel, confirmed in list(self._confirmed.items()):
+            if confirmed.done():
+                self._confirmed[channel] = self._loop.create_future()
+        self._wake_all()
+        if pubsub is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+_listeners: weakref.WeakKeyDictionary[Any, ResultListener] = weakref.WeakKeyDictionary()
+
+
+def listener_of(redis: Redis) -> ResultListener:
+    """The listener of ``redis``'s connection pool on the running loop."""
+    pool = redis.connection_pool
+    listener = _listeners.get(pool)
+    if listener is None or listener._loop is not asyncio.get_running_loop():
+        listener = _listeners[pool] = ResultListener(redis)
+    return listener

@@ -1,0 +1,152 @@
+"""Task handles: what ``Queue.enqueue`` returns, and ``Queue.get(id)`` makes.
+
+A task enqueued with ``keep_result=seconds`` (or on a Queue made with ``keep_result=``) has its
+outcome stored when it ends: its return value, or its error. ``await handle.result()``
+returns the value, or raises TaskFailed. ``await handle.status()`` says where the task is.
+The result expires ``keep_result`` seconds after the task ended, and then the task is unknown.
+A task enqueued without it stores nothing when it ends (delayed's promise: finished tasks
+take no space), so its handle can say nothing about it, and a plain task (no option at all)
+has no id either: it travels as delayed 1.2's bytes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Literal
+
+import msgpack
+
+from . import _envelope as envelope
+from ._result_listener import listener_of
+from .errors import (
+    ConfigurationError,
+    ResultTimeoutError,
+    TaskFailed,
+    TaskNotFoundError,
+)
+
+if TYPE_CHECKING:
+    from .queue import Queue
+
+State = Literal["queued", "scheduled", "running", "done", "failed", "dead", "unknown"]
+
+
+@dataclass(frozen=True)
+class TaskStatus:
+    """Where a task is. ``state``: queued (due, waiting for a worker), scheduled (waiting for
+    its due time: ``due``), running (``attempt`` on ``worker``), done, failed (out of
+    retries), dead (dead-lettered), or unknown (never enqueued with ``keep_result`` on this
+    queue, or its result expired). Ended tasks have ``finished``, the ``attempt`` that ended
+    and its ``worker``, and, when failed or dead, ``error``."""
+
+    state: State
+    attempt: int | None = None
+    worker: str | None = None
+    due: datetime | None = None
+    finished: datetime | None = None
+    error: TaskFailed | None = None
+
+
+class TaskHandle:
+    """A task's handle: ``id`` (None for a plain task), ``result()``, ``status()``."""
+
+    __slots__ = ("_queue", "func_path", "id")
+
+    def __init__(self, queue: Queue, id_: str | None, func_path: str = "") -> None:
+        self._queue = queue
+        self.id = id_
+        self.func_path = func_path
+
+    def __repr__(self) -> str:
+        return f"TaskHandle({self._queue.name!r}, {self.id!r})"
+
+    async def status(self) -> TaskStatus:
+        return status_of(await self._queue._status(self._known_id()))
+
+    async def result(self, timeout: float | None = None) -> Any:
+        """The task's return value once it ended; waits up to ``timeout`` seconds (None: as
+        long as it takes). Raises TaskFailed when it failed or was dead-lettered,
+        ResultTimeoutError when the time passed first (it may still be queued or running),
+        and TaskNotFoundError when the queue knows no such task (or its result expired)."""
+        id_, queue = self._known_id(), self._queue
+        loop_deadline = math.inf if timeout is None else queue._loop_time() + timeout
+        ended = await listener_of(queue.redis).wait(
+            queue._results_channel, id_, self._ended, loop_deadline
+        )
+        if ended is None:
+            raise ResultTimeoutError(
+                f"queue {queue.name!r}: task {id_} has no result after {timeout:g}s; it may "
+                "still be queued or running (see status()): wait longer, or check its workers"
+            )
+        if ended.state == "done":
+            return ended.value
+        assert ended.error is not None
+        raise ended.error
+
+    async def _ended(self) -> _Ended | None:
+        reply = await self._queue._status(self._known_id())
+        if reply[0] == b"unknown":
+            raise TaskNotFoundError(
+                f"queue {self._queue.name!r} knows no task {self.id}: it was not enqueued "
+                "there with keep_result, or it ended more than keep_result seconds ago"
+            )
+        if reply[0] != b"result":
+            return None
+        fields = _fields(reply[1])
+        state = fields[b"state"].decode()
+        if state == "done":
+            return _Ended(state, msgpack.unpackb(fields[b"data"]), None)
+        return _Ended(state, None, _error_of(fields, self.id or ""))
+
+    def _known_id(self) -> str:
+        if self.id is None:
+            raise ConfigurationError(
+                f"queue {self._queue.name!r}: task {self.func_path!r} was enqueued with no "
+                "option, so it has no id and keeps no result: enqueue it with "
+                "keep_result=seconds (or make the Queue with keep_result=...)"
+            )
+        return self.id
+
+
+@dataclass(frozen=True)
+class _Ended:
+    state: str
+    value: Any
+    error: TaskFailed | None
+
+
+def _fields(flat: list[bytes]) -> dict[bytes, bytes]:
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def _error_of(fields: dict[bytes, bytes], id_: str) -> TaskFailed:
+    type_name, message, trace = msgpack.unpackb(fields[b"data"])
+    state = fields[b"state"].decode()
+    return TaskFailed(type_name, message, trace, task_id=id_, dead=state == "dead")
+
+
+def _when(ms: bytes | float) -> datetime:
+    return datetime.fromtimestamp(float(ms) / 1000, timezone.utc)
+
+
+def status_of(reply: list[Any]) -> TaskStatus:
+    """A STATUS reply (adelayed._protocol.results) as a TaskStatus."""
+    where = reply[0].decode()
+    if where == "unknown":
+        return TaskStatus("unknown")
+    if where == "result":
+        fields = _fields(reply[1])
+        state = fields[b"state"].decode()
+        error = None if state == "done" else _error_of(fields, "")
+        return TaskStatus(
+            state, int(fields[b"attempt"]), fields[b"worker"].decode(),  # type: ignore[arg-type]
+            finished=_when(fields[b"finished"]), error=error,
+        )  # fmt: skip
+    attempt = envelope.unpack(reply[1]).attempt
+    if where == "scheduled":
+        return TaskStatus("scheduled", attempt, due=_when(reply[2]))
+    if where == "running":
+        return TaskStatus("running", attempt, reply[2].decode().rsplit(":", 1)[0])
+    return TaskStatus("queued", attempt)

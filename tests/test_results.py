@@ -1,0 +1,185 @@
+"""Task handles and kept results: keep_result, result(), status(), Queue.get."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import anyio
+import pytest
+import redis.asyncio as redis
+
+from adelayed import (
+    ConfigurationError,
+    PyTask,
+    Queue,
+    ResultTimeoutError,
+    Sweeper,
+    TaskFailed,
+    TaskNotFoundError,
+)
+from tests import result_tasks
+from tests.helpers import make_worker, running, wait_for
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def worker(queue: Queue, **options: Any) -> Any:
+    return make_worker(queue, tasks=["tests.result_tasks"], **options)
+
+
+def task(func: Any, *args: Any, **options: Any) -> PyTask:
+    return PyTask(func, args=args, **options)
+
+
+async def test_a_kept_result_comes_back_from_coroutines_and_threads(
+    client: redis.Redis, queue: Queue
+) -> None:
+    value = {"total": 42, "items": [1, "two", 3.0, None, True], "blob": b"\x00\xff"}
+    coroutine = await queue.enqueue(task(result_tasks.echo, value), keep_result=60)
+    thread = await queue.enqueue(task(result_tasks.echo_in_thread, [1, 2]), keep_result=60)
+    assert coroutine.id is not None and len(coroutine.id) == 32
+    async with running(worker(queue)) as w:
+        assert await coroutine.result(timeout=5) == value
+        assert await thread.result(timeout=5) == [1, 2]
+        status = await coroutine.status()
+    assert (status.state, status.attempt, status.worker) == ("done", 1, w.id)
+    assert status.finished is not None and status.error is None
+    assert await client.ttl(f"jobs_result:{coroutine.id}") > 55
+    assert await client.hlen("jobs_jobs") == 0 and await client.hlen("jobs_active") == 0
+
+
+async def test_a_failure_raises_task_failed_with_the_remote_error(queue: Queue) -> None:
+    failed = await queue.enqueue(task(result_tasks.fail, "no such user"), keep_result=60)
+    async with running(worker(queue)):
+        with pytest.raises(TaskFailed) as raised:
+            await failed.result(timeout=5)
+        status = await failed.status()
+    error = raised.value
+    assert (error.type_name, error.message, error.dead) == ("LookupError", "no such user", False)
+    assert "in fail" in error.traceback_text and "raise LookupError" in error.traceback_text
+    assert status.state == "failed" and status.error is not None
+    assert status.error.type_name == "LookupError"
+
+
+async def test_a_dead_lettered_task_reads_dead(client: redis.Redis, queue: Queue) -> None:
+    handle = await queue.enqueue(
+        task(result_tasks.fail, "bad row"), keep_result=60, dead_letter_on_failure=True
+    )
+    async with running(worker(queue)):
+        with pytest.raises(TaskFailed) as raised:
+            await handle.result(timeout=5)
+    assert raised.value.dead and raised.value.message == "bad row"
+    assert (await handle.status()).state == "dead"
+    [dead] = await queue.dead_tasks()
+    assert "LookupError: bad row" in dead.reason
+
+
+async def test_a_return_value_msgpack_cannot_carry_is_a_clear_failure(queue: Queue) -> None:
+    bad = await queue.enqueue(task(result_tasks.returns_a_set), keep_result=60)
+    good = await queue.enqueue(task(result_tasks.echo, 1), keep_result=60)
+    async with running(worker(queue)):
+        with pytest.raises(TaskFailed) as raised:
+            await bad.result(timeout=5)
+        assert await good.result(timeout=5) == 1  # the worker went on
+    assert raised.value.type_name == "TaskDataError"
+    assert "returns_a_set" in raised.value.message and "set" in raised.value.message
+    assert "pass a list" in raised.value.message
+
+
+async def test_status_follows_the_task_from_scheduled_to_done(queue: Queue) -> None:
+    handle = await queue.enqueue(task(result_tasks.nap, 0.5), keep_result=60, delay=0.3)
+    first = await handle.status()
+    assert first.state == "scheduled" and first.due is not None and first.attempt == 1
+    await anyio.sleep(0.4)
+    await Sweeper([queue], interval=1).sweep()  # a sweep promotes what is due: no worker
+    assert (await handle.status()).state == "queued"
+    async with running(worker(queue)) as w:
+        await wait_for(lambda: _state(handle, "running"), what="running")
+        running_now = await handle.status()
+        assert (running_now.attempt, running_now.worker) == (1, w.id)
+        assert await handle.result(timeout=5) == "rested"
+
+
+async def _state(handle: Any, state: str) -> bool:
+    return bool((await handle.status()).state == state)
+
+
+async def test_a_retried_task_keeps_the_result_of_its_last_attempt(queue: Queue) -> None:
+    result_tasks.attempts.clear()
+    handle = await queue.enqueue(task(result_tasks.fail_once, "r", retry=1), keep_result=60)
+    async with running(worker(queue)):
+        assert await handle.result(timeout=5) == "r on attempt 2"
+    assert (await handle.status()).attempt == 2
+
+
+async def test_errors_say_what_is_wrong(client: redis.Redis, queue: Queue) -> None:
+    plain = await queue.enqueue(task(result_tasks.echo, 1))
+    assert plain.id is None
+    with pytest.raises(ConfigurationError, match="keep_result=seconds"):
+        await plain.result()
+    waiting = await queue.enqueue(task(result_tasks.echo, 1), keep_result=60)
+    with pytest.raises(ResultTimeoutError, match="may still be queued or running"):
+        await waiting.result(timeout=0.2)  # no worker
+    with pytest.raises(TaskNotFoundError, match="knows no task"):
+        await queue.get("0" * 32).result(timeout=1)
+    with pytest.raises(ConfigurationError, match="32 hex"):
+        queue.get("nope")
+    assert (await queue.get("0" * 32).status()).state == "unknown"
+
+
+async def test_another_process_handle_reads_by_id_and_results_expire(
+    client: redis.Redis, queue: Queue, redis_server: Any
+) -> None:
+    handle = await queue.enqueue(task(result_tasks.echo, "x"), keep_result=0.5)
+    other_client = redis.Redis.from_url(redis_server.url)
+    try:
+        other = Queue("jobs", other_client).get(str(handle.id))
+        async with running(worker(queue)):
+            assert await other.result(timeout=5) == "x"
+    finally:
+        await other_client.aclose()
+    await anyio.sleep(0.7)
+    assert (await handle.status()).state == "unknown"
+    assert await client.keys("jobs_*") == []  # an expired result takes no space
+
+
+async def test_results_are_kept_only_when_asked(client: redis.Redis, queue: Queue) -> None:
+    await queue.enqueue(task(result_tasks.echo, 1), timeout=5)  # an envelope, no keep_result
+    await queue.enqueue(task(result_tasks.echo, 2))
+    async with running(worker(queue)):
+        await wait_for(lambda: _empty(client), what="both to end")
+    assert await client.keys("jobs*") == []  # finished tasks take no space
+
+
+async def _empty(client: redis.Redis) -> bool:
+    return not await client.llen("jobs") and not await client.hlen("jobs_jobs")
+
+
+async def test_a_queue_default_keeps_every_result(client: redis.Redis) -> None:
+    queue = Queue("kept", client, keep_result=30)
+    handle = await queue.enqueue(task(result_tasks.echo, "y"))
+    assert handle.id is not None
+    async with running(worker(queue)):
+        assert await handle.result(timeout=5) == "y"
+
+
+async def test_many_waiters_share_one_connection_and_outlive_its_loss(
+    client: redis.Redis, queue: Queue
+) -> None:
+    handles = [await queue.enqueue(task(result_tasks.echo, i), keep_result=60) for i in range(1000)]
+    waiting = [asyncio.ensure_future(h.result(timeout=20)) for h in handles]
+    await wait_for(lambda: _subscribers(client, 1), what="the listener")
+    await client.client_kill_filter(_type="pubsub")  # every waiter's one connection
+    async with running(worker(queue, concurrency=50)):
+        values = await asyncio.gather(*waiting)
+        assert values == list(range(1000))
+    assert await _pubsub_connections(client) <= 1
+
+
+async def _pubsub_connections(client: redis.Redis) -> int:
+    return sum(1 for c in await client.client_list() if int(c.get("sub", 0)) > 0)
+
+
+async def _subscribers(client: redis.Redis, count: int) -> bool:
+    return await _pubsub_connections(client) == count
