@@ -30,8 +30,8 @@ from harness.venvs import BENCH_DIR, PeerUnavailableError, ensure
 # (metric, concurrency, kind) of the throughput runs.
 VARIANTS = (("c10", 10, "async"), ("c100", 100, "async"), ("sync", 10, "sync"))
 SCENARIOS = ("plain", "latency", "retry", "results", "delayed", "promotion", "periodic")
-# --quick leaves periodic out unless asked: about 45 s more
-QUICK_SCENARIOS = tuple(s for s in SCENARIOS if s != "periodic")
+# --quick leaves periodic (about 45 s more) and results (about 40 s more) out unless asked
+QUICK_SCENARIOS = tuple(s for s in SCENARIOS if s not in ("periodic", "results"))
 RESULT_VARIANTS = VARIANTS[:2]  # results: async c=10 and c=100
 TICKS = 20  # periodic: runs timed per system (--quick: 5), after one dropped
 DELAY = 0.05  # seconds: the delay of the delayed-latency probes
@@ -47,7 +47,8 @@ def _options(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--profile", action="store_true", help="py-spy adelayed's c=100 worker")
     parser.add_argument(
         "--scenarios",
-        help="comma-separated: " + ",".join(SCENARIOS) + " (default: all; --quick: no periodic)",
+        help=f"comma-separated: {','.join(SCENARIOS)} (default: all; --quick: no periodic, "
+        "no results)",
     )
     parser.add_argument("--promotion-tasks", type=int, help="tasks all due at once")
     parser.add_argument(
