@@ -78,17 +78,17 @@ class Executor:
         self._threads = threads
         self._retries = retries
         self.queue_name = queue.name
-        self._results = KeptResults(queue)
+        self.results = KeptResults(queue)
         self.state: dict[str, Any] = hooks.state  # the worker's (TaskContext.state)
         self.hooks = hooks if hooks.per_task else None  # None: the hot path checks only that
 
     @property
     def worker_id(self) -> str:
-        return self._results.worker_id
+        return self.results.worker_id
 
     @worker_id.setter
-    def worker_id(self, worker_id: str) -> None:
-        self._results.worker_id = worker_id
+    def worker_id(self, worker_id: str) -> None:  # set on the worker's loop as it starts
+        self.results.bind(worker_id)
 
     async def run(self, field: str, payload: bytes, delivery: Delivery | None) -> Settle | None:
         """Runs the task once; returns how to settle it (None: a release will do).
@@ -118,7 +118,7 @@ class Executor:
         except (Exception, SystemExit) as exc:
             return self._after_failure(field, delivery or delivery_of(payload, False), task, exc)
         keep = delivery.options.keep_result
-        return None if keep is None else self._results.done(field, delivery, task, value)
+        return None if keep is None else self.results.done(field, delivery, task, value)
 
     async def _call(self, func: TaskFunction, task: PyTask, options: Options) -> Any:
         timeout = options.timeout
@@ -153,7 +153,7 @@ class Executor:
             return lambda: queue._reschedule(field, id_, next_attempt, pause, v1=v1)
         if delivery.options.keep_result is not None:
             dead = delivery.options.dead_letter_on_failure
-            return self._results.failed(field, delivery, error, dead)
+            return self.results.failed(field, delivery, error, dead)
         if not delivery.options.dead_letter_on_failure:
             return None
         reason = f"{type(error).__name__}: {error} (after {delivery.attempt} attempt(s))"
@@ -193,7 +193,7 @@ class Executor:
         if id_ is None:
             return lambda: queue._bury(field, payload, reason, worker, trace)
         if delivery.options.keep_result is not None and id_:
-            return self._results.buried(field, delivery, reason, trace)
+            return self.results.buried(field, delivery, reason, trace)
         return lambda: queue._bury_enveloped(field, id_, payload, reason, worker, trace)
 
 

@@ -3,6 +3,7 @@ result in one step, adelayed._protocol.results) instead of the batched release."
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import traceback
 from typing import TYPE_CHECKING, Any
@@ -11,6 +12,7 @@ import msgpack
 
 from ._settle import Settle
 from ._values import DECODE_ERRORS, explain_value
+from .errors import ConfigurationError
 
 if TYPE_CHECKING:
     from ._execution import Delivery
@@ -20,10 +22,40 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
+# How long a task's latest progress report is kept after it (refreshed by each report): the
+# task's timeout when it is longer; FINISH deletes it when the result is kept.
+PROGRESS_KEPT = 3600.0
+
+
 class KeptResults:
     def __init__(self, queue: Queue) -> None:
         self._queue = queue
         self.worker_id = ""
+        self._loop: asyncio.AbstractEventLoop | None = None  # the worker's, for threads
+
+    def bind(self, worker_id: str) -> None:
+        """The worker's id and event loop (called on that loop, as the worker starts)."""
+        self.worker_id, self._loop = worker_id, asyncio.get_running_loop()
+
+    async def progress(self, delivery: Delivery | None, fraction: float, message: str) -> None:
+        """TaskContext.progress: one PROGRESS call (nothing for a task with no id)."""
+        if delivery is None or not delivery.id:
+            return
+        if not (isinstance(fraction, (int, float)) and 0 <= fraction <= 1):
+            raise ConfigurationError(
+                f"queue {self._queue.name!r}: progress must be a number from 0 to 1, not "
+                f"{fraction!r}"
+            )
+        keep = max(PROGRESS_KEPT, delivery.options.timeout or 0.0)
+        await self._queue._progress(delivery.id, fraction, str(message), keep)
+
+    def progress_from_thread(
+        self, delivery: Delivery | None, fraction: float, message: str
+    ) -> None:
+        loop = self._loop
+        assert loop is not None  # a task runs only once its worker started
+        future = asyncio.run_coroutine_threadsafe(self.progress(delivery, fraction, message), loop)
+        future.result()
 
     def done(self, field: str, delivery: Delivery, task: PyTask, value: Any) -> Settle:
         """Settles a task that returned ``value``; one msgpack cannot carry (or a reader

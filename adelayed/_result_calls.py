@@ -41,6 +41,7 @@ class ResultCalls:
             if not 0 < self._keep_result <= MAX_KEEP:
                 raise ConfigurationError(f"{where} must be over 0 and at most {MAX_KEEP:g}s")
         self._result_prefix = self._name + protocol.RESULT_INFIX
+        self._progress_prefix = self._name + protocol.PROGRESS_INFIX
         self._results_channel = self._name + protocol.RESULTS_CHANNEL_SUFFIX
 
     def get(self, id_: str) -> TaskHandle:
@@ -53,7 +54,10 @@ class ResultCalls:
         return TaskHandle(self, id_)  # type: ignore[arg-type]
 
     async def _status(self, id_: str) -> list[Any]:
-        keys = (self._result_prefix + id_, self._jobs_key, self._scheduled_key, self._active_key)
+        keys = (
+            self._result_prefix + id_, self._jobs_key, self._scheduled_key, self._active_key,
+            self._progress_prefix + id_,
+        )  # fmt: skip
         reply: list[Any] = await protocol.STATUS(self._wire(), keys, (id_,))
         return reply
 
@@ -63,7 +67,10 @@ class ResultCalls:
     ) -> None:  # fmt: skip
         """Releases an enveloped task's slot and keeps its result for ``keep`` seconds (with
         ``dead``, the payload, reason and traceback of its dead letter, it is buried too)."""
-        keys = (self._active_key, self._jobs_key, self._result_prefix + id_, self._dead_key)
+        keys = (
+            self._active_key, self._jobs_key, self._result_prefix + id_, self._dead_key,
+            self._progress_prefix + id_,
+        )  # fmt: skip
         args: tuple[Any, ...] = (
             field, id_, state, data, attempt, worker, max(1, round(keep * 1000)),
             self._results_channel,
@@ -72,6 +79,11 @@ class ResultCalls:
             payload, reason, trace = dead
             args += (self._dead_letter_limit, payload, reason, worker, trace)
         await protocol.FINISH(self._wire(), keys, args)
+
+    async def _progress(self, id_: str, fraction: float, message: str, keep: float) -> None:
+        keys = (self._progress_prefix + id_,)
+        args = (repr(float(fraction)), message, max(1, round(keep * 1000)))
+        await protocol.PROGRESS(self._wire(), keys, args)
 
     def _loop_time(self) -> float:
         return asyncio.get_running_loop().time()

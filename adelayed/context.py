@@ -35,11 +35,26 @@ class TaskContext:
     due: datetime | None
     started: float  # time.monotonic() when the attempt started (0.0 when it has no timeout)
     state: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    _executor: Any = field(default=None, compare=False, repr=False)
+    _delivery: Any = field(default=None, compare=False, repr=False)
 
     @property
     def deadline(self) -> float | None:
         """The ``time.monotonic()`` value by which the attempt must end, or None."""
         return None if self.timeout is None else self.started + self.timeout
+
+    async def progress(self, fraction: float, message: str = "") -> None:
+        """Reports how far the task got (``fraction`` from 0 to 1, and a message): the
+        latest report shows in its handle's ``status()``. One Redis write per call; nothing
+        for a task enqueued with no option (it has no id to report under)."""
+        if self._executor is not None:
+            await self._executor.results.progress(self._delivery, fraction, message)
+
+    def progress_from_thread(self, fraction: float, message: str = "") -> None:
+        """``progress()`` for a plain function running in a worker's thread (it waits for
+        the write)."""
+        if self._executor is not None:
+            self._executor.results.progress_from_thread(self._delivery, fraction, message)
 
     def time_left(self) -> float | None:
         """Seconds left before the attempt's timeout, or None when it has none."""
@@ -81,6 +96,7 @@ def current_task() -> TaskContext:
     return TaskContext(
         executor.queue_name, executor.worker_id, delivery.id, task.func_path, delivery.attempt,
         task.retry, delivery.options.timeout, _due_of(delivery.due_ms), started, executor.state,
+        executor, delivery,
     )  # fmt: skip
 
 

@@ -39,7 +39,9 @@ class TaskStatus:
     its due time: ``due``), running (``attempt`` on ``worker``), done, failed (out of
     retries), dead (dead-lettered), or unknown (never enqueued with ``keep_result`` on this
     queue, or its result expired). Ended tasks have ``finished``, the ``attempt`` that ended
-    and its ``worker``, and, when failed or dead, ``error``."""
+    and its ``worker``, and, when failed or dead, ``error``. A running task that reported
+    progress (``current_task().progress(...)``) has its latest ``progress`` (0 to 1),
+    ``message`` and ``reported`` (when, by Redis's clock)."""
 
     state: State
     attempt: int | None = None
@@ -47,6 +49,9 @@ class TaskStatus:
     due: datetime | None = None
     finished: datetime | None = None
     error: TaskFailed | None = None
+    progress: float | None = None
+    message: str | None = None
+    reported: datetime | None = None
 
 
 class TaskHandle:
@@ -148,5 +153,12 @@ def status_of(reply: list[Any]) -> TaskStatus:
     if where == "scheduled":
         return TaskStatus("scheduled", attempt, due=_when(reply[2]))
     if where == "running":
-        return TaskStatus("running", attempt, reply[2].decode().rsplit(":", 1)[0])
+        worker = reply[2].decode().rsplit(":", 1)[0]
+        if not reply[3]:
+            return TaskStatus("running", attempt, worker)
+        report = _fields(reply[3])
+        return TaskStatus(
+            "running", attempt, worker, progress=float(report[b"fraction"]),
+            message=report[b"message"].decode(), reported=_when(report[b"at"]),
+        )  # fmt: skip
     return TaskStatus("queued", attempt)

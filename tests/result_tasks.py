@@ -42,3 +42,27 @@ async def fail_once(tag: str) -> str:
     if attempts[tag] == 1:
         raise RuntimeError("first attempt fails")
     return f"{tag} on attempt {attempts[tag]}"
+
+
+async def in_steps(steps: int) -> str:
+    from adelayed import current_task
+
+    for step in range(steps):
+        await current_task().progress((step + 1) / steps, f"step {step + 1} of {steps}")
+        await anyio.sleep(0.3)
+    return "all steps"
+
+
+def in_steps_in_thread(steps: int) -> str:
+    from adelayed import current_task
+
+    for step in range(steps):
+        current_task().progress_from_thread((step + 1) / steps, f"step {step + 1} of {steps}")
+        time.sleep(0.3)
+    return "all steps"
+
+
+async def plain_progress() -> None:
+    from adelayed import current_task
+
+    await current_task().progress(0.5, "no id: nothing is written")

@@ -183,3 +183,33 @@ async def _pubsub_connections(client: redis.Redis) -> int:
 
 async def _subscribers(client: redis.Redis, count: int) -> bool:
     return await _pubsub_connections(client) == count
+
+
+@pytest.mark.parametrize("func", [result_tasks.in_steps, result_tasks.in_steps_in_thread])
+async def test_status_shows_the_latest_progress_and_finish_clears_it(
+    client: redis.Redis, queue: Queue, func: Any
+) -> None:
+    handle = await queue.enqueue(task(func, 3), keep_result=60)
+    async with running(worker(queue)):
+        await wait_for(lambda: _progress(handle, 2 / 3), what="step 2")
+        status = await handle.status()
+        assert (status.state, status.message) == ("running", "step 2 of 3")
+        assert status.reported is not None
+        await client.config_resetstat()
+        assert await handle.result(timeout=5) == "all steps"
+        stats = await client.info("commandstats")
+    assert int(stats["cmdstat_hset"]["calls"]) <= 2  # the last report, and the result
+    assert await client.exists(f"jobs_progress:{handle.id}") == 0
+    assert (await handle.status()).progress is None
+
+
+async def _progress(handle: Any, fraction: float) -> bool:
+    status = await handle.status()
+    return status.progress is not None and abs(status.progress - fraction) < 1e-9
+
+
+async def test_progress_of_a_plain_task_writes_nothing(client: redis.Redis, queue: Queue) -> None:
+    await queue.enqueue(task(result_tasks.plain_progress))
+    async with running(worker(queue)):
+        await wait_for(lambda: _empty(client), what="the task")
+    assert await client.keys("jobs_progress:*") == []

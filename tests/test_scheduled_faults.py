@@ -461,6 +461,7 @@ def _mixed_tasks() -> list[tuple[list[PyTask], dict[str, Any]]]:
         (tasks("mark_sync", "to", 50), {"timeout": 10}),
         (tasks("fail_once", "er", 30, retry=1), {"delay": 0.3, "backoff": Backoff.fixed(0.2)}),
         (tasks("fail_once", "ee", 20, retry=1), {"backoff": Backoff.exponential(0.1, 0.5)}),
+        (tasks("mark", "kr", 30), {"keep_result": 60}),
     ]
 
 
@@ -504,6 +505,8 @@ async def test_a_mixed_fleet_runs_every_task_once_and_strands_none(
         if tag.startswith(("vr", "er", "ee")):
             assert await client.get(f"attempts:{tag}") == b"2"  # failed once, then ran once
     assert await client.llen("jobs_dead") == 0
+    kept = await client.keys("jobs_result:*")  # the keep_result group's, each stored once
+    assert len(kept) == 30 and {await client.hget(k, "state") for k in kept} == {b"done"}
 
 
 async def _tokens_gone(client: aredis.Redis) -> bool:

@@ -5,6 +5,8 @@ Keys of queue NAME: ``NAME_result:<id>``, a hash (``state``: done, failed or dea
 the msgpack return value, or the msgpack ``[type, message, traceback]`` of the error;
 ``attempt``; ``worker``; ``finished``: Redis's time in ms), expiring ``keep_result`` after
 the task ended. Channel ``NAME_results`` (pub/sub, not a key) gets each finished task's id.
+``NAME_progress:<id>``: a hash (``fraction``, ``message``, ``at``: Redis ms) of the latest
+progress a running task reported, expiring a while after its last report; FINISH deletes it.
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ from .script import Script
 from .v1 import DEAD_RECORD
 
 RESULT_INFIX = "_result:"
+PROGRESS_INFIX = "_progress:"
 RESULTS_CHANNEL_SUFFIX = "_results"
 
-# KEYS: active, jobs, the task's result key, dead.
+# KEYS: active, jobs, the task's result key, dead, the task's progress key.
 # ARGV: slot field, id, state (done, failed, dead), data, attempt, worker, milliseconds to keep
 # the result, the results channel; with state dead, then the cap of the dead list and the dead
 # record's fields (v1.DEAD_RECORD).
@@ -32,6 +35,7 @@ local field, id, state = ARGV[1], ARGV[2], ARGV[3]
 if redis.call('hget', active, field) ~= id then return 0 end
 redis.call('hdel', active, field)
 redis.call('hdel', jobs, id)
+redis.call('del', KEYS[5])
 local clock = redis.call('time')
 redis.call('hset', result, 'state', state, 'data', ARGV[4], 'attempt', ARGV[5],
     'worker', ARGV[6], 'finished', clock[1] * 1000 + math.floor(clock[2] / 1000))
@@ -45,8 +49,8 @@ return 1
 """,
 )
 
-# KEYS: the task's result key, jobs, scheduled, active.  ARGV: id.
-# Read-only. Returns {where, detail, extra}:
+# KEYS: the task's result key, jobs, scheduled, active, the task's progress key.  ARGV: id.
+# Read-only. Returns {where, detail, extra, progress}, progress a flat HGETALL (or empty):
 # - {'result', flat HGETALL of the result} once it ended (and until keep_result passed);
 # - {'scheduled', envelope, due ms} while it waits for its due time;
 # - {'running', envelope, slot field} while a worker runs it;
@@ -66,8 +70,23 @@ local due = redis.call('zscore', scheduled, id)
 if due then return {'scheduled', envelope, due} end
 local slots = redis.call('hgetall', active)
 for i = 2, #slots, 2 do
-    if slots[i] == id then return {'running', envelope, slots[i - 1]} end
+    if slots[i] == id then
+        return {'running', envelope, slots[i - 1], redis.call('hgetall', KEYS[5])}
+    end
 end
 return {'queued', envelope}
+""",
+)
+
+# KEYS: the task's progress key.  ARGV: fraction, message, milliseconds to keep it.
+# A running task's latest progress, dated by Redis's clock; one write.
+PROGRESS = Script(
+    "progress",
+    """
+local clock = redis.call('time')
+redis.call('hset', KEYS[1], 'fraction', ARGV[1], 'message', ARGV[2],
+    'at', clock[1] * 1000 + math.floor(clock[2] / 1000))
+redis.call('pexpire', KEYS[1], ARGV[3])
+return 1
 """,
 )
