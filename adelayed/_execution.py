@@ -15,7 +15,7 @@ import anyio
 
 from . import _envelope as envelope
 from ._envelope import NO_OPTIONS, Options
-from ._functions import FunctionTable, TaskFunction
+from ._functions import FunctionTable, TaskFunction, is_async
 from ._kept_results import KeptResults
 from ._retries import Retries
 from ._settle import Settle
@@ -33,6 +33,7 @@ from .queue import Queue
 from .task import GoTask, PyTask, decode_task
 
 if TYPE_CHECKING:
+    from ._aborts import Aborts
     from .hooks import Hooks
 
 logger = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ class Executor:
         threads: ThreadRunner,
         retries: Retries,
         hooks: Hooks,
+        aborts: Aborts,
     ) -> None:
         self._queue = queue
         self._functions = functions
@@ -79,6 +81,7 @@ class Executor:
         self._retries = retries
         self.queue_name = queue.name
         self.results = KeptResults(queue)
+        self.aborts = aborts
         self.state: dict[str, Any] = hooks.state  # the worker's (TaskContext.state)
         self.hooks = hooks if hooks.per_task else None  # None: the hot path checks only that
 
@@ -102,22 +105,41 @@ class Executor:
         except Exception as exc:  # a decoder or import bug must not end the worker
             error = PayloadError(f"unreadable task: {exc!r}")
             return self._bury(field, delivery or delivery_of(payload, False), error)
+        if delivery is not None and delivery.options is not NO_OPTIONS:
+            return await self._run_enveloped(field, delivery, task, func)
         try:
-            if delivery is None or delivery.options is NO_OPTIONS:
-                enter((self, delivery, task, 0.0))
-                if self.hooks is None:
-                    await call_task(func, task, self._threads)
-                else:
-                    await self.hooks.run(partial(call_task, func, task, self._threads))
-                return None
-            enter((self, delivery, task, time.monotonic()))
-            call = partial(self._call, func, task, delivery.options)
-            value = await (call() if self.hooks is None else self.hooks.run(call))
+            enter((self, delivery, task, 0.0))
+            if self.hooks is None:
+                await call_task(func, task, self._threads)
+            else:
+                await self.hooks.run(partial(call_task, func, task, self._threads))
         except TaskCallError as exc:
             return self._bury(field, delivery or delivery_of(payload, False), exc)
         except (Exception, SystemExit) as exc:
             return self._after_failure(field, delivery or delivery_of(payload, False), task, exc)
-        keep = delivery.options.keep_result
+        return None
+
+    async def _run_enveloped(
+        self, field: str, delivery: Delivery, task: PyTask, func: TaskFunction
+    ) -> Settle | None:
+        """An attempt of a task with options: within its timeout, abortable, its result kept
+        when asked."""
+        enter((self, delivery, task, time.monotonic()))
+        options, error, value = delivery.options, None, None
+        call = partial(self._call, func, task, options)
+        cancellable = is_async(func) or options.isolation == "process"
+        with self.aborts.watch(delivery.id or "", cancellable) as watch:
+            try:
+                value = await (call() if self.hooks is None else self.hooks.run(call))
+            except (Exception, SystemExit) as exc:
+                error = exc
+        if watch.requested:  # its outcome, if any, is discarded
+            return self.results.aborted(field, delivery)
+        if isinstance(error, TaskCallError):
+            return self._bury(field, delivery, error)
+        if error is not None:
+            return self._after_failure(field, delivery, task, error)
+        keep = options.keep_result
         return None if keep is None else self.results.done(field, delivery, task, value)
 
     async def _call(self, func: TaskFunction, task: PyTask, options: Options) -> Any:

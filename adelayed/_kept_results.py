@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 
+from ._result_calls import ABORTED_KEPT
 from ._settle import Settle
 from ._values import DECODE_ERRORS, explain_value
 from .errors import ConfigurationError
@@ -84,6 +85,17 @@ class KeptResults:
         type_name, _, message = reason.partition(": ")
         data = _packed_error(type_name, message, trace)
         return self._settle(field, delivery, "dead", data, (delivery.payload, reason, trace))
+
+    def aborted(self, field: str, delivery: Delivery) -> Settle:
+        """Settles an attempt stopped by an abort: recorded as aborted, never retried."""
+        keep = delivery.options.keep_result or ABORTED_KEPT
+        queue, id_, attempt, worker = (
+            self._queue,
+            delivery.id or "",
+            delivery.attempt,
+            self.worker_id,
+        )
+        return lambda: queue._finish(field, id_, "aborted", b"", attempt, worker, keep)
 
     def _settle(
         self,

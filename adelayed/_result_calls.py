@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 # The longest a result may be kept: Redis's PEXPIRE takes ms in a 64-bit integer, and a
 # result kept for years is a leak, not a feature.
 MAX_KEEP = 366 * 24 * 3600.0
+# How long the "aborted" record of an aborted task is kept when it has no keep_result.
+ABORTED_KEPT = 3600.0
 
 
 class ResultCalls:
@@ -27,6 +29,8 @@ class ResultCalls:
         _name: str
         _jobs_key: str
         _scheduled_key: str
+        _ready_key: str
+        _noti_key: str
         _active_key: str
         _dead_key: str
         _dead_letter_limit: int
@@ -43,6 +47,7 @@ class ResultCalls:
         self._result_prefix = self._name + protocol.RESULT_INFIX
         self._progress_prefix = self._name + protocol.PROGRESS_INFIX
         self._results_channel = self._name + protocol.RESULTS_CHANNEL_SUFFIX
+        self._abort_channel = self._name + protocol.ABORT_CHANNEL_SUFFIX
 
     def get(self, id_: str) -> TaskHandle:
         """The handle of the task of id ``id_`` (from another process's handle, ``.id``); no
@@ -84,6 +89,16 @@ class ResultCalls:
         keys = (self._progress_prefix + id_,)
         args = (repr(float(fraction)), message, max(1, round(keep * 1000)))
         await protocol.PROGRESS(self._wire(), keys, args)
+
+    async def _abort(self, id_: str) -> str:
+        keys = (
+            self._jobs_key, self._scheduled_key, self._ready_key, self._noti_key,
+            self._active_key, self._result_prefix + id_, self._progress_prefix + id_,
+        )  # fmt: skip
+        keep_ms = round((self._keep_result or ABORTED_KEPT) * 1000)
+        args = (id_, keep_ms, self._results_channel, self._abort_channel)
+        outcome = await protocol.ABORT(self._wire(), keys, args)
+        return outcome.decode() if isinstance(outcome, bytes) else str(outcome)
 
     def _loop_time(self) -> float:
         return asyncio.get_running_loop().time()

@@ -110,3 +110,7 @@ class ResultTimeoutError(AdelayedError, TimeoutError):
 class TaskNotFoundError(AdelayedError, LookupError):
     """The queue knows no task of that id: it was not enqueued there with ``keep_result``, or
     its result expired."""
+
+
+class TaskAborted(AdelayedError):  # noqa: N818 - a result, read as "the task was aborted"
+    """``TaskHandle.result()`` of a task that was aborted (``TaskHandle.abort()``)."""

@@ -23,6 +23,7 @@ from ._result_listener import listener_of
 from .errors import (
     ConfigurationError,
     ResultTimeoutError,
+    TaskAborted,
     TaskFailed,
     TaskNotFoundError,
 )
@@ -30,18 +31,18 @@ from .errors import (
 if TYPE_CHECKING:
     from .queue import Queue
 
-State = Literal["queued", "scheduled", "running", "done", "failed", "dead", "unknown"]
+State = Literal["queued", "scheduled", "running", "done", "failed", "dead", "aborted", "unknown"]
 
 
 @dataclass(frozen=True)
 class TaskStatus:
     """Where a task is. ``state``: queued (due, waiting for a worker), scheduled (waiting for
     its due time: ``due``), running (``attempt`` on ``worker``), done, failed (out of
-    retries), dead (dead-lettered), or unknown (never enqueued with ``keep_result`` on this
-    queue, or its result expired). Ended tasks have ``finished``, the ``attempt`` that ended
-    and its ``worker``, and, when failed or dead, ``error``. A running task that reported
-    progress (``current_task().progress(...)``) has its latest ``progress`` (0 to 1),
-    ``message`` and ``reported`` (when, by Redis's clock)."""
+    retries), dead (dead-lettered), aborted (``TaskHandle.abort()``), or unknown (never
+    enqueued with ``keep_result`` on this queue, or its result expired). Ended tasks have
+    ``finished``, the ``attempt`` that ended and its ``worker``, and, when failed or dead,
+    ``error``. A running task that reported progress (``current_task().progress(...)``) has
+    its latest ``progress`` (0 to 1), ``message`` and ``reported`` (when, by Redis's clock)."""
 
     state: State
     attempt: int | None = None
@@ -70,6 +71,15 @@ class TaskHandle:
     async def status(self) -> TaskStatus:
         return status_of(await self._queue._status(self._known_id()))
 
+    async def abort(self) -> str:
+        """Aborts the task. A scheduled or queued one is removed with its token at once; a
+        running one is stopped by its worker within milliseconds (an ``async def`` task is
+        cancelled, a process-isolated one's child killed; a plain function in a thread
+        cannot be stopped: it runs on, and its outcome is discarded). Its status then reads
+        aborted, and ``result()`` raises TaskAborted. Returns what it found: "aborted"
+        (removed), "running" (its worker was told), "ended" or "unknown" (nothing to do)."""
+        return await self._queue._abort(self._known_id())
+
     async def result(self, timeout: float | None = None) -> Any:
         """The task's return value once it ended; waits up to ``timeout`` seconds (None: as
         long as it takes). Raises TaskFailed when it failed or was dead-lettered,
@@ -87,6 +97,8 @@ class TaskHandle:
             )
         if ended.state == "done":
             return ended.value
+        if ended.state == "aborted":
+            raise TaskAborted(f"queue {queue.name!r}: task {id_} was aborted")
         assert ended.error is not None
         raise ended.error
 
@@ -103,6 +115,8 @@ class TaskHandle:
         state = fields[b"state"].decode()
         if state == "done":
             return _Ended(state, msgpack.unpackb(fields[b"data"]), None)
+        if state == "aborted":
+            return _Ended(state, None, None)
         return _Ended(state, None, _error_of(fields, self.id or ""))
 
     def _known_id(self) -> str:
@@ -144,7 +158,7 @@ def status_of(reply: list[Any]) -> TaskStatus:
     if where == "result":
         fields = _fields(reply[1])
         state = fields[b"state"].decode()
-        error = None if state == "done" else _error_of(fields, "")
+        error = None if state in ("done", "aborted") else _error_of(fields, "")
         return TaskStatus(
             state, int(fields[b"attempt"]), fields[b"worker"].decode(),  # type: ignore[arg-type]
             finished=_when(fields[b"finished"]), error=error,

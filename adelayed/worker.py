@@ -22,6 +22,7 @@ import anyio
 from redis.exceptions import RedisError
 
 from . import _protocol as protocol
+from ._aborts import Aborts
 from ._backoff import backoff
 from ._execution import Delivery, Executor, delivery_of, name_of
 from ._fatal import configuration_error, sole_fatal
@@ -65,17 +66,14 @@ class Worker:
     period, cancels them and puts them back on the queue (a sync task's thread is abandoned:
     see ``hard_stop_signal`` and adelayed._threads). ``sweep_interval`` runs a Sweeper for the
     queue inside the worker (None: no sweeper). While the event loop lags by more than
-    ``max_loop_lag`` seconds, no new task is taken. At start it refuses a Redis whose
-    ``maxmemory-policy`` can evict keys (its liveness keys would be evicted and its running
-    tasks run twice; ``allow_eviction=True`` accepts the risk) and ends at once on settings no
-    retry can fix (RedisConfigurationError: a wrong password, database or ACL).
+    ``max_loop_lag`` seconds, no new task is taken. At start it refuses an evicting
+    ``maxmemory-policy`` (``allow_eviction=True`` accepts the risk) and settings no retry can
+    fix (RedisConfigurationError: a wrong password, database or ACL).
 
-    A failed task with retries left is retried through the queue's scheduled set after the
-    task's ``backoff``, else the n-th retry waits a random time between ``base`` and
-    ``min(cap, base * 2**n)`` seconds, ``retry_backoff=(base, cap)`` (1, 300). It promotes due
-    tasks (delayed ones, retries) on Redis's clock without polling; ``schedules`` are its
-    periodic tasks (Cron, Every), enqueued into its first queue. Hooks (``on_startup`` ...
-    ``on_failure``), and the ``state`` dict they share with tasks: adelayed.hooks.
+    A failed task with retries left is retried after its ``backoff``, else after a random
+    time between ``base`` and ``min(cap, base * 2**n)`` seconds, ``retry_backoff=(base,
+    cap)`` (1, 300). ``schedules``: its periodic tasks (Cron, Every), enqueued into its first
+    queue. Hooks (``on_startup`` ... ``on_failure``) and ``state``: adelayed.hooks.
     """
 
     def __init__(
@@ -123,10 +121,12 @@ class Worker:
         self._slots = Slots(self._concurrency)
         self._threads = ThreadRunner(f"queue {name!r}")
         self._names = ", ".join(repr(q.name) for q in queues)
+        self._aborts = aborts = Aborts(queues)  # TaskHandle.abort() of running tasks
         self._executors = [
-            Executor(q, self._functions, self._threads, Retries(retry_backoff, q.name), self._hooks)
+            Executor(q, self._functions, self._threads, Retries(retry_backoff, q.name),
+                     self._hooks, aborts)
             for q in queues
-        ]
+        ]  # fmt: skip
         self._priority = None  # serves several queues: their fetches (one queue: none)
         if caps is not None:
             self._priority = PriorityFetch(
@@ -203,6 +203,7 @@ class Worker:
             async with anyio.create_task_group() as services:
                 services.start_soon(self._watchdog.run)
                 services.start_soon(self._release_finished)
+                services.start_soon(self._aborts.listen)
                 for queue in self._queues:
                     services.start_soon(Promoter(queue, self.id).run)
                 if self._schedules.schedules:

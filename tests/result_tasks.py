@@ -66,3 +66,23 @@ async def plain_progress() -> None:
     from adelayed import current_task
 
     await current_task().progress(0.5, "no id: nothing is written")
+
+
+events: dict[str, float] = {}
+
+
+async def until_cancelled(tag: str) -> str:
+    events[f"{tag} started"] = time.monotonic()
+    try:
+        await anyio.sleep(30)
+    except BaseException:
+        events[f"{tag} cancelled"] = time.monotonic()
+        raise
+    return "not aborted"
+
+
+def thread_until(tag: str, seconds: float) -> str:
+    events[f"{tag} started"] = time.monotonic()
+    time.sleep(seconds)
+    events[f"{tag} returned"] = time.monotonic()
+    return "discarded"

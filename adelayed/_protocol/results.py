@@ -90,3 +90,45 @@ redis.call('pexpire', KEYS[1], ARGV[3])
 return 1
 """,
 )
+
+ABORT_CHANNEL_SUFFIX = "_abort"
+
+# KEYS: jobs, scheduled, ready, noti, active, the task's result key, its progress key.
+# ARGV: id, milliseconds to keep the "aborted" record, the results channel, the abort channel.
+# Returns 'aborted' (it was scheduled or queued: removed with its token, in one step, and
+# recorded as aborted), 'running' (a worker runs it: the abort channel tells every worker,
+# and the one running it cancels it and records it), 'ended' (it has a result already), or
+# 'unknown'. Safe to run twice: a removed task is 'ended' (its record) the second time.
+ABORT = Script(
+    "abort",
+    """
+local jobs, scheduled, ready, noti, active, result = KEYS[1], KEYS[2], KEYS[3], KEYS[4],
+    KEYS[5], KEYS[6]
+local id = ARGV[1]
+if redis.call('exists', result) == 1 then return 'ended' end
+if redis.call('hexists', jobs, id) == 0 then return 'unknown' end
+local removed = redis.call('zrem', scheduled, id) == 1
+if not removed and redis.call('lrem', ready, 1, id) == 1 then
+    removed = true
+    redis.call('lpop', noti)  -- its token (an empty noti: a fetch holds it, and finds none)
+end
+if removed then
+    redis.call('hdel', jobs, id)
+    redis.call('del', KEYS[7])
+    local clock = redis.call('time')
+    redis.call('hset', result, 'state', 'aborted', 'data', '', 'attempt', 0, 'worker', '',
+        'finished', clock[1] * 1000 + math.floor(clock[2] / 1000))
+    redis.call('pexpire', result, ARGV[2])
+    redis.call('publish', ARGV[3], id)
+    return 'aborted'
+end
+local slots = redis.call('hvals', active)
+for i = 1, #slots do
+    if slots[i] == id then
+        redis.call('publish', ARGV[4], id)
+        return 'running'
+    end
+end
+return 'unknown'
+""",
+)

@@ -1,0 +1,106 @@
+"""TaskHandle.abort(): a scheduled or queued task removed with its token; a running one
+stopped by its worker (cancelled, or its outcome discarded for a thread)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+import redis.asyncio as redis
+
+from adelayed import PyTask, Queue, TaskAborted
+from tests import result_tasks
+from tests.helpers import make_worker, running, wait_for
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture(autouse=True)
+def _reset() -> None:
+    result_tasks.events.clear()
+
+
+def worker(queue: Queue, **options: Any) -> Any:
+    return make_worker(queue, tasks=["tests.result_tasks", "tests.isolated_tasks"], **options)
+
+
+async def test_a_scheduled_or_queued_task_is_removed_with_its_token(
+    client: redis.Redis, queue: Queue
+) -> None:
+    scheduled = await queue.enqueue(PyTask(result_tasks.echo, args=(1,)), delay=60)
+    queued = await queue.enqueue(PyTask(result_tasks.echo, args=(2,)), keep_result=60)
+    kept = await queue.enqueue(PyTask(result_tasks.echo, args=(3,)), keep_result=60)
+    assert await client.llen("jobs_noti") == 2
+    assert await scheduled.abort() == "aborted"
+    assert await queued.abort() == "aborted"
+    assert await queued.abort() == "ended"  # safe to run twice
+    assert await client.llen("jobs_noti") == 1 and await client.llen("jobs_ready") == 1
+    assert await client.zcard("jobs_scheduled") == 0 and await client.hlen("jobs_jobs") == 1
+    assert (await scheduled.status()).state == "aborted"
+    with pytest.raises(TaskAborted, match="was aborted"):
+        await queued.result(timeout=1)
+    async with running(worker(queue)):
+        assert await kept.result(timeout=5) == 3  # the one left runs
+    assert await queue.get("0" * 32).abort() == "unknown"
+
+
+async def test_a_running_coroutine_is_cancelled_within_100_ms(
+    client: redis.Redis, queue: Queue
+) -> None:
+    handle = await queue.enqueue(  # an envelope (an id) with no keep_result
+        PyTask(result_tasks.until_cancelled, args=("a",), retry=3), timeout=60
+    )
+    async with running(worker(queue, concurrency=1)):
+        await wait_for(lambda: "a started" in result_tasks.events, what="the task")
+        sent = time.monotonic()
+        assert await handle.abort() == "running"
+        await wait_for(lambda: "a cancelled" in result_tasks.events, timeout=2)
+        assert result_tasks.events["a cancelled"] - sent < 0.1
+        with pytest.raises(TaskAborted):
+            await handle.result(timeout=5)
+        after = await queue.enqueue(PyTask(result_tasks.echo, args=(4,)), keep_result=60)
+        assert await after.result(timeout=5) == 4  # its one slot is free again
+    assert (await handle.status()).state == "aborted"
+    assert await client.zcard("jobs_scheduled") == 0  # no retry, despite retry=3
+    assert await client.hlen("jobs_jobs") == 0 and await client.hlen("jobs_active") == 0
+
+
+async def test_a_running_thread_runs_on_and_its_outcome_is_discarded(queue: Queue) -> None:
+    handle = await queue.enqueue(PyTask(result_tasks.thread_until, args=("t", 0.5)), keep_result=60)
+    async with running(worker(queue)):
+        await wait_for(lambda: "t started" in result_tasks.events, what="the task")
+        assert await handle.abort() == "running"
+        with pytest.raises(TaskAborted):
+            await handle.result(timeout=5)
+    assert "t returned" in result_tasks.events  # it ran to its end: a thread is not stopped
+    assert (await handle.status()).state == "aborted"
+
+
+async def test_a_process_isolated_task_is_killed(queue: Queue, tmp_path: Any) -> None:
+    from tests import isolated_tasks
+
+    pid_file = str(tmp_path / "pid")
+    handle = await queue.enqueue(
+        PyTask(isolated_tasks.spin, args=(pid_file,)), isolation="process", keep_result=60
+    )
+    async with running(worker(queue)):
+        await wait_for(lambda: (tmp_path / "pid").exists(), what="the child")
+        child = int((tmp_path / "pid").read_text())
+        sent = time.monotonic()
+        assert await handle.abort() == "running"
+        with pytest.raises(TaskAborted):
+            await handle.result(timeout=5)
+        await wait_for(lambda: not _alive(child), timeout=2, what="the child to die")
+        assert time.monotonic() - sent < 1
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().split()[2] != "Z"
