@@ -11,7 +11,8 @@ adelayed._protocol.scheduled); only adelayed reads those keys. Layout (bytes):
 - meta: a msgpack map: ``id``, ``attempt`` (of the attempt about to run, 1 for the first),
   and the options that are set: ``timeout`` (s), ``backoff`` ([kind, base, cap]), ``retry_on``
   (qualified exception names), ``dlq`` (dead-letter on final failure), ``isolation``,
-  ``keep`` (seconds to keep the result, adelayed._protocol.results);
+  ``keep`` (seconds to keep the result, adelayed._protocol.results), ``key`` and ``keyq``
+  (its dedup key, held while it lives, or while it waits: adelayed._protocol.dedup);
 - the v1 payload, unchanged (its retry count is the retries left).
 
 Fixed offsets let a Lua script write the due time and cut out the v1 payload without a msgpack
@@ -45,6 +46,8 @@ class Options:
     dead_letter_on_failure: bool = False
     isolation: str | None = None
     keep_result: float | None = None  # seconds to keep the result (None: not kept)
+    key: str | None = None  # its dedup key, when held while the task waits or lives
+    key_while_queued: bool = False  # the key frees when a worker takes the task
 
 
 NO_OPTIONS = Options()
@@ -81,6 +84,10 @@ def pack(id_: str, payload: bytes, attempt: int, options: Options) -> bytes:
         meta["isolation"] = options.isolation
     if options.keep_result is not None:
         meta["keep"] = options.keep_result
+    if options.key is not None:
+        meta["key"] = options.key
+        if options.key_while_queued:
+            meta["keyq"] = True
     packed: bytes = msgpack.packb(meta)
     return MAGIC + _HEAD.pack(0.0, len(packed)) + packed + payload
 
@@ -98,6 +105,8 @@ def unpack(data: bytes) -> Envelope:
             dead_letter_on_failure=bool(meta.get("dlq", False)),
             isolation=meta.get("isolation"),
             keep_result=meta.get("keep"),
+            key=meta.get("key"),
+            key_while_queued=bool(meta.get("keyq", False)),
         )
         return Envelope(
             str(meta["id"]), data[_META_AT + size :], int(meta["attempt"]), due_ms, options

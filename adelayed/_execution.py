@@ -126,6 +126,8 @@ class Executor:
         when asked."""
         enter((self, delivery, task, time.monotonic()))
         options, error, value = delivery.options, None, None
+        if options.key_while_queued and options.key:  # its key frees now it was taken
+            await self.results.release_key(options.key, delivery.id or "")
         call = partial(self._call, func, task, options)
         cancellable = is_async(func) or options.isolation == "process"
         with self.aborts.watch(delivery.id or "", cancellable) as watch:
@@ -139,8 +141,9 @@ class Executor:
             return self._bury(field, delivery, error)
         if error is not None:
             return self._after_failure(field, delivery, task, error)
-        keep = options.keep_result
-        return None if keep is None else self.results.done(field, delivery, task, value)
+        if options.keep_result is None and options.key is None:
+            return None  # released in a batch
+        return self.results.done(field, delivery, task, value)
 
     async def _call(self, func: TaskFunction, task: PyTask, options: Options) -> Any:
         timeout = options.timeout
@@ -173,7 +176,7 @@ class Executor:
             )
             v1 = delivery.id is None
             return lambda: queue._reschedule(field, id_, next_attempt, pause, v1=v1)
-        if delivery.options.keep_result is not None:
+        if delivery.options.keep_result is not None or delivery.options.key:
             dead = delivery.options.dead_letter_on_failure
             return self.results.failed(field, delivery, error, dead)
         if not delivery.options.dead_letter_on_failure:
@@ -214,7 +217,7 @@ class Executor:
             )
         if id_ is None:
             return lambda: queue._bury(field, payload, reason, worker, trace)
-        if delivery.options.keep_result is not None and id_:
+        if id_ and (delivery.options.keep_result is not None or delivery.options.key):
             return self.results.buried(field, delivery, reason, trace)
         return lambda: queue._bury_enveloped(field, id_, payload, reason, worker, trace)
 

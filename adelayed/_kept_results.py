@@ -9,6 +9,7 @@ import traceback
 from typing import TYPE_CHECKING, Any
 
 import msgpack
+from redis.exceptions import RedisError
 
 from ._result_calls import ABORTED_KEPT
 from ._settle import Settle
@@ -50,6 +51,14 @@ class KeptResults:
         keep = max(PROGRESS_KEPT, delivery.options.timeout or 0.0)
         await self._queue._progress(delivery.id, fraction, str(message), keep)
 
+    async def release_key(self, key: str, id_: str) -> None:
+        """Frees the dedup key of a task held only while it waited (its worker took it); a
+        failure is logged, and the key then frees when the task ends."""
+        try:
+            await self._queue._release_key(key, id_)
+        except (RedisError, OSError) as exc:
+            logger.warning("queue %r: key %r not freed at start (%s)", self._queue.name, key, exc)
+
     def progress_from_thread(
         self, delivery: Delivery | None, fraction: float, message: str
     ) -> None:
@@ -61,6 +70,8 @@ class KeptResults:
     def done(self, field: str, delivery: Delivery, task: PyTask, value: Any) -> Settle:
         """Settles a task that returned ``value``; one msgpack cannot carry (or a reader
         could not decode) makes it a failure, with a message naming the task and the type."""
+        if delivery.options.keep_result is None:  # only its dedup key to free
+            return self._settle(field, delivery, "done", b"")
         try:
             data: bytes = msgpack.packb(value)
             msgpack.unpackb(data)
@@ -107,7 +118,8 @@ class KeptResults:
     ) -> Settle:
         queue, id_, attempt = self._queue, delivery.id or "", delivery.attempt
         keep, worker = delivery.options.keep_result or 0.0, self.worker_id
-        return lambda: queue._finish(field, id_, state, data, attempt, worker, keep, dead)
+        key = delivery.options.key or ""
+        return lambda: queue._finish(field, id_, state, data, attempt, worker, keep, dead, key)
 
 
 def _packed_error(type_name: str, message: str, trace: str = "") -> bytes:

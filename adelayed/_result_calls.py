@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from ._protocol import results as protocol
+from ._protocol.dedup import KEYS_SUFFIX
 from .errors import ConfigurationError
 from .results import TaskHandle
 from .retry import seconds_of
@@ -68,17 +69,18 @@ class ResultCalls:
 
     async def _finish(
         self, field: str, id_: str, state: str, data: bytes, attempt: int, worker: str,
-        keep: float, dead: tuple[bytes, str, str] | None = None,
+        keep: float, dead: tuple[bytes, str, str] | None = None, key: str = "",
     ) -> None:  # fmt: skip
-        """Releases an enveloped task's slot and keeps its result for ``keep`` seconds (with
-        ``dead``, the payload, reason and traceback of its dead letter, it is buried too)."""
+        """Releases an enveloped task's slot, keeps its result for ``keep`` seconds (0: none)
+        and frees its dedup ``key`` (with ``dead``, the payload, reason and traceback of its
+        dead letter, it is buried too)."""
         keys = (
             self._active_key, self._jobs_key, self._result_prefix + id_, self._dead_key,
-            self._progress_prefix + id_,
+            self._progress_prefix + id_, self._name + KEYS_SUFFIX,
         )  # fmt: skip
+        keep_ms = max(1, round(keep * 1000)) if keep else 0
         args: tuple[Any, ...] = (
-            field, id_, state, data, attempt, worker, max(1, round(keep * 1000)),
-            self._results_channel,
+            field, id_, state, data, attempt, worker, keep_ms, self._results_channel, key,
         )  # fmt: skip
         if dead is not None:
             payload, reason, trace = dead

@@ -18,9 +18,11 @@ from .retry import Backoff, seconds_of
 from .task import GoTask, Task
 
 if TYPE_CHECKING:
+    from ._dedup import KeySpec
     from ._protocol.script import Script
     from ._wire import Wire
     from .errors import QueueFullError
+    from .results import TaskHandle
 
 # Tasks per SCHEDULE call (each is 3 arguments): bounds the time one call holds Redis.
 _SCHEDULE_BATCH = 1000
@@ -120,6 +122,11 @@ class Scheduling:
         _dead_letter_limit: int
 
         def _wire(self) -> Wire: ...
+        def _payload_of(self, task: Task) -> bytes: ...
+        async def _enqueue_keyed(
+            self, task: Task, payload: bytes, id_: str, options: Options, due: str,
+            spec: KeySpec,
+        ) -> tuple[str, str]: ...  # fmt: skip
         def _deadline(self) -> float | None: ...
         def _full_error(self, admitted: int) -> QueueFullError: ...
         def _enqueue_error(self, exc: RedisError, tasks: Sequence[Task]) -> Exception: ...
@@ -142,6 +149,24 @@ class Scheduling:
     async def scheduled(self) -> int:
         """How many tasks wait for their due time (delayed ones, and retries after a backoff)."""
         return int(await self._wire().call("ZCARD", self._scheduled_key))
+
+    async def _enqueue_one(
+        self, task: Task, dedup: tuple[str | None, str | float | timedelta, bool], **given: Any
+    ) -> TaskHandle:
+        """Queue.enqueue's path for a task with an option (``given``, as it takes them, and
+        its ``dedup`` key, lifetime and debounce): checked, then enveloped and scheduled."""
+        from ._dedup import key_spec
+        from .results import TaskHandle
+
+        spec = key_spec(f"queue {self._name!r}: task {task.func_path!r}", *dedup)
+        id_, payload = envelope.new_id(), self._payload_of(task)
+        if spec is None:
+            await self._enqueue_with_options([task], [payload], [id_], **given)
+            return TaskHandle(self, id_, task.func_path)  # type: ignore[arg-type]
+        refuse_go_task(self._name, task)
+        options, due = options_of(self._name, task.func_path, **given)
+        holder, outcome = await self._enqueue_keyed(task, payload, id_, options, due, spec)
+        return TaskHandle(self, holder, task.func_path, outcome == "duplicate")  # type: ignore[arg-type]
 
     async def _enqueue_with_options(
         self, tasks: Sequence[Task], payloads: Sequence[bytes], ids: Sequence[str], **given: Any

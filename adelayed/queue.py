@@ -28,6 +28,7 @@ from redis.exceptions import (
 
 from . import _protocol as protocol
 from ._dead_letters import DeadLetters, DeadTask
+from ._dedup import Dedup
 from ._enqueue_errors import enqueue_error
 from ._envelope import new_id
 from ._result_calls import ResultCalls
@@ -51,7 +52,7 @@ logger = logging.getLogger(__name__)
 _DELIVERIES_MEMORY_MS = 24 * 3600 * 1000
 
 
-class Queue(DeadLetters, Scheduling, ResultCalls, WorkerCalls):
+class Queue(DeadLetters, Scheduling, Dedup, ResultCalls, WorkerCalls):
     """A named task queue on Redis, compatible with delayed's and go-delayed's.
 
     ``dequeue_timeout``: how long a worker blocks waiting for a task before it looks around.
@@ -141,34 +142,33 @@ class Queue(DeadLetters, Scheduling, ResultCalls, WorkerCalls):
         dead_letter_on_failure: bool = False,
         isolation: str | None = None,
         keep_result: float | timedelta | None = None,
+        key: str | None = None,
+        key_lifetime: str | float | timedelta = "running",
+        debounce: bool = False,
     ) -> TaskHandle:
         """Adds one task in one round trip; returns its handle (adelayed.results). A task with
-        no option stays delayed 1.2's bytes, which any v1 worker runs (its handle has no id).
-        ``delay`` (seconds, a timedelta) or ``eta`` (an aware datetime): when it is due, by
-        Redis's clock. ``timeout``: seconds an attempt may run (see the README for thread and
-        process tasks). ``backoff``: the pause before each retry (default: the worker's
-        ``retry_backoff``). ``retry_on``: only these
-        exceptions are retried. ``dead_letter_on_failure``: a task out of retries goes to the
-        dead-letter list with its last error. ``isolation="process"``: it runs in a child
-        process, killed at its timeout. ``keep_result``: seconds its outcome is kept once it
-        ended (default: the Queue's). Only adelayed's workers run tasks with options.
-        Raises EnqueueTimeoutError or EnqueueOutcomeUnknownError when no reply came (it may
-        or may not have been added); QueueFullError, TaskDataError, PayloadTooLargeError,
+        no option stays delayed 1.2's bytes (its handle has no id); only adelayed's workers
+        run tasks with options: ``delay`` (seconds, a timedelta) or ``eta`` (an aware
+        datetime), by Redis's clock; ``timeout`` (seconds an attempt may run); ``backoff``
+        (before each retry); ``retry_on`` (only these are retried); ``dead_letter_on_failure``;
+        ``isolation="process"``; ``keep_result`` (seconds; default: the Queue's); ``key``,
+        ``key_lifetime``, ``debounce`` (adelayed._dedup). See the README for each. Raises
+        EnqueueTimeoutError or EnqueueOutcomeUnknownError when no reply came (it may or may
+        not have been added); QueueFullError, TaskDataError, PayloadTooLargeError,
         ConfigurationError or EnqueueError when nothing was added."""
         keep_result = self._keep_result if keep_result is None else keep_result
         if (
-            delay is None and eta is None and timeout is None and backoff is None and not
-            retry_on and not dead_letter_on_failure and isolation is None and keep_result is None
+            key is None and delay is None and eta is None and timeout is None and backoff is None
+            and not retry_on and not dead_letter_on_failure and isolation is None
+            and keep_result is None and not debounce and key_lifetime == "running"
         ):  # fmt: skip
             await self._enqueue_v1(task)
             return TaskHandle(self, None, task.func_path)
-        id_ = new_id()
-        await self._enqueue_with_options(
-            [task], [self._payload_of(task)], [id_], delay=delay, eta=eta, timeout=timeout,
+        return await self._enqueue_one(
+            task, (key, key_lifetime, debounce), delay=delay, eta=eta, timeout=timeout,
             backoff=backoff, retry_on=retry_on, dead_letter_on_failure=dead_letter_on_failure,
             isolation=isolation, keep_result=keep_result,
         )  # fmt: skip
-        return TaskHandle(self, id_, task.func_path)
 
     async def _enqueue_v1(self, task: Task) -> None:
         payload = self._payload_of(task)

@@ -56,14 +56,19 @@ class TaskStatus:
 
 
 class TaskHandle:
-    """A task's handle: ``id`` (None for a plain task), ``result()``, ``status()``."""
+    """A task's handle: ``id`` (None for a plain task), ``result()``, ``status()``,
+    ``abort()``. ``duplicate``: the enqueue found its ``key`` held, and this is the holder's
+    handle (nothing was enqueued)."""
 
-    __slots__ = ("_queue", "func_path", "id")
+    __slots__ = ("_queue", "duplicate", "func_path", "id")
 
-    def __init__(self, queue: Queue, id_: str | None, func_path: str = "") -> None:
+    def __init__(
+        self, queue: Queue, id_: str | None, func_path: str = "", duplicate: bool = False
+    ) -> None:
         self._queue = queue
         self.id = id_
         self.func_path = func_path
+        self.duplicate = duplicate
 
     def __repr__(self) -> str:
         return f"TaskHandle({self._queue.name!r}, {self.id!r})"

@@ -18,14 +18,16 @@ RESULT_INFIX = "_result:"
 PROGRESS_INFIX = "_progress:"
 RESULTS_CHANNEL_SUFFIX = "_results"
 
-# KEYS: active, jobs, the task's result key, dead, the task's progress key.
-# ARGV: slot field, id, state (done, failed, dead), data, attempt, worker, milliseconds to keep
-# the result, the results channel; with state dead, then the cap of the dead list and the dead
-# record's fields (v1.DEAD_RECORD).
-# Releases the slot of an enveloped task, stores its result and publishes its id, in one step;
-# with state dead, also dead-letters it (as BURY_ENVELOPED does). Only while the slot still
-# holds the task: a re-sent call, or a slot a sweep emptied (the task runs again elsewhere,
-# and that run's result is the one kept), changes nothing and returns 0.
+# KEYS: active, jobs, the task's result key, dead, the task's progress key, keys (dedup).
+# ARGV: slot field, id, state (done, failed, dead, aborted), data, attempt, worker,
+# milliseconds to keep the result (0: none is kept), the results channel, the task's dedup key
+# held while it lives ('' for none); with state dead, then the cap of the dead list and the
+# dead record's fields (v1.DEAD_RECORD).
+# Releases the slot of an enveloped task, stores its result and publishes its id, and frees
+# its dedup key, in one step; with state dead, also dead-letters it (as BURY_ENVELOPED does).
+# Only while the slot still holds the task: a re-sent call, or a slot a sweep emptied (the
+# task runs again elsewhere, and that run's result is the one kept), changes nothing and
+# returns 0.
 FINISH = Script(
     "finish",
     DEAD_RECORD
@@ -36,14 +38,18 @@ if redis.call('hget', active, field) ~= id then return 0 end
 redis.call('hdel', active, field)
 redis.call('hdel', jobs, id)
 redis.call('del', KEYS[5])
+if ARGV[9] ~= '' and redis.call('hget', KEYS[6], ARGV[9]) == id then
+    redis.call('hdel', KEYS[6], ARGV[9])
+end
+if state == 'dead' then
+    redis.call('lpush', dead, dead_record(11))
+    redis.call('ltrim', dead, 0, tonumber(ARGV[10]) - 1)
+end
+if ARGV[7] == '0' then return 1 end
 local clock = redis.call('time')
 redis.call('hset', result, 'state', state, 'data', ARGV[4], 'attempt', ARGV[5],
     'worker', ARGV[6], 'finished', clock[1] * 1000 + math.floor(clock[2] / 1000))
 redis.call('pexpire', result, ARGV[7])
-if state == 'dead' then
-    redis.call('lpush', dead, dead_record(10))
-    redis.call('ltrim', dead, 0, tonumber(ARGV[9]) - 1)
-end
 redis.call('publish', ARGV[8], id)
 return 1
 """,
