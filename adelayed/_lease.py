@@ -14,16 +14,18 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
+from collections.abc import Callable, Sequence
 
 import anyio
 import anyio.to_thread
 import redis
 import redis.asyncio
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from . import _protocol as protocol
 from ._backoff import backoff
 from ._fatal import configuration_error
+from ._protocol.lease import REFRESH
 from .queue import Queue
 
 logger = logging.getLogger(__name__)
@@ -71,6 +73,8 @@ class Lease:
         self._thread: threading.Thread | None = None
         self.worker_id = ""
         self.fields: list[str] = []
+        self.hashes: list[str] = []  # each queue's processing and active (REFRESH checks them)
+        self.busy: Callable[[], list[bool]] = lambda: [False] * slots  # which slots run a task
 
     async def claim(self) -> None:
         """Picks a random id no live worker holds, then makes every slot key live; waits out
@@ -106,8 +110,11 @@ class Lease:
                 pipe.set(key, 1, px=self._ttl_ms)
             await pipe.execute()
 
-    def start(self) -> None:
-        """Starts refreshing every keep_alive_interval, from a thread of its own."""
+    def start(self, queues: Sequence[Queue], busy: Callable[[], list[bool]]) -> None:
+        """Starts refreshing every keep_alive_interval, from a thread of its own; ``busy``
+        says which slots run a task, whose fields the refresh looks for in ``queues``."""
+        self.hashes = [key for q in queues for key in (q._processing_key, q._active_key)]
+        self.busy = busy
         client = sync_twin(self._queue.redis, socket_timeout=max(1.0, self._interval))
         self._thread = threading.Thread(
             target=self._keep_alive, args=(client,), name=f"adelayed lease {self.worker_id}",
@@ -119,15 +126,30 @@ class Lease:
         with client:
             while not self._stop.wait(self._interval):
                 try:
-                    with client.pipeline(transaction=False) as pipe:
-                        for key in (self.worker_id, *self.fields):
-                            pipe.set(key, 1, px=self._ttl_ms)
-                        pipe.execute()
+                    self._refresh(client)
                 except (RedisError, OSError) as exc:
                     logger.warning(
                         "worker %s on queue %r: lease refresh failed (%s); retrying in %ss",
                         self.worker_id, self._queue.name, exc, self._interval,
                     )  # fmt: skip
+
+    def _refresh(self, client: redis.Redis) -> None:
+        """One REFRESH call: a slot whose task a sweep took over is not revived."""
+        keys = (self.worker_id, *self.fields, *self.hashes)
+        busy = ["1" if running else "0" for running in self.busy()]
+        args: list[str | int] = [self._ttl_ms, len(self.fields), len(self.hashes) // 2, *busy]
+        lost: list[int]
+        try:
+            lost = client.evalsha(REFRESH.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            lost = client.eval(REFRESH.text, len(keys), *keys, *args)
+        for slot in lost:
+            logger.warning(
+                "worker %s: slot %d's task was requeued by a sweep (this worker missed its "
+                "lease refreshes for keep_alive_timeout: paused or cut off); its run here "
+                "changes nothing in Redis, and the slot's lease stays lapsed until it is free",
+                self.worker_id, slot,
+            )  # fmt: skip
 
     async def stop(self) -> None:
         """Stops refreshing, then deletes the lease's keys: the worker is gone, and its

@@ -34,6 +34,11 @@ class Slots:
     def free(self) -> list[int]:
         return list(self._free)
 
+    def busy(self) -> list[bool]:
+        """Which slots run a task (or hold one not yet released); safe from another thread."""
+        free = self._free.copy()  # one call: atomic under the GIL
+        return [slot not in free for slot in range(self._count)]
+
     def hand(self, slot: int, payload: bytes, enveloped: bool = False) -> None:
         """Gives ``payload`` (an envelope if ``enveloped``) to the runner of the free
         ``slot``, which is now running."""

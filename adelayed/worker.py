@@ -175,7 +175,7 @@ class Worker:
 
     async def _run(self) -> None:
         await self._lease.claim()
-        self._lease.start()
+        self._lease.start(self._queues, self._slots.busy)
         self._hands = [protocol.hand_key(self.id, index) for index in range(len(self._queues))]
         self._hand = self._hands[0]
         for executor in self._executors:

@@ -197,3 +197,18 @@ def cli_worker(
 def started(log: Path) -> bool:
     """Whether the worker logging to ``log`` has started serving."""
     return log.exists() and re.search(" started on queues? ", log.read_text()) is not None
+
+
+async def fenced(tag: str) -> str:
+    """Records each start as ``<pid>:<attempt>`` in ``fenced:<tag>``. Its first attempt waits
+    for the key ``go:<tag>`` and then fails (a late retry); later ones return
+    ``<pid>:<attempt>``."""
+    from adelayed import current_task
+
+    attempt, conn = current_task().attempt, _client()
+    await conn.rpush(f"fenced:{tag}", f"{os.getpid()}:{attempt}")
+    if attempt > 1:
+        return f"{os.getpid()}:{attempt}"
+    while not await conn.exists(f"go:{tag}"):  # noqa: ASYNC110 - another process sets it
+        await asyncio.sleep(0.05)
+    raise RuntimeError(f"{tag}: the stale first attempt fails, late")

@@ -403,12 +403,17 @@ async def test_an_enveloped_task_of_a_killed_worker_is_requeued_by_our_sweeper_o
         "processing": 0, "scheduled": 0,
     }  # fmt: skip
     assert await Sweeper([queue], interval=1).sweep() == 1
-    assert await _state(client) == {
-        "active": {}, "jobs": {id_: stored}, "ready": [id_], "noti": 1, "queue": 0,
+    after = await _state(client)
+    assert {**after, "jobs": {}} == {
+        "active": {}, "jobs": {}, "ready": [id_], "noti": 1, "queue": 0,
         "processing": 0, "scheduled": 0,
     }  # fmt: skip
-    requeued = envelope.unpack(stored)  # the envelope went back as it was: options, attempt
-    assert (requeued.options.timeout, requeued.attempt) == (60, 1)
+    before, requeued = envelope.unpack(stored), envelope.unpack(after["jobs"][id_])
+    # The envelope went back with its options, payload and due time, as the next delivery:
+    assert (requeued.id, requeued.payload, requeued.options) == (
+        before.id, before.payload, before.options
+    )
+    assert (requeued.due_ms, requeued.attempt) == (before.due_ms, 2)
     async with worker_process(tmp_path / "second.log", redis_server.url):
         await wait_for(lambda: drained(client), what="another worker to run it")
     assert await runs(client) == {"victim": 1}
@@ -708,3 +713,40 @@ async def test_a_token_in_a_killed_workers_hand_is_restored_by_a_sweep(
     async with worker_process(tmp_path / "ours2.log", redis_server.url):
         await wait_for(lambda: drained(client), what="the task to run")
     assert await runs(client) == Counter({"t": 1})
+
+
+# 12. Fencing: a worker paused past its lease, whose task a sweep gave to another worker.
+
+
+async def test_a_worker_that_lost_its_lease_changes_nothing_when_it_wakes(
+    client: aredis.Redis, queue: Queue, redis_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    task = PyTask("tests.scheduled_fleet:fenced", args=("f",), retry=3)
+    handle = await queue.enqueue(task, keep_result=60)
+    log = tmp_path / "stale.log"
+    async with worker_process(log, redis_server.url, concurrency=1) as stale:
+        await wait_for(lambda: listed(client, "fenced:f"), what="the first attempt")
+        [(field, _)] = (await client.hgetall(ACTIVE)).items()
+        stale_id = field.decode().rsplit(":", 1)[0]
+        os.killpg(stale.pid, signal.SIGSTOP)
+        try:
+            await wait_for(lambda: _gone(client, field), timeout=5, what="its lease to lapse")
+            assert await Sweeper([queue], interval=1).sweep() == 1
+            async with worker_process(tmp_path / "second.log", redis_server.url) as second:
+                value = await handle.result(timeout=10)
+                assert value == f"{second.pid}:2"  # the second delivery: attempt 2
+                status = await handle.status()
+        finally:
+            os.killpg(stale.pid, signal.SIGCONT)
+        await anyio.sleep(1.5)  # three of its lease refreshes (keep_alive_interval 0.5 s)
+        assert await client.exists(stale_id) == 1  # it is alive again, and refreshing
+        assert await client.exists(field) == 0  # but it did not revive its slot's lease
+        await client.set("go:f", 1)  # its first attempt ends now: it fails, late
+        await wait_for(lambda: "requeued by a sweep" in log.read_text(), what="its warning")
+        await anyio.sleep(0.5)
+        assert stale.poll() is None
+    assert await client.zcard(SCHEDULED) == 0 and await client.hlen(JOBS) == 0  # no retry
+    assert await handle.result(timeout=1) == value  # the newer delivery's result stands
+    assert (await handle.status()).worker == status.worker != stale_id
+    starts = [s.decode() for s in await client.lrange("fenced:f", 0, -1)]
+    assert [s.split(":")[1] for s in starts] == ["1", "2"]

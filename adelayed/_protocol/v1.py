@@ -234,8 +234,10 @@ return 1
 # v1's requeue-lost, plus:
 # - EXISTS instead of GET: a field naming an application's hash must not make the script fail;
 # - enveloped tasks in flight (``active``: slot field -> id) whose slot's lease is gone go back
-#   to the head of ready, their envelope untouched (delayed's and go-delayed's sweepers never
-#   see them: they read only the processing hash);
+#   to the head of ready, their envelope's attempt number one higher (each delivery has its
+#   own: the fence of TaskContext.attempt; the meta is re-packed with cmsgpack, the rest of
+#   the envelope untouched), where delayed's and go-delayed's sweepers never see them (they
+#   read only the processing hash);
 # - poison tasks (PROTOCOL.md hole 7): each requeue of a dead worker's task counts one delivery
 #   in the deliveries hash (field: SHA1 of the payload, so the v1 payload is untouched; an
 #   enveloped task's id); the task whose workers died max-deliveries times goes to the
@@ -253,6 +255,14 @@ local clock = redis.call('time')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1e6
 local missing = redis.call('llen', queue) + redis.call('llen', ready) - redis.call('llen', noti)
 local requeued, buried = 0, 0
+local function redelivered(envelope)  -- the envelope, its attempt number one higher
+    local size = struct.unpack('>I4', envelope, 12)
+    local meta = cmsgpack.unpack(string.sub(envelope, 16, 15 + size))
+    meta.attempt = meta.attempt + 1
+    local packed = cmsgpack.pack(meta)
+    return string.sub(envelope, 1, 11) .. struct.pack('>I4', #packed) .. packed ..
+        string.sub(envelope, 16 + size)
+end
 local function poisoned(field, digest, payload)
     local count = redis.call('hincrby', deliveries, digest, 1)
     redis.call('pexpire', deliveries, ARGV[3])
@@ -287,6 +297,7 @@ for i = 1, #entries, 2 do
             if poisoned(field, id, task) then
                 redis.call('hdel', jobs, id)
             else
+                redis.call('hset', jobs, id, redelivered(envelope))
                 redis.call('lpush', ready, id)
                 requeued = requeued + 1
             end
