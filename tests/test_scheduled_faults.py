@@ -411,7 +411,9 @@ async def test_an_enveloped_task_of_a_killed_worker_is_requeued_by_our_sweeper_o
     before, requeued = envelope.unpack(stored), envelope.unpack(after["jobs"][id_])
     # The envelope went back with its options, payload and due time, as the next delivery:
     assert (requeued.id, requeued.payload, requeued.options) == (
-        before.id, before.payload, before.options
+        before.id,
+        before.payload,
+        before.options,
     )
     assert (requeued.due_ms, requeued.attempt) == (before.due_ms, 2)
     async with worker_process(tmp_path / "second.log", redis_server.url):
