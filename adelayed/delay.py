@@ -30,6 +30,9 @@ class Options(TypedDict, total=False):
     dead_letter_on_failure: bool
     isolation: str | None
     keep_result: float | timedelta | None
+    key: str | None
+    key_lifetime: str | float | timedelta
+    debounce: bool
 
 
 class Delayer(Protocol[P]):
@@ -59,6 +62,9 @@ class DelayedFunction(Protocol[P, R]):
         dead_letter_on_failure: bool = False,
         isolation: str | None = None,
         keep_result: float | timedelta | None = None,
+        key: str | None = None,
+        key_lifetime: str | float | timedelta = "running",
+        debounce: bool = False,
     ) -> Delayer[P]: ...
 
 

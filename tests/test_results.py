@@ -213,3 +213,18 @@ async def test_progress_of_a_plain_task_writes_nothing(client: redis.Redis, queu
     async with running(worker(queue)):
         await wait_for(lambda: _empty(client), what="the task")
     assert await client.keys("jobs_progress:*") == []
+
+
+async def test_a_decorated_function_returns_its_handle(client: redis.Redis) -> None:
+    from adelayed import delayed
+
+    queue = Queue("decorated", client)
+    task = delayed(queue)
+    send = task(keep_result=30)(result_tasks.echo_in_thread)
+    handle = await send.delay("a")
+    again = await send.options(key="only-once").delay("b")
+    duplicate = await send.options(key="only-once").delay("c")
+    assert duplicate.duplicate and duplicate.id == again.id
+    async with running(worker(queue)):
+        assert await handle.result(timeout=5) == "a"
+        assert await again.result(timeout=5) == "b"
