@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -52,7 +53,7 @@ class ResultListener:
                 found = await read()
                 if found is not None:
                     return found
-                await asyncio.wait_for(wake, max(0.0, deadline - self._loop.time()))
+                await asyncio.wait_for(wake, self._left(deadline))
             except asyncio.TimeoutError:
                 return None
             finally:
@@ -70,7 +71,10 @@ class ResultListener:
                 await self._pubsub.subscribe(channel)
         if self._reader is None or self._reader.done():
             self._reader = self._loop.create_task(self._read())
-        await asyncio.wait_for(asyncio.shield(confirmed), max(0.0, deadline - self._loop.time()))
+        await asyncio.wait_for(asyncio.shield(confirmed), self._left(deadline))
+
+    def _left(self, deadline: float) -> float | None:
+        return None if deadline == math.inf else max(0.0, deadline - self._loop.time())
 
     async def _read(self) -> None:
         failures = 0
@@ -108,8 +112,7 @@ class ResultListener:
         if kind == "subscribe":
             confirmed = self._confirmed.get(channel)
             if confirmed is not None and not confirmed.done():
-                confirmed.set_result(None)
-                self._wake_all()  # after a reconnect: anything may have finished meanwhile
+                confirmed.set_result(None)  # its waiters (all woken by a loss) read again
         elif kind == "message":
             for wake in self._waiters.get(_text(message["data"]), ()):
                 if not wake.done():
