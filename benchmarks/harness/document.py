@@ -85,12 +85,17 @@ def _memory_gib() -> float:
 def adelayed_source() -> str:
     """The commit, and a digest of adelayed's source files as they are on disk (the package
     is installed editable: an edit during a run changes what later processes run)."""
+    return f"commit {_commit()}, source digest {source_digest()}"
+
+
+def source_digest() -> str:
+    """A digest of adelayed's source files as they are on disk."""
     spec = util.find_spec("adelayed")
     assert spec is not None and spec.origin is not None
     digest = hashlib.sha256()
     for path in sorted(Path(spec.origin).parent.glob("*.py")):
         digest.update(path.read_bytes())
-    return f"commit {_commit()}, source digest {digest.hexdigest()[:12]}"
+    return digest.hexdigest()[:12]
 
 
 def _commit() -> str:
@@ -123,7 +128,7 @@ def _versions(systems: list[System]) -> list[str]:
 
 def _machine(run: Run) -> list[str]:
     changed = []
-    if run.adelayed_at_start != adelayed_source():
+    if not run.adelayed_at_start.endswith(source_digest()):  # a commit alone changes nothing
         changed = [
             f"- **adelayed's source changed during the run**: {run.adelayed_at_start} at the "
             "start; processes started later ran the newer code"
@@ -377,7 +382,8 @@ RESULTS_NOTE = (
     "ListQueueBroker, docket its default `execution_ttl` of 15 min (it stores a return value "
     "that is not None), bullmq the completed job's `returnvalue` (no `removeOnComplete`). "
     "delayed 1.2 keeps no results (n/a). arq, saq, streaq and bullmq store a record per task "
-    "in the plain run too (its result None); docket and taskiq store nothing there. Plain: the "
+    "in the plain run too (its result None), docket its execution record (not a result); taskiq "
+    "stores nothing there (no result backend). Plain: the "
     "plain scenario's runs of this run; kept / plain: the rates' ratio (medians); "
     "cmds/task: `INFO commandstats` over the c=100 worker's run ÷ tasks run, as above."
 )
