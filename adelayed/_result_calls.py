@@ -7,6 +7,7 @@ import asyncio
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from ._finish_batch import FinishBatch
 from ._protocol import results as protocol
 from ._protocol.dedup import KEYS_SUFFIX
 from .errors import ConfigurationError
@@ -49,6 +50,7 @@ class ResultCalls:
         self._progress_prefix = self._name + protocol.PROGRESS_INFIX
         self._results_channel = self._name + protocol.RESULTS_CHANNEL_SUFFIX
         self._abort_channel = self._name + protocol.ABORT_CHANNEL_SUFFIX
+        self._finishes: FinishBatch | None = None
 
     def get(self, id_: str) -> TaskHandle:
         """The handle of the task of id ``id_`` (from another process's handle, ``.id``); no
@@ -74,18 +76,29 @@ class ResultCalls:
         """Releases an enveloped task's slot, keeps its result for ``keep`` seconds (0: none)
         and frees its dedup ``key`` (with ``dead``, the payload, reason and traceback of its
         dead letter, it is buried too)."""
+        keep_ms = max(1, round(keep * 1000)) if keep else 0
+        if dead is None:  # batched with the queue's other tasks ending now
+            await self._finish_batch().finish(
+                field, id_, state, data, attempt, worker, keep_ms, key
+            )
+            return
         keys = (
             self._active_key, self._jobs_key, self._result_prefix + id_, self._dead_key,
             self._progress_prefix + id_, self._name + KEYS_SUFFIX,
         )  # fmt: skip
-        keep_ms = max(1, round(keep * 1000)) if keep else 0
         args: tuple[Any, ...] = (
             field, id_, state, data, attempt, worker, keep_ms, self._results_channel, key,
         )  # fmt: skip
-        if dead is not None:
-            payload, reason, trace = dead
-            args += (self._dead_letter_limit, payload, reason, worker, trace)
+        payload, reason, trace = dead
+        args += (self._dead_letter_limit, payload, reason, worker, trace)
         await protocol.FINISH(self._wire(), keys, args)
+
+    def _finish_batch(self) -> FinishBatch:
+        """The batcher of this queue's FINISH calls on the running loop."""
+        batch = self._finishes
+        if batch is None or batch._loop is not asyncio.get_running_loop():
+            batch = self._finishes = FinishBatch(self)  # type: ignore[arg-type]
+        return batch
 
     async def _progress(self, id_: str, fraction: float, message: str, keep: float) -> None:
         keys = (self._progress_prefix + id_,)

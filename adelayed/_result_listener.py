@@ -113,10 +113,11 @@ class ResultListener:
             confirmed = self._confirmed.get(channel)
             if confirmed is not None and not confirmed.done():
                 confirmed.set_result(None)  # its waiters (all woken by a loss) read again
-        elif kind == "message":
-            for wake in self._waiters.get(_text(message["data"]), ()):
-                if not wake.done():
-                    wake.set_result(None)
+        elif kind == "message":  # the ids of tasks that ended, separated by spaces
+            for id_ in _text(message["data"]).split():
+                for wake in self._waiters.get(id_, ()):
+                    if not wake.done():
+                        wake.set_result(None)
 
     def _wake_all(self) -> None:
         for waiting in self._waiters.values():

@@ -228,3 +228,31 @@ async def test_a_decorated_function_returns_its_handle(client: redis.Redis) -> N
     async with running(worker(queue)):
         assert await handle.result(timeout=5) == "a"
         assert await again.result(timeout=5) == "b"
+
+
+async def test_finish_many_settles_tasks_ending_together_in_one_call_and_twice_changes_nothing(
+    client: redis.Redis, queue: Queue
+) -> None:
+    from adelayed._protocol.results import FINISH_MANY
+
+    ids = ["a" * 32, "b" * 32]
+    await client.hset("jobs_active", mapping={"slot:0": ids[0], "slot:1": ids[1]})
+    await client.hset("jobs_jobs", mapping={ids[0]: b"e0", ids[1]: b"e1"})
+    await client.hset("jobs_keys", "k", ids[1])
+    keys = ["jobs_active", "jobs_jobs", "jobs_keys"]
+    args: list[Any] = [2, "jobs_results"]
+    for slot, (id_, keep, key) in enumerate([(ids[0], 60000, ""), (ids[1], 0, "k")]):
+        keys += (f"jobs_result:{id_}", f"jobs_progress:{id_}")
+        args += (f"slot:{slot}", id_, "done", b"\x01", 1, "w", keep, key)
+    pubsub = client.pubsub()
+    await pubsub.subscribe("jobs_results")
+    try:
+        assert await FINISH_MANY(queue._wire(), keys, args) == [1, 1]
+        assert await FINISH_MANY(queue._wire(), keys, args) == [0, 0]  # a re-send
+        messages = [await pubsub.get_message(timeout=1) for _ in range(2)]
+    finally:
+        await pubsub.aclose()
+    assert messages[1] is not None and messages[1]["data"] == ids[0].encode()  # one message
+    assert await client.hget(f"jobs_result:{ids[0]}", "state") == b"done"
+    assert await client.exists(f"jobs_result:{ids[1]}") == 0  # not kept: its key only
+    assert await client.keys("jobs_*") == [b"jobs_result:" + ids[0].encode()]

@@ -138,3 +138,48 @@ end
 return 'unknown'
 """,
 )
+
+# KEYS: active, jobs, keys (dedup), then per task: its result key, its progress key.
+# ARGV: n, the results channel, then per task: slot field, id, state (done or failed), data,
+# attempt, worker, ms to keep the result (0: none), its dedup key ('' for none).
+# FINISH for n tasks in one call (the worker batches those that end together): each only
+# while its slot still holds it; the ids of those whose result is kept are published in one
+# message, separated by spaces. Returns a list of 1 (finished) or 0 (changed nothing), one per
+# task. Safe to run twice, as FINISH.
+FINISH_MANY = Script(
+    "finish_many",
+    """
+local active, jobs, dedup = KEYS[1], KEYS[2], KEYS[3]
+local n, channel = tonumber(ARGV[1]), ARGV[2]
+local clock = redis.call('time')
+local finished = clock[1] * 1000 + math.floor(clock[2] / 1000)
+local out, fields, ids, progress, published = {}, {}, {}, {}, {}
+for t = 1, n do
+    local a = 2 + (t - 1) * 8
+    local field, id = ARGV[a + 1], ARGV[a + 2]
+    out[t] = 0
+    if redis.call('hget', active, field) == id then
+        out[t] = 1
+        fields[#fields + 1], ids[#ids + 1], progress[#progress + 1] = field, id, KEYS[3 + 2 * t]
+        local key = ARGV[a + 8]
+        if key ~= '' and redis.call('hget', dedup, key) == id then
+            redis.call('hdel', dedup, key)
+        end
+        if ARGV[a + 7] ~= '0' then
+            local result = KEYS[2 + 2 * t]
+            redis.call('hset', result, 'state', ARGV[a + 3], 'data', ARGV[a + 4],
+                'attempt', ARGV[a + 5], 'worker', ARGV[a + 6], 'finished', finished)
+            redis.call('pexpire', result, ARGV[a + 7])
+            published[#published + 1] = id
+        end
+    end
+end
+if #fields > 0 then
+    redis.call('hdel', active, unpack(fields))
+    redis.call('hdel', jobs, unpack(ids))
+    redis.call('del', unpack(progress))
+end
+if #published > 0 then redis.call('publish', channel, table.concat(published, ' ')) end
+return out
+""",
+)
