@@ -19,6 +19,7 @@ import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import msgpack
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
@@ -35,25 +36,35 @@ class ResultListener:
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
         self._loop = asyncio.get_running_loop()
-        self._waiters: dict[str, set[asyncio.Future[None]]] = {}  # id -> its waiters
+        self._waiters: dict[str, set[asyncio.Future[Any]]] = {}  # id -> its waiters
         self._confirmed: dict[str, asyncio.Future[None]] = {}  # channel -> subscribed
         self._pubsub: PubSub | None = None
         self._reader: asyncio.Task[None] | None = None
 
     async def wait(
-        self, channel: str, id_: str, read: Callable[[], Awaitable[T | None]], deadline: float
+        self,
+        channel: str,
+        id_: str,
+        read: Callable[[], Awaitable[T | None]],
+        parse: Callable[[list[Any]], T | None],
+        deadline: float,
     ) -> T | None:
-        """``read()``'s first non-None value, read once subscribed and again at each wake;
-        None once the loop's clock passes ``deadline``."""
+        """``read()``'s first non-None value, read once subscribed and again at each wake
+        (or ``parse()``'s of the record a message brought, when not None); None once the
+        loop's clock passes ``deadline``."""
+        woken: Any = None
         while True:
-            wake = self._loop.create_future()
+            wake: asyncio.Future[Any] = self._loop.create_future()
             self._waiters.setdefault(id_, set()).add(wake)
             try:
+                found = None if woken is None else parse(woken)
+                if found is not None:
+                    return found
                 await self._subscribed(channel, deadline)
                 found = await read()
                 if found is not None:
                     return found
-                await asyncio.wait_for(wake, self._left(deadline))
+                woken = await asyncio.wait_for(wake, self._left(deadline))
             except asyncio.TimeoutError:
                 return None
             finally:
@@ -113,11 +124,11 @@ class ResultListener:
             confirmed = self._confirmed.get(channel)
             if confirmed is not None and not confirmed.done():
                 confirmed.set_result(None)  # its waiters (all woken by a loss) read again
-        elif kind == "message":  # the ids of tasks that ended, separated by spaces
-            for id_ in _text(message["data"]).split():
+        elif kind == "message":
+            for id_, record in _ended(message["data"]):
                 for wake in self._waiters.get(id_, ()):
                     if not wake.done():
-                        wake.set_result(None)
+                        wake.set_result(record)
 
     def _wake_all(self) -> None:
         for waiting in self._waiters.values():
@@ -136,6 +147,23 @@ class ResultListener:
         if pubsub is not None:
             with contextlib.suppress(RedisError, OSError):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+def _ended(data: bytes | str) -> list[tuple[str, list[Any] | None]]:
+    """The ids a results message names, each with its record when it brought one: a msgpack
+    array of records (FINISH_MANY), or ids separated by spaces (FINISH, ABORT)."""
+    if (
+        isinstance(data, bytes)
+        and data[:1]
+        and (0x90 <= data[0] <= 0x9F or data[0] in (0xDC, 0xDD))
+    ):
+        try:
+            records = msgpack.unpackb(data, raw=True)
+            return [(record[0].decode(), record) for record in records]
+        except (ValueError, TypeError, IndexError, AttributeError, msgpack.UnpackException):
+            logger.warning("result listener: an unreadable results message: %r", data[:64])
+            return []
+    return [(id_, None) for id_ in _text(data).split()]
 
 
 def _text(value: bytes | str) -> str:

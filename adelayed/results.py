@@ -93,7 +93,7 @@ class TaskHandle:
         id_, queue = self._known_id(), self._queue
         loop_deadline = math.inf if timeout is None else queue._loop_time() + timeout
         ended = await listener_of(queue.redis).wait(
-            queue._results_channel, id_, self._ended, loop_deadline
+            queue._results_channel, id_, self._ended, self._published, loop_deadline
         )
         if ended is None:
             raise ResultTimeoutError(
@@ -116,13 +116,16 @@ class TaskHandle:
             )
         if reply[0] != b"result":
             return None
-        fields = _fields(reply[1])
-        state = fields[b"state"].decode()
-        if state == "done":
-            return _Ended(state, msgpack.unpackb(fields[b"data"]), None)
-        if state == "aborted":
-            return _Ended(state, None, None)
-        return _Ended(state, None, _error_of(fields, self.id or ""))
+        return _ended_of(_fields(reply[1]), self.id or "")
+
+    def _published(self, record: list[Any]) -> _Ended | None:
+        """What a results message said of this task (None: its data was not in it)."""
+        _, state, data, attempt, worker, finished = record
+        if data is False:
+            return None
+        fields = {b"state": state, b"data": data, b"attempt": attempt, b"worker": worker,
+                  b"finished": finished}  # fmt: skip
+        return _ended_of(fields, self.id or "")
 
     def _known_id(self) -> str:
         if self.id is None:
@@ -139,6 +142,15 @@ class _Ended:
     state: str
     value: Any
     error: TaskFailed | None
+
+
+def _ended_of(fields: dict[bytes, Any], id_: str) -> _Ended:
+    state = fields[b"state"].decode()
+    if state == "done":
+        return _Ended(state, msgpack.unpackb(fields[b"data"]), None)
+    if state == "aborted":
+        return _Ended(state, None, None)
+    return _Ended(state, None, _error_of(fields, id_))
 
 
 def _fields(flat: list[bytes]) -> dict[bytes, bytes]:

@@ -252,7 +252,33 @@ async def test_finish_many_settles_tasks_ending_together_in_one_call_and_twice_c
         messages = [await pubsub.get_message(timeout=1) for _ in range(2)]
     finally:
         await pubsub.aclose()
-    assert messages[1] is not None and messages[1]["data"] == ids[0].encode()  # one message
+    assert messages[1] is not None  # one message: the kept task's record, its data in it
+    import msgpack
+
+    [record] = msgpack.unpackb(messages[1]["data"], raw=True)
+    assert record[:5] == [ids[0].encode(), b"done", b"\x01", b"1", b"w"]
     assert await client.hget(f"jobs_result:{ids[0]}", "state") == b"done"
     assert await client.exists(f"jobs_result:{ids[1]}") == 0  # not kept: its key only
     assert await client.keys("jobs_*") == [b"jobs_result:" + ids[0].encode()]
+
+
+async def test_a_large_result_is_read_by_its_waiter_a_small_one_comes_with_its_message(
+    queue: Queue,
+) -> None:
+    big, small = "x" * 5000, "y"
+    handles = [
+        await queue.enqueue(task(result_tasks.echo, v), keep_result=60) for v in (big, small)
+    ]
+    reads = [0]
+    status = queue._status
+
+    async def counted(id_: str) -> Any:
+        reads[0] += 1
+        return await status(id_)
+
+    queue._status = counted  # type: ignore[method-assign]
+    waiting = [asyncio.ensure_future(h.result(timeout=5)) for h in handles]
+    await wait_for(lambda: reads[0] == 2, what="both waiters' first read")
+    async with running(worker(queue)):
+        assert await asyncio.gather(*waiting) == [big, small]
+    assert reads[0] == 3  # one more read: the large one's (over 1,024 bytes, not published)

@@ -17,6 +17,7 @@ from .v1 import DEAD_RECORD
 RESULT_INFIX = "_result:"
 PROGRESS_INFIX = "_progress:"
 RESULTS_CHANNEL_SUFFIX = "_results"
+PUBLISHED_DATA = 1024  # bytes of a result FINISH_MANY publishes with its id, at most
 
 # KEYS: active, jobs, the task's result key, dead, the task's progress key, keys (dedup).
 # ARGV: slot field, id, state (done, failed, dead, aborted), data, attempt, worker,
@@ -143,9 +144,11 @@ return 'unknown'
 # ARGV: n, the results channel, then per task: slot field, id, state (done or failed), data,
 # attempt, worker, ms to keep the result (0: none), its dedup key ('' for none).
 # FINISH for n tasks in one call (the worker batches those that end together): each only
-# while its slot still holds it; the ids of those whose result is kept are published in one
-# message, separated by spaces. Returns a list of 1 (finished) or 0 (changed nothing), one per
-# task. Safe to run twice, as FINISH.
+# while its slot still holds it. The tasks whose result is kept are published in one message,
+# a msgpack array (cmsgpack: every string as str) of [id, state, data, attempt, worker,
+# finished] records, data false when over PUBLISHED_DATA bytes (a waiter then reads it): a
+# waiter needs no read after it. Returns a list of 1 (finished) or 0 (changed nothing), one
+# per task. Safe to run twice, as FINISH.
 FINISH_MANY = Script(
     "finish_many",
     """
@@ -170,7 +173,10 @@ for t = 1, n do
             redis.call('hset', result, 'state', ARGV[a + 3], 'data', ARGV[a + 4],
                 'attempt', ARGV[a + 5], 'worker', ARGV[a + 6], 'finished', finished)
             redis.call('pexpire', result, ARGV[a + 7])
-            published[#published + 1] = id
+            local data = ARGV[a + 4]
+            if #data > 1024 then data = false end
+            published[#published + 1] = {id, ARGV[a + 3], data, ARGV[a + 5], ARGV[a + 6],
+                finished}
         end
     end
 end
@@ -179,7 +185,7 @@ if #fields > 0 then
     redis.call('hdel', jobs, unpack(ids))
     redis.call('del', unpack(progress))
 end
-if #published > 0 then redis.call('publish', channel, table.concat(published, ' ')) end
+if #published > 0 then redis.call('publish', channel, cmsgpack.pack(published)) end
 return out
 """,
 )
