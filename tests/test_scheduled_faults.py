@@ -582,9 +582,12 @@ async def test_a_task_runs_on_time_when_the_woken_worker_goes(
 
 
 async def _blocked_on_wake(client: aredis.Redis, count: int) -> bool:
-    """Whether exactly ``count`` clients are blocked in a BLPOP (the promoters' wakers)."""
+    """Whether exactly ``count`` clients are blocked in a BLPOP (the promoters' wakers): the
+    ``b`` flag, not only ``cmd`` (the last command a client sent: a waker that has just popped
+    a wake, and not yet pushed it on, still shows blpop)."""
     clients = await client.client_list()
-    return sum(1 for info in clients if info.get("cmd") == "blpop") == count
+    blocked = [info for info in clients if "b" in info.get("flags", "")]
+    return sum(1 for info in blocked if info.get("cmd") == "blpop") == count
 
 
 async def _wake_taken(client: aredis.Redis) -> bool:
