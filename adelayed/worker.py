@@ -15,7 +15,6 @@ import asyncio
 import logging
 import signal
 from collections.abc import Awaitable, Iterable, Mapping, Sequence
-from functools import partial
 from typing import TypeVar
 
 import anyio
@@ -31,6 +30,7 @@ from ._lease import Lease
 from ._preflight import check_worker_start
 from ._priority_fetch import PriorityFetch
 from ._promoter import Promoter
+from ._releaser import Releaser
 from ._retries import Retries
 from ._schedule_runner import Schedule, ScheduleRunner
 from ._settle import SETTLE_TIMEOUT_AT_EXIT, Settler
@@ -49,8 +49,6 @@ logger = logging.getLogger(__name__)
 _REDIS_ERRORS = (RedisError, OSError)
 # Tasks taken per fetch at most: bounded by what one script call may unpack.
 _MAX_BATCH = 500
-# How long a finished task's release may wait for a busy fetch loop to carry it (seconds).
-_RELEASE_DELAY = 0.005
 T = TypeVar("T")
 
 
@@ -127,15 +125,16 @@ class Worker:
                      self._hooks, aborts)
             for q in queues
         ]  # fmt: skip
+        self._releaser = Releaser(self._slots, self._settler, self._lease, queues)
         self._priority = None  # serves several queues: their fetches (one queue: none)
         if caps is not None:
             self._priority = PriorityFetch(
-                self._queues, self._slots, caps, self._parked, self._releases
+                self._queues, self._slots, caps, self._parked, self._releaser.fields_of
             )
+            self._releaser.by_queue = self._priority.by_queue
         self._stopping = False
         self._hard_stop_signal: signal.Signals | None = None
         self._running_scope: anyio.CancelScope | None = None
-        self._fetch_parked = False
         self._fetch_scope: anyio.CancelScope | None = None
         self._wire = Wire(self._queue.redis, f"worker of queue {self._queue.name!r}")  # fetches'
         self._hand = ""  # the key the fetch loop's BLMOVE puts a token in (set once running)
@@ -177,7 +176,7 @@ class Worker:
         await self._lease.claim()
         self._lease.start(self._queues, self._slots.busy)
         self._hands = [protocol.hand_key(self.id, index) for index in range(len(self._queues))]
-        self._hand = self._hands[0]
+        self._hand, self._releaser.hands = self._hands[0], self._hands
         for executor in self._executors:
             executor.worker_id = self.id
         if self._priority is not None:
@@ -202,7 +201,7 @@ class Worker:
         try:
             async with anyio.create_task_group() as services:
                 services.start_soon(self._watchdog.run)
-                services.start_soon(self._release_finished)
+                services.start_soon(self._releaser.run)
                 services.start_soon(self._aborts.listen)
                 for queue in self._queues:
                     services.start_soon(Promoter(queue, self.id).run)
@@ -240,12 +239,12 @@ class Worker:
                         waiters.cancel_scope.cancel()
                 finally:
                     self._slots.fetching_ended()
-            self._fetch_parked = True  # from now on the releaser sends every release
+            self._releaser.parked = True  # from now on the releaser sends every release
             with anyio.move_on_after(self._grace_period):
                 await self._slots.wait_all_free()
             self._settler.closing()
             running.cancel_scope.cancel()
-        await self._release_slots(self._slots.take_finished())  # a hard stop leaves some
+        await self._releaser.release(self._slots.take_finished())  # a hard stop leaves some
 
     async def _fetch_loop(self) -> None:
         block = False
@@ -300,7 +299,7 @@ class Worker:
             finished = self._slots.take_finished()
             try:
                 taken = await self._queue._fetch(
-                    self._wire, self._hand, offered, *self._releases(finished)
+                    self._wire, self._hand, offered, *self._releaser.fields_of(finished)
                 )
             except BaseException:
                 self._slots.unreleased(finished)
@@ -315,34 +314,11 @@ class Worker:
 
     async def _parked(self, waiting: Awaitable[T]) -> T:
         """Awaits ``waiting`` with the fetch loop marked idle, so the releaser acts at once."""
-        self._fetch_parked = True
+        self._releaser.parked = True
         try:
             return await waiting
         finally:
-            self._fetch_parked = False
-
-    async def _release_finished(self) -> None:
-        """Sends the releases a busy fetch loop did not carry within _RELEASE_DELAY, and all
-        of them at once while it is idle (waiting for a token, backing off, or stopped)."""
-        while True:
-            await self._slots.wait_finished()
-            if not self._fetch_parked:
-                await anyio.sleep(_RELEASE_DELAY)
-            await self._release_slots(self._slots.take_finished())
-
-    async def _release_slots(self, slots: list[int]) -> None:
-        if not slots:
-            return
-        groups = [slots] if self._priority is None else self._priority.by_queue(slots)
-        for queue, hand, mine in zip(self._queues, self._hands, groups, strict=True):
-            if mine:
-                fields, ended = self._releases(mine)
-                with anyio.CancelScope(shield=True):
-                    await self._settler.settle(partial(queue._release, hand, fields, ended))
-        self._slots.released(slots)
-
-    def _releases(self, slots: list[int]) -> tuple[list[str], list[str]]:
-        return self._slots.releases(slots, self._lease.fields)
+            self._releaser.parked = False
 
     async def _run_slot(self, slot: int) -> None:
         """The runner of one slot: runs each task handed to it, one after the other."""

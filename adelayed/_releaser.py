@@ -1,0 +1,54 @@
+"""A worker's releaser: the releases of finished slots that no fetch carried.
+
+A busy fetch loop releases the finished slots in its next FETCH; the releaser sends those it
+did not carry within RELEASE_DELAY, and all of them at once while the fetch loop is parked
+(waiting for a token, backing off, or stopped)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+
+import anyio
+
+from ._lease import Lease
+from ._settle import Settler
+from ._slots import Slots
+from .queue import Queue
+
+# How long a finished task's release may wait for a busy fetch loop to carry it (seconds).
+RELEASE_DELAY = 0.005
+
+
+class Releaser:
+    def __init__(self, slots: Slots, settler: Settler, lease: Lease, queues: list[Queue]) -> None:
+        self._slots = slots
+        self._settler = settler
+        self._lease = lease
+        self._queues = queues
+        self.parked = False  # the fetch loop is idle: release at once
+        self.hands = [""]  # each queue's hand (set once the worker runs)
+        # ``slots`` grouped by their tasks' queue (a worker of several queues); None: one
+        self.by_queue: Callable[[list[int]], list[list[int]]] | None = None
+
+    def fields_of(self, slots: list[int]) -> tuple[list[str], list[str]]:
+        """The slot fields of finished v1 tasks, and the (field, id, ...) of enveloped ones."""
+        return self._slots.releases(slots, self._lease.fields)
+
+    async def run(self) -> None:
+        while True:
+            await self._slots.wait_finished()
+            if not self.parked:
+                await anyio.sleep(RELEASE_DELAY)
+            await self.release(self._slots.take_finished())
+
+    async def release(self, slots: list[int]) -> None:
+        if not slots:
+            return
+        groups = [slots] if self.by_queue is None else self.by_queue(slots)
+        for queue, hand, mine in zip(self._queues, self.hands, groups, strict=True):
+            if mine:
+                fields, ended = self.fields_of(mine)
+                with anyio.CancelScope(shield=True):
+                    await self._settler.settle(partial(queue._release, hand, fields, ended))
+        self._slots.released(slots)
