@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import glob
 import os
 import re
 import signal
@@ -101,6 +102,12 @@ async def hang_first(tag: str) -> None:
     await conn.eval(_RUN, 2, RUNS, BY, tag, os.getpid())
 
 
+# Debian's libfaketime, preloaded directly rather than through the ``faketime`` wrapper: the
+# wrapper keeps a named semaphore per pid that a SIGKILLed wrapper leaves behind, and a later
+# wrapper given the same pid fails ("sem_open: File exists").
+_LIBFAKETIME = next(iter(sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1"))), None)
+
+
 def environment(record_url: str, skew: str | None = None, holding: bool = False) -> dict[str, str]:
     env = {
         **os.environ,
@@ -110,6 +117,8 @@ def environment(record_url: str, skew: str | None = None, holding: bool = False)
     }
     if skew is not None:
         env["FAKETIME_DONT_FAKE_MONOTONIC"] = "1"  # asyncio's clock stays true: only wall time
+        if _LIBFAKETIME is not None:
+            env["LD_PRELOAD"], env["FAKETIME"] = _LIBFAKETIME, skew
     if holding:
         env[HOLD] = "1"
     return env
@@ -117,8 +126,11 @@ def environment(record_url: str, skew: str | None = None, holding: bool = False)
 
 def command(args: list[str], skew: str | None = None) -> list[str]:
     """``args`` under ``faketime -f SKEW`` (e.g. ``+1h``: the process's wall clock is an hour
-    ahead, and ticks normally), or as they are."""
-    return ["faketime", "-f", skew, *args] if skew is not None else args
+    ahead, and ticks normally) where libfaketime cannot be preloaded directly (see
+    ``environment``), or as they are."""
+    if skew is None or _LIBFAKETIME is not None:
+        return args
+    return ["faketime", "-f", skew, *args]
 
 
 def spawn(
