@@ -300,6 +300,7 @@ class Wire:
         connecting = self._connecting
         if connecting is None or connecting.get_loop() is not loop:
             connecting = self._connecting = loop.create_task(self._open())
+            connecting.add_done_callback(_seen)  # its callers may all be gone (cancelled)
         try:
             if deadline is None:
                 return await asyncio.shield(connecting)
@@ -328,6 +329,13 @@ class Wire:
         take_over(self._pool, connection, replies)
         self._replies, self._connection, self._loop = replies, connection, loop
         return replies
+
+
+def _seen(task: asyncio.Task[Any]) -> None:
+    """Marks the failure of a connect nobody waits for any more as seen: the next call
+    connects again and reports its own failure (asyncio would log a traceback at exit)."""
+    if not task.cancelled():
+        task.exception()
 
 
 _shared: weakref.WeakKeyDictionary[Redis, dict[asyncio.AbstractEventLoop, Wire]] = (

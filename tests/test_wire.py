@@ -6,6 +6,7 @@ test_event_loops.py)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 
 import anyio
 import pytest
@@ -139,3 +140,33 @@ async def test_a_closed_wires_blocked_command_gives_up_before_what_is_sent_next(
 
 async def _blocked_clients(client: redis.Redis, count: int) -> bool:
     return int((await client.info("clients"))["blocked_clients"]) == count
+
+
+async def test_a_connect_whose_caller_was_cancelled_fails_unseen() -> None:
+    """A connect left behind by its cancelled caller (a Ctrl-C as a command starts) that then
+    fails is no "Task exception was never retrieved" traceback at exit: the next call connects
+    again and reports its own failure."""
+    loop = asyncio.get_running_loop()
+    unretrieved: list[dict[str, object]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _, context: unretrieved.append(context))
+
+    async def hang_up(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(0.2)  # the caller is cancelled meanwhile
+        writer.close()
+
+    server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = redis.Redis(host="127.0.0.1", port=port, retry_on_error=[], retry=None)
+    wire = Wire(client, "test wire")
+    try:
+        with anyio.move_on_after(0.05):
+            await wire.call("PING")
+        await anyio.sleep(0.5)  # the connect fails, with nobody left to see it
+        del wire  # as at exit
+        gc.collect()
+        assert unretrieved == []
+    finally:
+        loop.set_exception_handler(previous)
+        server.close()
+        await client.aclose()
