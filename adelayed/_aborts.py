@@ -2,9 +2,9 @@
 pub/sub connection per Redis client, no per-task polling) and stops the running task the
 message names.
 
-An ``async def`` task is cancelled (its attempt's own cancel scope: the slot and the worker
-go on), a process-isolated one's child is killed (cancelling its call does that); a plain
-function in a thread cannot be stopped, so it runs on and its outcome is discarded. Either
+An ``async def`` task is cancelled (adelayed._stops: the slot and the worker go on), a
+process-isolated one's child is killed (cancelling its call does that); a plain function in a
+thread cannot be stopped, so it runs on and its outcome is discarded. Either
 way the attempt ends as aborted: FINISH records it, and no retry follows. A message lost
 while the connection is down is not seen again (the abort then waits for the task's end,
 which is recorded as it ended).
@@ -14,27 +14,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import anyio
 from redis.exceptions import RedisError
 
 from ._backoff import backoff
+from ._stops import Stop
 from .queue import Queue
 
 logger = logging.getLogger(__name__)
-
-
-class Watch:
-    """One running attempt that an abort may stop."""
-
-    __slots__ = ("cancellable", "requested", "scope")
-
-    def __init__(self, cancellable: bool) -> None:
-        self.scope = anyio.CancelScope()
-        self.cancellable = cancellable
-        self.requested = False
 
 
 class Aborts:
@@ -43,27 +33,25 @@ class Aborts:
         for queue in queues:
             entry = self._by_client.setdefault(id(queue.redis), (queue.redis, []))
             entry[1].append(queue._abort_channel)
-        self._running: dict[str, Watch] = {}  # task id -> its attempt
+        self._running: dict[str, Stop] = {}  # task id -> its attempt
 
-    @contextlib.contextmanager
-    def watch(self, id_: str, cancellable: bool) -> Iterator[Watch]:
-        """Runs an attempt of task ``id_`` in a scope an abort cancels (``cancellable``)."""
-        watch = self._running[id_] = Watch(cancellable)
-        try:
-            with watch.scope:
-                yield watch
-        finally:
-            if self._running.get(id_) is watch:
-                del self._running[id_]
+    def watch(self, id_: str, cancellable: bool) -> Stop:
+        """Registers the attempt of task ``id_`` the running task starts: an abort stops it
+        (cancels it when ``cancellable``). Call ``unwatch`` when it ends."""
+        stop = self._running[id_] = Stop(cancellable)
+        return stop
+
+    def unwatch(self, id_: str, stop: Stop) -> None:
+        stop.settled()
+        if self._running.get(id_) is stop:
+            del self._running[id_]
 
     def abort(self, id_: str) -> None:
-        watch = self._running.get(id_)
-        if watch is None:  # another worker's task (every worker hears every abort)
+        stop = self._running.get(id_)
+        if stop is None:  # another worker's task (every worker hears every abort)
             return
-        watch.requested = True
-        if watch.cancellable:
-            watch.scope.cancel()
-        logger.info("task %s: aborted%s", id_, "" if watch.cancellable else " (runs on)")
+        stop.abort()
+        logger.info("task %s: aborted%s", id_, "" if stop.cancellable else " (runs on)")
 
     async def listen(self) -> None:
         """Listens on every queue's abort channel until cancelled."""

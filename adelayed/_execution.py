@@ -5,13 +5,12 @@ the scheduled set, dead-letter)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import traceback
 from functools import partial
 from typing import TYPE_CHECKING, Any, NamedTuple
-
-import anyio
 
 from . import _envelope as envelope
 from ._envelope import NO_OPTIONS, Options
@@ -34,6 +33,7 @@ from .task import GoTask, PyTask, decode_task
 
 if TYPE_CHECKING:
     from ._aborts import Aborts
+    from ._stops import Stop
     from .hooks import Hooks
 
 logger = logging.getLogger(__name__)
@@ -128,14 +128,19 @@ class Executor:
         options, error, value = delivery.options, None, None
         if options.key_while_queued and options.key:  # its key frees now it was taken
             await self.results.release_key(options.key, delivery.id or "")
-        call = partial(self._call, func, task, options)
-        cancellable = is_async(func) or options.isolation == "process"
-        with self.aborts.watch(delivery.id or "", cancellable) as watch:
-            try:
-                value = await (call() if self.hooks is None else self.hooks.run(call))
-            except (Exception, SystemExit) as exc:
-                error = exc
-        if watch.requested:  # its outcome, if any, is discarded
+        id_, cancellable = delivery.id or "", is_async(func) or options.isolation == "process"
+        stop = self.aborts.watch(id_, cancellable)
+        call = partial(self._call, func, task, options, stop)
+        try:
+            value = await (call() if self.hooks is None else self.hooks.run(call))
+        except asyncio.CancelledError:
+            if not (stop.requested and stop.cancelled):  # the worker's (a hard stop)
+                raise
+        except (Exception, SystemExit) as exc:
+            error = exc
+        finally:
+            self.aborts.unwatch(id_, stop)
+        if stop.requested:  # its outcome, if any, is discarded
             return self.results.aborted(field, delivery)
         if isinstance(error, TaskCallError):
             return self._bury(field, delivery, error)
@@ -145,24 +150,28 @@ class Executor:
             return None  # released in a batch
         return self.results.done(field, delivery, task, value)
 
-    async def _call(self, func: TaskFunction, task: PyTask, options: Options) -> Any:
+    async def _call(self, func: TaskFunction, task: PyTask, options: Options, stop: Stop) -> Any:
         timeout = options.timeout
-        if options.isolation == "process":
+        if options.isolation == "process":  # the child times itself out
             from ._isolation import call_in_process
 
             return await call_in_process(task.func_path, task.args, task.kwargs, timeout)
         threads = self._threads
         if timeout is None:
             return await call_task(func, task, threads)
-        value = None
-        with anyio.move_on_after(timeout) as scope:
-            value = await call_task(func, task, threads)
-        if scope.cancelled_caught:
+        timer = stop.expire_after(timeout)
+        try:
+            return await call_task(func, task, threads)
+        except asyncio.CancelledError:
+            if not (stop.timed_out and stop.cancelled):
+                raise
+            stop.settled()
             raise TaskTimeoutError(
                 f"queue {self._queue.name!r}: task {task.func_path!r} ran past its timeout "
                 f"of {timeout:g}s and was cancelled"
-            )
-        return value
+            ) from None
+        finally:
+            timer.cancel()
 
     def _after_failure(
         self, field: str, delivery: Delivery, task: PyTask, error: BaseException

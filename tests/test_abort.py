@@ -3,13 +3,14 @@ stopped by its worker (cancelled, or its outcome discarded for a thread)."""
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Any
 
 import pytest
 import redis.asyncio as redis
 
-from adelayed import PyTask, Queue, TaskAborted
+from adelayed import PyTask, Queue, TaskAborted, TaskFailed
 from tests import result_tasks
 from tests.helpers import make_worker, running, wait_for
 
@@ -64,6 +65,23 @@ async def test_a_running_coroutine_is_cancelled_within_100_ms(
     assert (await handle.status()).state == "aborted"
     assert await client.zcard("jobs_scheduled") == 0  # no retry, despite retry=3
     assert await client.hlen("jobs_jobs") == 0 and await client.hlen("jobs_active") == 0
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="Task.cancelling() is Python 3.11+")
+async def test_an_abort_and_a_timeout_leave_no_cancel_request_on_the_slot(queue: Queue) -> None:
+    """An abort and a timeout each cancel the slot's task; each cancel is taken back, so the
+    next task on that slot starts with none pending (one left behind would make the
+    asyncio.timeout() and anyio scopes of later tasks on it misread their own cancels)."""
+    aborted = await queue.enqueue(PyTask(result_tasks.until_cancelled, args=("b",)), timeout=60)
+    timed_out = PyTask(result_tasks.until_cancelled, args=("c",))
+    async with running(worker(queue, concurrency=1)):
+        await wait_for(lambda: "b started" in result_tasks.events, what="the task")
+        await aborted.abort()
+        late = await queue.enqueue(timed_out, timeout=0.2, keep_result=60)
+        with pytest.raises(TaskFailed, match="TaskTimeoutError"):
+            await late.result(timeout=5)
+        probe = await queue.enqueue(PyTask(result_tasks.cancel_requests), keep_result=60)
+        assert await probe.result(timeout=5) == 0
 
 
 async def test_a_running_thread_runs_on_and_its_outcome_is_discarded(queue: Queue) -> None:
