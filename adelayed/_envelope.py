@@ -96,23 +96,45 @@ def unpack(data: bytes) -> Envelope:
     """The envelope ``data`` holds; PayloadError when it is not one."""
     try:
         due_ms, size = _HEAD.unpack_from(data, len(MAGIC))
-        meta = msgpack.unpackb(data[_META_AT : _META_AT + size])
-        backoff = meta.get("backoff")
-        options = Options(
-            timeout=meta.get("timeout"),
-            backoff=None if backoff is None else Backoff.from_wire(backoff),
-            retry_on=tuple(meta.get("retry_on", ())),
-            dead_letter_on_failure=bool(meta.get("dlq", False)),
-            isolation=meta.get("isolation"),
-            keep_result=meta.get("keep"),
-            key=meta.get("key"),
-            key_while_queued=bool(meta.get("keyq", False)),
-        )
-        return Envelope(
-            str(meta["id"]), data[_META_AT + size :], int(meta["attempt"]), due_ms, options
-        )
+        meta = msgpack.unpackb(data[_META_AT : _META_AT + size], use_list=False)
+        id_, attempt = str(meta.pop("id")), int(meta.pop("attempt"))
+        return Envelope(id_, data[_META_AT + size :], attempt, due_ms, _cached_options(meta))
     except Exception as exc:
         raise PayloadError(f"unreadable envelope ({exc!r}): {data[:64]!r}") from exc
+
+
+# The Options of the option maps seen last: the tasks of a queue mostly share a few, and an
+# Options (a frozen dataclass) costs microseconds to build, on each task with an option.
+_decoded: dict[tuple[Any, ...], Options] = {}
+_DECODED_MAX = 1024
+
+
+def _cached_options(meta: dict[str, Any]) -> Options:
+    seen = tuple(meta.items())  # the options, as the envelope's map lists them
+    try:
+        options = _decoded.get(seen)
+    except TypeError:  # a value that is a map (a later version's field): not cached
+        return _options_of(meta)
+    if options is None:
+        options = _options_of(meta)
+        if len(_decoded) >= _DECODED_MAX:  # tasks with dedup keys: each one is new
+            _decoded.clear()
+        _decoded[seen] = options
+    return options
+
+
+def _options_of(meta: dict[str, Any]) -> Options:
+    backoff = meta.get("backoff")
+    return Options(
+        timeout=meta.get("timeout"),
+        backoff=None if backoff is None else Backoff.from_wire(backoff),
+        retry_on=tuple(meta.get("retry_on", ())),
+        dead_letter_on_failure=bool(meta.get("dlq", False)),
+        isolation=meta.get("isolation"),
+        keep_result=meta.get("keep"),
+        key=meta.get("key"),
+        key_while_queued=bool(meta.get("keyq", False)),
+    )
 
 
 def retry_on_names(errors: tuple[type[BaseException], ...]) -> tuple[str, ...]:

@@ -12,7 +12,7 @@ import msgpack
 from redis.exceptions import RedisError
 
 from ._result_calls import ABORTED_KEPT
-from ._settle import Settle
+from ._settle import BatchedSettle, Settle
 from ._values import DECODE_ERRORS, explain_value
 from .errors import ConfigurationError
 
@@ -119,6 +119,10 @@ class KeptResults:
         queue, id_, attempt = self._queue, delivery.id or "", delivery.attempt
         keep, worker = delivery.options.keep_result or 0.0, self.worker_id
         key = delivery.options.key or ""
+        if dead is None:  # Queue._finish batches it
+            return BatchedSettle(
+                queue._finish, field, id_, state, data, attempt, worker, keep, key=key
+            )
         return lambda: queue._finish(field, id_, state, data, attempt, worker, keep, dead, key)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 
 import anyio
 from redis.exceptions import RedisError
@@ -16,6 +17,13 @@ from ._lease import Lease
 logger = logging.getLogger(__name__)
 
 Settle = Callable[[], Awaitable[None]]
+
+
+class BatchedSettle(partial[Awaitable[None]]):
+    """A settle whose Redis call goes out in a batch, sent by a task of the batch's own
+    (FINISH_MANY): cancelling its caller cannot cut that call, so it is awaited unshielded
+    (an anyio shield scope per task cost a fifth of the kept-results rate at c=100)."""
+
 
 # How long a settle keeps trying once the worker is shutting down; after that the task stays in
 # its processing slot, and a sweep requeues it when the lease expires.

@@ -33,7 +33,7 @@ from ._promoter import Promoter
 from ._releaser import Releaser
 from ._retries import Retries
 from ._schedule_runner import Schedule, ScheduleRunner
-from ._settle import SETTLE_TIMEOUT_AT_EXIT, Settler
+from ._settle import SETTLE_TIMEOUT_AT_EXIT, BatchedSettle, Settler
 from ._signals import listening
 from ._slots import Slots
 from ._threads import ThreadRunner
@@ -364,8 +364,11 @@ class Worker:
         if outcome is None:  # done: released in a batch by the next fetch or the releaser
             self._slots.finish(slot)
             return
-        with anyio.CancelScope(shield=True):
+        if type(outcome) is BatchedSettle:
             await self._settler.settle(outcome)
+        else:
+            with anyio.CancelScope(shield=True):
+                await self._settler.settle(outcome)
         self._slots.give(slot)
 
     def _on_signal(self, sig: signal.Signals) -> None:
