@@ -7,6 +7,12 @@ before the subscription is seen by that read, one stored after it by the channel
 (the id of a finished task) wakes that id's waiters, which read the result. If the connection
 is lost, the listener reconnects, subscribes again and wakes every waiter to read again (a
 message may have been missed meanwhile). With no waiter left for LINGER seconds it closes.
+
+A task this process enqueues while the listener is subscribed to its channel cannot end
+unseen: its message comes after the subscription, on this connection, unless the connection
+is lost first (each loss starts a new epoch). So ``expect()``, called as such an enqueue goes
+out, keeps that task's message even before anyone waits for it, and a later ``result()`` of
+the same epoch waits for the message without reading first: one round trip less.
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 LINGER = 5.0  # seconds an idle listener keeps its connection
+EXPECTED_MAX = 10_000  # tasks expected at once (the oldest is forgotten: its waiter reads)
+_NOT_YET = object()  # an expected task whose message has not come
 
 
 class ResultListener:
@@ -40,6 +48,18 @@ class ResultListener:
         self._confirmed: dict[str, asyncio.Future[None]] = {}  # channel -> subscribed
         self._pubsub: PubSub | None = None
         self._reader: asyncio.Task[None] | None = None
+        self._epoch = 0  # connections lost so far
+        self._expected: dict[str, tuple[int, Any]] = {}  # id -> (epoch, its record so far)
+
+    def expect(self, channel: str, id_: str) -> None:
+        """Task ``id_`` is about to be enqueued: when subscribed to ``channel`` now, keeps
+        its message for ``wait()``."""
+        confirmed = self._confirmed.get(channel)
+        if confirmed is None or not confirmed.done():
+            return
+        if len(self._expected) >= EXPECTED_MAX:
+            del self._expected[next(iter(self._expected))]
+        self._expected[id_] = (self._epoch, _NOT_YET)
 
     async def wait(
         self,
@@ -52,7 +72,7 @@ class ResultListener:
         """``read()``'s first non-None value, read once subscribed and again at each wake
         (or ``parse()``'s of the record a message brought, when not None); None once the
         loop's clock passes ``deadline``."""
-        woken: Any = None
+        woken, unread = self._kept(id_)
         while True:
             wake: asyncio.Future[Any] = self._loop.create_future()
             self._waiters.setdefault(id_, set()).add(wake)
@@ -61,7 +81,8 @@ class ResultListener:
                 if found is not None:
                     return found
                 await self._subscribed(channel, deadline)
-                found = await read()
+                found = None if unread else await read()
+                unread = False
                 if found is not None:
                     return found
                 woken = await asyncio.wait_for(wake, self._left(deadline))
@@ -73,6 +94,16 @@ class ResultListener:
                     waiting.discard(wake)
                     if not waiting:
                         del self._waiters[id_]
+
+    def _kept(self, id_: str) -> tuple[Any, bool]:
+        """What ``expect()`` kept of ``id_``: its record (None: none or unknown), and whether
+        its first read can be skipped (its message is still to come, on this connection)."""
+        epoch, record = self._expected.pop(id_, (-1, None))
+        if epoch != self._epoch:
+            return None, False
+        if record is _NOT_YET:
+            return None, True
+        return record, False
 
     async def _subscribed(self, channel: str, deadline: float) -> None:
         confirmed = self._confirmed.get(channel)
@@ -125,10 +156,13 @@ class ResultListener:
             if confirmed is not None and not confirmed.done():
                 confirmed.set_result(None)  # its waiters (all woken by a loss) read again
         elif kind == "message":
+            expected = self._expected
             for id_, record in _ended(message["data"]):
                 for wake in self._waiters.get(id_, ()):
                     if not wake.done():
                         wake.set_result(record)
+                if id_ in expected:  # None when the message carried no record: read it
+                    expected[id_] = (self._epoch, record)
 
     def _wake_all(self) -> None:
         for waiting in self._waiters.values():
@@ -140,6 +174,7 @@ class ResultListener:
         """Drops the connection; every channel is subscribed again by the next reader, and
         every waiter reads again once it is (a message may be lost with the connection)."""
         pubsub, self._pubsub = self._pubsub, None
+        self._epoch += 1  # what expect() kept may miss a message now
         for channel, confirmed in list(self._confirmed.items()):
             if confirmed.done():
                 self._confirmed[channel] = self._loop.create_future()
@@ -171,6 +206,14 @@ def _text(value: bytes | str) -> str:
 
 
 _listeners: weakref.WeakKeyDictionary[Any, ResultListener] = weakref.WeakKeyDictionary()
+
+
+def expect(redis: Redis, channel: str, id_: str) -> None:
+    """Task ``id_`` is about to be enqueued through ``redis``: see ResultListener.expect (no
+    listener of ``redis`` on the running loop: nothing to do)."""
+    listener = _listeners.get(redis.connection_pool)
+    if listener is not None and listener._loop is asyncio.get_running_loop():
+        listener.expect(channel, id_)
 
 
 def listener_of(redis: Redis) -> ResultListener:

@@ -18,6 +18,8 @@ from .retry import Backoff, seconds_of
 from .task import GoTask, Task
 
 if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
     from ._dedup import KeySpec
     from ._protocol.script import Script
     from ._wire import Wire
@@ -114,7 +116,9 @@ class Scheduling:
     """Mixed into Queue: the keys and calls of enveloped tasks."""
 
     if TYPE_CHECKING:  # Queue's
+        _redis: Redis
         _name: str
+        _results_channel: str
         _noti_key: str
         _processing_key: str
         _dead_key: str
@@ -156,11 +160,14 @@ class Scheduling:
         """Queue.enqueue's path for a task with an option (``given``, as it takes them, and
         its ``dedup`` key, lifetime and debounce): checked, then enveloped and scheduled."""
         from ._dedup import key_spec
+        from ._result_listener import expect
         from .results import TaskHandle
 
         spec = key_spec(f"queue {self._name!r}: task {task.func_path!r}", *dedup)
         id_, payload = envelope.new_id(), self._payload_of(task)
         if spec is None:
+            if given.get("keep_result") is not None:  # its result() may skip a read
+                expect(self._redis, self._results_channel, id_)
             await self._enqueue_with_options([task], [payload], [id_], **given)
             return TaskHandle(self, id_, task.func_path)  # type: ignore[arg-type]
         refuse_go_task(self._name, task)

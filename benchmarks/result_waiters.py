@@ -4,8 +4,9 @@ trip takes on an idle worker, and what 10,000 concurrent ``result()`` calls cost
     .venv/bin/python benchmarks/result_waiters.py [--probes 300] [--waiters 10000]
 
 - Round trip: one task at a time (``keep_result=60``, an ``async def`` returning its
-  argument), from just before ``enqueue`` to ``result()`` returning, the worker in this process
-  idle in between (a 10 ms pause per probe); p50, p90, p99 and max in ms.
+  argument), from just before ``enqueue`` to ``result()`` returning, the worker idle in between
+  (a 10 ms pause per probe); p50, p90, p99 and max in ms. Twice: the worker in a process of its
+  own, as deployed, and the worker in this process (one event loop runs both sides).
 - Waiters: ``--waiters`` tasks are enqueued, then as many ``result()`` calls start while no
   worker runs; once every waiter is subscribed and has read its task's state, the Redis
   connections of this process are counted (``CLIENT LIST``: total, and pub/sub ones), then a
@@ -29,12 +30,33 @@ from harness.redis_server import Server
 
 from adelayed import PyTask, Queue, Worker
 
+_HERE = Path(__file__).resolve().parent
 
-async def round_trips(client: redis.Redis, probes: int) -> list[float]:
+# The worker of the own-process round trips: c=10 on queue "rt" of the Redis at argv[1].
+_WORKER = """
+import asyncio, sys
+import redis.asyncio as redis
+import time_tasks
+from adelayed import Queue, Worker
+queue = Queue("rt", redis.Redis.from_url(sys.argv[1]))
+asyncio.run(Worker(queue, 10, sweep_interval=None, tasks=[time_tasks.echo]).run())
+"""
+
+
+async def round_trips(client: redis.Redis, probes: int, own_process: bool) -> list[float]:
     queue = Queue("rt", client)
-    worker = Worker(queue, 10, handle_signals=False, sweep_interval=None, tasks=[time_tasks.echo])
-    running = asyncio.create_task(worker.run())
-    await asyncio.sleep(0.3)
+    if own_process:
+        url = client.get_connection_kwargs()
+        worker_process = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _WORKER, f"redis://{url['host']}:{url['port']}",
+            cwd=_HERE,
+        )  # fmt: skip
+    else:
+        worker = Worker(
+            queue, 10, handle_signals=False, sweep_interval=None, tasks=[time_tasks.echo]
+        )
+        running = asyncio.create_task(worker.run())
+    await asyncio.sleep(1.0)
     lags = []
     for i in range(probes):
         started = time.perf_counter()
@@ -42,8 +64,12 @@ async def round_trips(client: redis.Redis, probes: int) -> list[float]:
         assert await handle.result(timeout=5) == i
         lags.append((time.perf_counter() - started) * 1000)
         await asyncio.sleep(0.01)
-    worker.stop()
-    await running
+    if own_process:
+        worker_process.terminate()
+        await worker_process.wait()
+    else:
+        worker.stop()
+        await running
     return sorted(lags)
 
 
@@ -73,14 +99,19 @@ async def main(probes: int, count: int) -> None:
     server = Server.start()
     client = redis.Redis.from_url(server.url)
     try:
-        lags = await round_trips(client, probes)
+        lags = {
+            where: await round_trips(client, probes, own_process=where == "its own process")
+            for where in ("its own process", "this process")
+        }
         connections, pubsub, elapsed = await waiters(client, count)
     finally:
         await client.aclose()
         server.embedded.stop()
-    pick = [lags[int(len(lags) * q)] for q in (0.5, 0.9, 0.99)]
-    print(f"enqueue -> result() on an idle worker, {probes} probes: p50 {pick[0]:.3f} ms, "
-          f"p90 {pick[1]:.3f} ms, p99 {pick[2]:.3f} ms, max {lags[-1]:.3f} ms")  # fmt: skip
+    for where, lag in lags.items():
+        pick = [lag[int(len(lag) * q)] for q in (0.5, 0.9, 0.99)]
+        print(f"enqueue -> result() on an idle worker in {where}, {probes} probes: p50 "
+              f"{pick[0]:.3f} ms, p90 {pick[1]:.3f} ms, p99 {pick[2]:.3f} ms, max "
+              f"{lag[-1]:.3f} ms")  # fmt: skip
     print(f"{count:,} concurrent result() calls: {connections} connections of this process to "
           f"Redis while they waited ({pubsub} pub/sub); all returned {elapsed:.2f} s after the "
           f"worker started ({count / elapsed:,.0f}/s)")  # fmt: skip

@@ -18,6 +18,7 @@ from adelayed import (
     TaskFailed,
     TaskNotFoundError,
 )
+from adelayed._result_listener import listener_of
 from tests import result_tasks
 from tests.helpers import make_worker, running, wait_for
 
@@ -282,3 +283,58 @@ async def test_a_large_result_is_read_by_its_waiter_a_small_one_comes_with_its_m
     async with running(worker(queue)):
         assert await asyncio.gather(*waiting) == [big, small]
     assert reads[0] == 3  # one more read: the large one's (over 1,024 bytes, not published)
+
+
+class _CountedStatus:
+    """Counts a queue's STATUS calls (the read a result() may skip), passing each on."""
+
+    def __init__(self, queue: Queue) -> None:
+        self.calls = 0
+        self._status = queue._status
+        queue._status = self  # type: ignore[method-assign]
+
+    async def __call__(self, id_: str) -> Any:
+        self.calls += 1
+        return await self._status(id_)
+
+
+async def _kept(client: redis.Redis, id_: str | None) -> bool:
+    return bool(await client.exists(f"jobs_result:{id_}"))
+
+
+async def test_a_result_enqueued_while_subscribed_skips_its_read_even_when_it_ends_first(
+    client: redis.Redis, queue: Queue
+) -> None:
+    """Enqueued while this process's listener is subscribed, a task cannot end unseen: its
+    message is kept even before result() is called, and result() reads nothing, whether the
+    task ended before it was called or after."""
+    async with running(worker(queue)):
+        first = await queue.enqueue(task(result_tasks.echo, 0), keep_result=60)
+        assert await first.result(timeout=5) == 0  # subscribes the listener
+        status = _CountedStatus(queue)
+        handle = await queue.enqueue(task(result_tasks.echo, 1), keep_result=60)
+        await wait_for(lambda: _kept(client, handle.id), what="the task ended")
+        await anyio.sleep(0.05)  # its message arrives, with no waiter yet
+        assert await handle.result(timeout=5) == 1
+        later = await queue.enqueue(task(result_tasks.nap, 0.2), keep_result=60)
+        assert await later.result(timeout=5) == "rested"  # waited for, not read
+        assert status.calls == 0
+
+
+async def test_a_result_enqueued_before_the_listener_lost_its_connection_is_read(
+    client: redis.Redis, queue: Queue
+) -> None:
+    """The listener's connection is lost after the enqueue, and the task's message with it:
+    result() sees the lost connection and reads the result instead of waiting for it."""
+    first = await queue.enqueue(task(result_tasks.echo, 0), keep_result=60)
+    async with running(worker(queue)):
+        assert await first.result(timeout=5) == 0
+    listener = listener_of(client)
+    handle = await queue.enqueue(task(result_tasks.echo, 2), keep_result=60)
+    await client.client_kill_filter(_type="pubsub")
+    await wait_for(lambda: listener._pubsub is None, what="the listener saw its loss")
+    async with running(worker(queue)):
+        await wait_for(lambda: _kept(client, handle.id), what="the task ended")
+        status = _CountedStatus(queue)
+        assert await handle.result(timeout=2) == 2
+    assert status.calls == 1
