@@ -7,31 +7,51 @@ twice)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._protocol import results as protocol
 from ._protocol.dedup import KEYS_SUFFIX
 
 if TYPE_CHECKING:
+    from ._wire import Wire
     from .queue import Queue
 
 _MAX_BATCH = 500  # tasks per call: bounds what one script call unpacks and holds Redis
+
+
+Record = tuple[str, str, str, bytes, int, str, int, str]
+"""What FINISH_MANY takes of one task: its slot field, id, state, data, attempt, worker, ms to
+keep its result, dedup key."""
+
+
+def finish_call(queue: Queue, records: Sequence[Record]) -> tuple[list[str], list[Any]]:
+    """The KEYS and ARGV of one FINISH_MANY call for ``records``."""
+    keys: list[str] = [queue._active_key, queue._jobs_key, queue._name + KEYS_SUFFIX]
+    args: list[Any] = [len(records), queue._results_channel]
+    for record in records:
+        keys += (queue._result_prefix + record[1], queue._progress_prefix + record[1])
+        args += record
+    return keys, args
+
+
+async def finish_records(queue: Queue, wire: Wire, records: Sequence[Record]) -> None:
+    """Settles ``records`` in FINISH_MANY calls of up to _MAX_BATCH tasks each."""
+    for start in range(0, len(records), _MAX_BATCH):
+        await protocol.FINISH_MANY(wire, *finish_call(queue, records[start : start + _MAX_BATCH]))
 
 
 class FinishBatch:
     def __init__(self, queue: Queue) -> None:
         self._queue = queue
         self._loop = asyncio.get_running_loop()
-        self._pending: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
+        self._pending: list[tuple[Record, asyncio.Future[Any]]] = []
 
-    async def finish(
-        self, field: str, id_: str, state: str, data: bytes, attempt: int, worker: str,
-        keep_ms: int, key: str,
-    ) -> None:  # fmt: skip
+    async def finish(self, record: Record) -> None:
         if not self._pending:
             self._loop.call_soon(self._flush)
         waiter = self._loop.create_future()
-        self._pending.append(((field, id_, state, data, attempt, worker, keep_ms, key), waiter))
+        self._pending.append((record, waiter))
         await waiter
 
     def _flush(self) -> None:
@@ -39,15 +59,9 @@ class FinishBatch:
         for start in range(0, len(pending), _MAX_BATCH):
             self._loop.create_task(self._send(pending[start : start + _MAX_BATCH]))
 
-    async def _send(self, batch: list[tuple[tuple[Any, ...], asyncio.Future[Any]]]) -> None:
-        queue = self._queue
-        keys: list[str] = [queue._active_key, queue._jobs_key, queue._name + KEYS_SUFFIX]
-        args: list[Any] = [len(batch), queue._results_channel]
-        for task, _ in batch:
-            keys += (queue._result_prefix + task[1], queue._progress_prefix + task[1])
-            args += task
+    async def _send(self, batch: list[tuple[Record, asyncio.Future[Any]]]) -> None:
         try:
-            await protocol.FINISH_MANY(queue._wire(), keys, args)
+            await finish_records(self._queue, self._queue._wire(), [task for task, _ in batch])
         except BaseException as exc:
             for _, waiter in batch:
                 if not waiter.done():

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 from redis.exceptions import RedisError
 
-from ._result_calls import ABORTED_KEPT
+from ._result_calls import ABORTED_KEPT, keep_ms_of
 from ._settle import BatchedSettle, Settle
 from ._values import DECODE_ERRORS, explain_value
 from .errors import ConfigurationError
@@ -119,10 +119,9 @@ class KeptResults:
         queue, id_, attempt = self._queue, delivery.id or "", delivery.attempt
         keep, worker = delivery.options.keep_result or 0.0, self.worker_id
         key = delivery.options.key or ""
-        if dead is None:  # Queue._finish batches it
-            return BatchedSettle(
-                queue._finish, field, id_, state, data, attempt, worker, keep, key=key
-            )
+        if dead is None:  # batched
+            record = (field, id_, state, data, attempt, worker, keep_ms_of(keep), key)
+            return BatchedSettle(queue, record)
         return lambda: queue._finish(field, id_, state, data, attempt, worker, keep, dead, key)
 
 

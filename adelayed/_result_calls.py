@@ -24,6 +24,11 @@ MAX_KEEP = 366 * 24 * 3600.0
 ABORTED_KEPT = 3600.0
 
 
+def keep_ms_of(keep: float) -> int:
+    """FINISH's ms to keep a result for ``keep`` seconds (0: none; at least 1 ms)."""
+    return max(1, round(keep * 1000)) if keep else 0
+
+
 class ResultCalls:
     """Mixed into Queue."""
 
@@ -76,10 +81,10 @@ class ResultCalls:
         """Releases an enveloped task's slot, keeps its result for ``keep`` seconds (0: none)
         and frees its dedup ``key`` (with ``dead``, the payload, reason and traceback of its
         dead letter, it is buried too)."""
-        keep_ms = max(1, round(keep * 1000)) if keep else 0
+        keep_ms = keep_ms_of(keep)
         if dead is None:  # batched with the queue's other tasks ending now
             await self._finish_batch().finish(
-                field, id_, state, data, attempt, worker, keep_ms, key
+                (field, id_, state, data, attempt, worker, keep_ms, key)
             )
             return
         keys = (

@@ -4,6 +4,10 @@ the hand-over of a fetched task to the slot's runner."""
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._finish_batch import Record
 
 
 class Slots:
@@ -25,6 +29,8 @@ class Slots:
         self._inbox: list[bytes | None] = [None] * count  # handed, not yet picked up
         self.enveloped = [False] * count  # whether the task handed to each slot is an envelope
         self.ids: list[str | None] = [None] * count  # the id of each slot's enveloped task
+        # the FINISH_MANY record of each finished slot whose task is settled by one
+        self.finishes: list[Record | None] = [None] * count
         self._waiting: list[asyncio.Future[None] | None] = [None] * count  # idle runners
 
     @property
@@ -66,11 +72,17 @@ class Slots:
         if len(v1) == len(slots):
             return v1, []
         ended: list[str] = []
+        finishes = self.finishes
         for slot in slots:
             id_ = ids[slot]
-            if id_ is not None:
+            if id_ is not None and finishes[slot] is None:
                 ended += (fields[slot], id_)
         return v1, ended
+
+    def finishes_of(self, slots: list[int]) -> list[Record]:
+        """The FINISH_MANY records of those finished ``slots`` that have one."""
+        finishes = self.finishes
+        return [record for slot in slots if (record := finishes[slot]) is not None]
 
     def unclaimed(self, slot: int) -> bytes | None:
         """A payload handed to ``slot`` that its runner has not picked up (at shutdown)."""
@@ -82,8 +94,10 @@ class Slots:
         self._free[slot] = None
         self._wake()
 
-    def finish(self, slot: int) -> None:
-        """A running slot's task is done; its release is due."""
+    def finish(self, slot: int, record: Record | None = None) -> None:
+        """A running slot's task is done; its release is due (or, with ``record``, the
+        FINISH_MANY that settles it)."""
+        self.finishes[slot] = record
         self._finished.append(slot)
         self._wake()
 
@@ -93,6 +107,9 @@ class Slots:
         return finished
 
     def released(self, slots: list[int]) -> None:
+        finishes = self.finishes
+        for slot in slots:
+            finishes[slot] = None
         self._free.update(dict.fromkeys(slots))
         if slots:
             self._wake()

@@ -7,9 +7,14 @@ import asyncio
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from redis.exceptions import NoScriptError, RedisError
+
 from . import _protocol as protocol
+from ._finish_batch import finish_call
+from ._protocol import results
 
 if TYPE_CHECKING:
+    from ._finish_batch import Record
     from ._wire import Wire
 
 
@@ -58,6 +63,36 @@ class WorkerCalls:
                 wire.close()
             raise
         return list(zip(flat[::2], flat[1::2], strict=True))
+
+    async def _fetch_finishing(
+        self,
+        wire: Wire,
+        hand: str,
+        fields: Sequence[str],
+        release: Sequence[str],
+        ended: Sequence[str],
+        records: Sequence[Record],
+    ) -> tuple[list[tuple[int, bytes]], Exception | None]:
+        """``_fetch``, with a FINISH_MANY of ``records`` sent ahead of it in the same write
+        (one round trip for both; no slot being finished is among ``fields``). Returns what
+        the fetch took, and the error of the FINISH_MANY (its slots stay to be finished)."""
+        keys, args = finish_call(self, records)  # type: ignore[arg-type]
+        script = results.FINISH_MANY
+        finishing = await wire.send("EVALSHA", script.sha, len(keys), *keys, *args)
+        try:
+            taken = await self._fetch(wire, hand, fields, release, ended)
+        except BaseException:
+            if finishing.done() and not finishing.cancelled():
+                finishing.exception()  # the same loss as the fetch's, which is raised
+            finishing.cancel()  # still due: read and dropped
+            raise
+        try:
+            await wire.reply_to(finishing)
+        except NoScriptError:  # it did not run: once more, loading the script
+            await script(wire, keys, args)
+        except RedisError as exc:
+            return taken, exc
+        return taken, None
 
     async def _return_tokens(self, hand: str) -> None:
         """Puts back on noti any token a failed fetch left in a worker's ``hand``."""

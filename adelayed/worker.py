@@ -292,22 +292,17 @@ class Worker:
             free = free[:1]
         fields = self._lease.fields
         offered = [fields[slot] for slot in free]
+        failed = None
         if waiting:
             fetch = self._queue._fetch(self._wire, self._hand, offered, wait=True)
             taken = await self._parked(fetch)
         else:
-            finished = self._slots.take_finished()
-            try:
-                taken = await self._queue._fetch(
-                    self._wire, self._hand, offered, *self._releaser.fields_of(finished)
-                )
-            except BaseException:
-                self._slots.unreleased(finished)
-                raise
-            self._slots.released(finished)
+            taken, failed = await self._releaser.fetch_releasing(self._wire, offered)
         for position, payload in taken:  # an envelope's position is -(position + 1)
             enveloped = position < 0
             self._slots.hand(free[-position - 1 if enveloped else position], payload, enveloped)
+        if failed is not None:  # its tasks run; the loop backs off, then finishes the rest
+            raise failed
         if taken:  # the runners start their tasks before the next fetch goes out
             await asyncio.sleep(0)
         return bool(free) and not taken
@@ -365,6 +360,9 @@ class Worker:
             self._slots.finish(slot)
             return
         if type(outcome) is BatchedSettle:
+            if self._priority is None:  # its FINISH_MANY rides on the next fetch, likewise
+                self._slots.finish(slot, outcome.record)
+                return
             await self._settler.settle(outcome)
         else:
             with anyio.CancelScope(shield=True):

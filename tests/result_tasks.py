@@ -93,3 +93,12 @@ async def cancel_requests() -> int:
     """The cancellation requests pending on the task running it (Python 3.11+): 0 unless
     something left one behind."""
     return asyncio.current_task().cancelling()  # type: ignore[union-attr]
+
+
+runs: dict[int, int] = {}
+
+
+async def counted(i: int) -> int:
+    """Returns ``i``, counting its runs in ``runs``."""
+    runs[i] = runs.get(i, 0) + 1
+    return i
