@@ -31,6 +31,7 @@ class Slots:
         self.ids: list[str | None] = [None] * count  # the id of each slot's enveloped task
         # the FINISH_MANY record of each finished slot whose task is settled by one
         self.finishes: list[Record | None] = [None] * count
+        self._finishing = 0  # how many slots have one (none: plain releases skip them)
         self._waiting: list[asyncio.Future[None] | None] = [None] * count  # idle runners
 
     @property
@@ -75,12 +76,14 @@ class Slots:
         finishes = self.finishes
         for slot in slots:
             id_ = ids[slot]
-            if id_ is not None and finishes[slot] is None:
+            if id_ is not None and finishes[slot] is None:  # FINISH_MANY releases the others
                 ended += (fields[slot], id_)
         return v1, ended
 
     def finishes_of(self, slots: list[int]) -> list[Record]:
         """The FINISH_MANY records of those finished ``slots`` that have one."""
+        if not self._finishing:
+            return []
         finishes = self.finishes
         return [record for slot in slots if (record := finishes[slot]) is not None]
 
@@ -97,7 +100,9 @@ class Slots:
     def finish(self, slot: int, record: Record | None = None) -> None:
         """A running slot's task is done; its release is due (or, with ``record``, the
         FINISH_MANY that settles it)."""
-        self.finishes[slot] = record
+        if record is not None:
+            self.finishes[slot] = record
+            self._finishing += 1
         self._finished.append(slot)
         self._wake()
 
@@ -107,9 +112,12 @@ class Slots:
         return finished
 
     def released(self, slots: list[int]) -> None:
-        finishes = self.finishes
-        for slot in slots:
-            finishes[slot] = None
+        if self._finishing:
+            finishes = self.finishes
+            for slot in slots:
+                if finishes[slot] is not None:
+                    finishes[slot] = None
+                    self._finishing -= 1
         self._free.update(dict.fromkeys(slots))
         if slots:
             self._wake()

@@ -1,6 +1,6 @@
 """A paired before/after run of two revisions of adelayed, for a change to the hot path.
 
-    .venv/bin/python benchmarks/ab.py BEFORE AFTER [--reps 5] [--tasks 20000]
+    .venv/bin/python benchmarks/ab.py BEFORE AFTER [--reps 5] [--tasks 20000] [--results]
 
 BEFORE and AFTER are git revisions (``HEAD~3``, a commit, ``WORKTREE`` for the files as they
 are now). Each is checked out into a temporary git worktree; both run the same measurement code
@@ -40,6 +40,12 @@ MEASUREMENTS: list[tuple[str, Measure, str, bool]] = [
     ("sync no-op c=10 (/s)", lambda r, s: measure.throughput(r, s, 10, "sync"), "rate", True),
     ("idle latency p50 (ms)", lambda r, s: measure.latency(r, s, "async"), "p50_ms", False),
 ]
+# --results: kept results too (a revision without keep_result reports them unsupported)
+RESULTS: list[tuple[str, Measure, str, bool]] = [
+    (f"keep_result no-op c={c} (/s)",
+     lambda r, s, c=c: measure.throughput(r, s, c, "async", scenario="results"), "rate", True)
+    for c in (10, 100)
+]  # fmt: skip
 
 
 @dataclass
@@ -69,6 +75,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--tasks", type=int, default=20_000)
     parser.add_argument("--only", default="", help="measurements whose name contains this")
+    parser.add_argument("--results", action="store_true", help="kept results' rates too")
     options = parser.parse_args(argv)
     settings = Settings(tasks=options.tasks, samples=100, max_seconds=10, worker_timeout=300)
     scratch = Path(tempfile.mkdtemp(prefix="adelayed-ab-"))
@@ -82,7 +89,8 @@ def main(argv: list[str]) -> None:
             side: TreeRunner("adelayed", project_python(), server, scratch / f"{side}.log", tree)
             for side, tree in trees.items()
         }
-        chosen = [m for m in MEASUREMENTS if options.only in m[0]]
+        measurements = MEASUREMENTS + (RESULTS if options.results else [])
+        chosen = [m for m in measurements if options.only in m[0]]
         results = run_pairs(runners, settings, options.reps, chosen)
     finally:
         server.close()
@@ -113,7 +121,9 @@ def run_pairs(
 
 
 def report(options: argparse.Namespace, results: dict[str, dict[str, list[float]]]) -> None:
-    only = f" --only '{options.only}'" if options.only else ""
+    only = (f" --only '{options.only}'" if options.only else "") + (
+        " --results" if options.results else ""
+    )
     print(f"\n$ python benchmarks/ab.py {options.before} {options.after} --reps {options.reps}"
           f" --tasks {options.tasks}{only}\n")  # fmt: skip
     print("| measurement | before: median (range) | after: median (range) | after / before |")
