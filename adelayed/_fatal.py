@@ -20,13 +20,14 @@ if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
 
 # What an ACL user of a worker and sweeper needs, as ACL SETUSER rules: the keys of each queue
-# NAME and the liveness keys; the commands the worker sends (the lease's SET and DEL, EVALSHA
-# and SCRIPT LOAD, BLMOVE and LMOVE on tokens, HDEL on releases) and those its scripts call.
-ACL_KEYS = "~{name} ~{name}_* ~adelayed:*"
+# NAME and the liveness keys, and the queue's pub/sub channels; the commands the worker sends
+# (the lease's SET and DEL, EVALSHA and SCRIPT LOAD, BLMOVE and LMOVE on tokens, HDEL on
+# releases, SUBSCRIBE to aborts) and those its scripts call (PUBLISH of kept results).
+ACL_KEYS = "~{name} ~{name}_* ~adelayed:* &{name}_*"  # & : its channels (results, aborts)
 ACL_COMMANDS = (
     "+@connection +set +del +exists +pexpire +evalsha +script|load +blmove +blpop +lmove "
     "+lpop +lpush +rpush +llen +ltrim +hset +hget +hexists +hdel +hmget +hgetall +hincrby "
-    "+zadd +zrem +zrange +zrangebyscore +zcard +time"
+    "+zadd +zrem +zrange +zrangebyscore +zcard +time +publish +subscribe +unsubscribe"
 )
 
 _NO_PASSWORD_GIVEN = ("Authentication required", "must be called with the client already auth")

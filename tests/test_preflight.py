@@ -259,16 +259,26 @@ async def test_a_worker_whose_acl_refuses_blmove_ends_start_up(
 
 
 async def test_the_worker_s_acl_user_with_the_rules_the_message_names_works(
-    locked_server: EmbeddedRedis,
+    locked_server: EmbeddedRedis, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """A worker whose user has only the advised rules runs plain tasks and tasks with options,
+    keeps results (FINISH_MANY publishes them) and listens for aborts (SUBSCRIBE)."""
     admin = redis.asyncio.Redis(port=locked_server.port, password=PASSWORD)
     rules = f"{ACL_KEYS.format(name='jobs')} {ACL_COMMANDS}".split()
     await admin.execute_command("ACL", "SETUSER", "least", "on", ">pw", *rules)
     await Queue("jobs", admin).enqueue(PyTask(tasks.async_record, args=("least",)))
-    await admin.aclose()
+    kept = await Queue("jobs", admin).enqueue(
+        PyTask(tasks.async_record, args=("kept",)), keep_result=60
+    )
     queue = locked_queue(locked_server, username="least", password="pw")
-    async with running(make_worker(queue, sweep_interval=0.1)):
-        await wait_for(lambda: tasks.ran == ["least"])
+    with caplog.at_level(logging.WARNING, logger="adelayed"):
+        async with running(make_worker(queue, sweep_interval=0.1)):
+            await wait_for(lambda: sorted(tasks.ran) == ["kept", "least"])
+            assert (await kept.status()).state == "done"
+            await anyio.sleep(0.3)  # the abort listener has subscribed, or failed to
+    refused = [r for r in caplog.records if "maxmemory-policy" not in r.getMessage()]
+    assert refused == [], caplog.text  # (+config|get is optional: the check is skipped)
+    await admin.aclose()
     await queue.redis.aclose()
 
 

@@ -19,11 +19,14 @@ pytestmark = pytest.mark.timeout(60)
 
 
 async def round_trip(client: redis.Redis) -> None:
-    """Enqueue, run with a worker (its lease thread included), sweep: the whole protocol."""
+    """Enqueue, run with a worker (its lease thread and abort listener included), keep a
+    result and wait for it (pub/sub), sweep: the whole protocol."""
     queue = Queue("jobs", client, dequeue_timeout=0.1)
     await queue.enqueue(PyTask(tasks.sync_record, args=("secured",)))
+    kept = await queue.enqueue(PyTask(tasks.sync_record, args=("kept",)), keep_result=60)
     async with running(make_worker(queue, keep_alive_interval=0.2)):
-        await wait_for(lambda: tasks.ran == ["secured"])
+        await wait_for(lambda: sorted(tasks.ran) == ["kept", "secured"])
+        await kept.result(timeout=5)
         assert await Sweeper([queue]).sweep() == 0
     assert await queue.len() == 0 and await queue.in_flight() == 0
 
@@ -63,8 +66,9 @@ async def test_a_least_privilege_acl_user_works(password_server: EmbeddedRedis) 
     # The keys of queue 'jobs' and the workers' liveness keys; no dangerous commands.
     await admin.execute_command(
         "ACL", "SETUSER", "jobs-app", "on", ">app pass", "resetkeys", "~jobs", "~jobs_*",
-        "~adelayed:*", "-@all", "+@read", "+@write", "+@list", "+@hash", "+@string",
-        "+@keyspace", "+@scripting", "+@connection", "+@sortedset", "+time", "-@dangerous",
+        "~adelayed:*", "resetchannels", "&jobs_*", "-@all", "+@read", "+@write", "+@list",
+        "+@hash", "+@string", "+@keyspace", "+@scripting", "+@connection", "+@sortedset",
+        "+@pubsub", "+time", "-@dangerous",
     )  # fmt: skip
     client = redis.Redis(
         host="127.0.0.1", port=password_server.port, username="jobs-app", password="app pass"
