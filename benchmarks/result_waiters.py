@@ -6,7 +6,8 @@ trip takes on an idle worker, and what 10,000 concurrent ``result()`` calls cost
 - Round trip: one task at a time (``keep_result=60``, an ``async def`` returning its
   argument), from just before ``enqueue`` to ``result()`` returning, the worker idle in between
   (a 10 ms pause per probe); p50, p90, p99 and max in ms. Twice: the worker in a process of its
-  own, as deployed, and the worker in this process (one event loop runs both sides).
+  own, as deployed, and the worker in this process (one event loop runs both sides). Beside
+  them, the host's floor: a PING round trip after the same pause (one of the path's hops).
 - Waiters: ``--waiters`` tasks are enqueued, then as many ``result()`` calls start while no
   worker runs; once every waiter is subscribed and has read its task's state, the Redis
   connections of this process are counted (``CLIENT LIST``: total, and pub/sub ones), then a
@@ -95,10 +96,22 @@ async def waiters(client: redis.Redis, count: int) -> tuple[int, int, float]:
     return len(clients), pubsub, elapsed
 
 
+async def floor(client: redis.Redis, probes: int) -> list[float]:
+    """The host's floor: a PING round trip after the same 10 ms pause (ms, sorted)."""
+    lags = []
+    for _ in range(probes):
+        started = time.perf_counter()
+        await client.ping()
+        lags.append((time.perf_counter() - started) * 1000)
+        await asyncio.sleep(0.01)
+    return sorted(lags)
+
+
 async def main(probes: int, count: int) -> None:
     server = Server.start()
     client = redis.Redis.from_url(server.url)
     try:
+        pings = await floor(client, probes)
         lags = {
             where: await round_trips(client, probes, own_process=where == "its own process")
             for where in ("its own process", "this process")
@@ -107,6 +120,8 @@ async def main(probes: int, count: int) -> None:
     finally:
         await client.aclose()
         server.embedded.stop()
+    print(f"floor: a PING round trip after a 10 ms pause, {probes} probes: p50 "
+          f"{pings[len(pings) // 2]:.3f} ms")  # fmt: skip
     for where, lag in lags.items():
         pick = [lag[int(len(lag) * q)] for q in (0.5, 0.9, 0.99)]
         print(f"enqueue -> result() on an idle worker in {where}, {probes} probes: p50 "
