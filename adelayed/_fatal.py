@@ -24,6 +24,9 @@ if sys.version_info < (3, 11):
 # (the lease's SET and DEL, EVALSHA and SCRIPT LOAD, BLMOVE and LMOVE on tokens, HDEL on
 # releases, SUBSCRIBE to aborts) and those its scripts call (PUBLISH of kept results).
 ACL_KEYS = "~{name} ~{name}_* ~adelayed:* &{name}_*"  # & : its channels (results, aborts)
+# First: Redis 6.2 grants every channel by default (acl-pubsub-default allchannels), and refuses
+# a channel pattern added after that grant.
+ACL_CHANNELS_FIRST = "resetchannels"
 ACL_COMMANDS = (
     "+@connection +set +del +exists +pexpire +evalsha +script|load +blmove +blpop +lmove "
     "+lpop +lpush +rpush +llen +ltrim +hset +hget +hexists +hdel +hmget +hgetall +hincrby "
@@ -58,9 +61,9 @@ def configuration_error(exc: BaseException, who: str) -> RedisConfigurationError
     if isinstance(exc, NoPermissionError) or any(marker in text for marker in _ACL_REFUSALS):
         return RedisConfigurationError(
             f"{who}: Redis's ACL refuses this user a command or key adelayed needs ({text}); "
-            f"give the user these rules (ACL SETUSER USER ...): {ACL_KEYS.format(name='NAME')} "
-            f"for each queue NAME, and {ACL_COMMANDS} (+config|get lets adelayed check "
-            "maxmemory-policy)"
+            f"give the user these rules (ACL SETUSER USER ...): {ACL_CHANNELS_FIRST}, then "
+            f"{ACL_KEYS.format(name='NAME')} for each queue NAME, and {ACL_COMMANDS} "
+            "(+config|get lets adelayed check maxmemory-policy)"
         )
     return None
 

@@ -20,7 +20,7 @@ import redis.asyncio
 from redis.exceptions import OutOfMemoryError
 
 from adelayed import PyTask, Queue, RedisConfigurationError, Sweeper, _preflight
-from adelayed._fatal import ACL_COMMANDS, ACL_KEYS
+from adelayed._fatal import ACL_CHANNELS_FIRST, ACL_COMMANDS, ACL_KEYS
 from adelayed._lease import Lease
 from adelayed.embedded import EmbeddedRedis
 from tests import tasks
@@ -264,7 +264,7 @@ async def test_the_worker_s_acl_user_with_the_rules_the_message_names_works(
     """A worker whose user has only the advised rules runs plain tasks and tasks with options,
     keeps results (FINISH_MANY publishes them) and listens for aborts (SUBSCRIBE)."""
     admin = redis.asyncio.Redis(port=locked_server.port, password=PASSWORD)
-    rules = f"{ACL_KEYS.format(name='jobs')} {ACL_COMMANDS}".split()
+    rules = f"{ACL_CHANNELS_FIRST} {ACL_KEYS.format(name='jobs')} {ACL_COMMANDS}".split()
     await admin.execute_command("ACL", "SETUSER", "least", "on", ">pw", *rules)
     await Queue("jobs", admin).enqueue(PyTask(tasks.async_record, args=("least",)))
     kept = await Queue("jobs", admin).enqueue(
@@ -274,6 +274,7 @@ async def test_the_worker_s_acl_user_with_the_rules_the_message_names_works(
     with caplog.at_level(logging.WARNING, logger="adelayed"):
         async with running(make_worker(queue, sweep_interval=0.1)):
             await wait_for(lambda: sorted(tasks.ran) == ["kept", "least"])
+            await kept.result(timeout=5)  # FINISH_MANY published it
             assert (await kept.status()).state == "done"
             await anyio.sleep(0.3)  # the abort listener has subscribed, or failed to
     refused = [r for r in caplog.records if "maxmemory-policy" not in r.getMessage()]
