@@ -56,8 +56,7 @@ class FinishBatch:
 
     def _flush(self) -> None:
         pending, self._pending = self._pending, []
-        for start in range(0, len(pending), _MAX_BATCH):
-            self._loop.create_task(self._send(pending[start : start + _MAX_BATCH]))
+        self._loop.create_task(self._send(pending))
 
     async def _send(self, batch: list[tuple[Record, asyncio.Future[Any]]]) -> None:
         try:

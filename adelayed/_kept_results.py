@@ -1,5 +1,6 @@
-"""How an executor settles a task enqueued with ``keep_result``: a FINISH call (release and
-result in one step, adelayed._protocol.results) instead of the batched release."""
+"""How an executor settles a task enqueued with ``keep_result`` (or a dedup key): one record
+of a FINISH_MANY (release, result and key in one step, adelayed._protocol.results; a
+BatchedSettle), or a FINISH for a dead letter, instead of the batched release."""
 
 from __future__ import annotations
 
@@ -99,14 +100,10 @@ class KeptResults:
 
     def aborted(self, field: str, delivery: Delivery) -> Settle:
         """Settles an attempt stopped by an abort: recorded as aborted, never retried."""
-        keep = delivery.options.keep_result or ABORTED_KEPT
-        queue, id_, attempt, worker = (
-            self._queue,
-            delivery.id or "",
-            delivery.attempt,
-            self.worker_id,
-        )
-        return lambda: queue._finish(field, id_, "aborted", b"", attempt, worker, keep)
+        keep_ms = keep_ms_of(delivery.options.keep_result or ABORTED_KEPT)
+        record = (field, delivery.id or "", "aborted", b"", delivery.attempt, self.worker_id,
+                  keep_ms, "")  # fmt: skip
+        return BatchedSettle(self._queue, record)
 
     def _settle(
         self,

@@ -76,17 +76,12 @@ class ResultCalls:
 
     async def _finish(
         self, field: str, id_: str, state: str, data: bytes, attempt: int, worker: str,
-        keep: float, dead: tuple[bytes, str, str] | None = None, key: str = "",
+        keep: float, dead: tuple[bytes, str, str], key: str = "",
     ) -> None:  # fmt: skip
-        """Releases an enveloped task's slot, keeps its result for ``keep`` seconds (0: none)
-        and frees its dedup ``key`` (with ``dead``, the payload, reason and traceback of its
-        dead letter, it is buried too)."""
+        """Releases an enveloped task's slot, keeps its result for ``keep`` seconds (0: none),
+        frees its dedup ``key`` and buries it (``dead``: the payload, reason and traceback of
+        its dead letter). Tasks that end otherwise go through FINISH_MANY (BatchedSettle)."""
         keep_ms = keep_ms_of(keep)
-        if dead is None:  # batched with the queue's other tasks ending now
-            await self._finish_batch().finish(
-                (field, id_, state, data, attempt, worker, keep_ms, key)
-            )
-            return
         keys = (
             self._active_key, self._jobs_key, self._result_prefix + id_, self._dead_key,
             self._progress_prefix + id_, self._name + KEYS_SUFFIX,

@@ -30,10 +30,6 @@ class Stop:
         self.requested = False
         self.timed_out = False
 
-    @property
-    def stopped(self) -> bool:
-        return self.requested or self.timed_out
-
     def abort(self) -> None:
         self.requested = True
         if self.cancellable:
