@@ -49,6 +49,12 @@ logger = logging.getLogger(__name__)
 _REDIS_ERRORS = (RedisError, OSError)
 # Tasks taken per fetch at most: bounded by what one script call may unpack.
 _MAX_BATCH = 500
+# From this many slots a busy single-queue worker fetches in thirds of its slots, each fetch
+# sent before the tasks just taken start, so Redis serves one third's fetch while the event
+# loop runs another third's tasks (the last third waits for its release to come back: a fetch
+# never fills a slot it releases). Below it a third is too few tasks to cover a round trip:
+# the worker fetches for every free slot, and lets the tasks start first.
+_THIRDS_FROM = 16
 T = TypeVar("T")
 
 
@@ -117,6 +123,8 @@ class Worker:
         queues, name = self._queues, self._queue.name
         self._settler = Settler(self._lease, name)
         self._slots = Slots(self._concurrency)
+        self._thirds = self._concurrency >= _THIRDS_FROM  # tasks taken per fetch, at most:
+        self._batch = min(_MAX_BATCH, -(-self._concurrency // 3) if self._thirds else _MAX_BATCH)
         self._threads = ThreadRunner(f"queue {name!r}")
         self._names = ", ".join(repr(q.name) for q in queues)
         self._aborts = aborts = Aborts(queues)  # TaskHandle.abort() of running tasks
@@ -286,7 +294,7 @@ class Worker:
                 raise
             self._slots.released(released)
             return block
-        free = self._slots.free()[:_MAX_BATCH]
+        free = self._slots.free()[: self._batch]
         waiting = block and bool(free)
         if waiting:  # one slot: a loop stalled meanwhile holds back one task, not a batch
             free = free[:1]
@@ -303,8 +311,8 @@ class Worker:
             self._slots.hand(free[-position - 1 if enveloped else position], payload, enveloped)
         if failed is not None:  # its tasks run; the loop backs off, then finishes the rest
             raise failed
-        if taken:  # the runners start their tasks before the next fetch goes out
-            await asyncio.sleep(0)
+        if taken and (waiting or not self._thirds):  # see _THIRDS_FROM
+            await asyncio.sleep(0)  # the runners start their tasks before the next fetch
         return bool(free) and not taken
 
     async def _parked(self, waiting: Awaitable[T]) -> T:

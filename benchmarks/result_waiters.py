@@ -1,13 +1,21 @@
 """adelayed's kept results, on one private Redis: how long an enqueue-then-``result()`` round
 trip takes on an idle worker, and what 10,000 concurrent ``result()`` calls cost.
 
-    .venv/bin/python benchmarks/result_waiters.py [--probes 300] [--waiters 10000]
+    .venv/bin/python benchmarks/result_waiters.py [--probes 300] [--pauses 0,1,10]
+                                                  [--waiters 10000]
 
 - Round trip: one task at a time (``keep_result=60``, an ``async def`` returning its
-  argument), from just before ``enqueue`` to ``result()`` returning, the worker idle in between
-  (a 10 ms pause per probe); p50, p90, p99 and max in ms. Twice: the worker in a process of its
-  own, as deployed, and the worker in this process (one event loop runs both sides). Beside
-  them, the host's floor: a PING round trip after the same pause (one of the path's hops).
+  argument), from just before ``enqueue`` to ``result()`` returning, the worker idle (blocked
+  waiting for a task) in between; p50, p90 and p99 in ms. Each probe comes after a pause (0,
+  1 and 10 ms by default): the longer the host's CPUs sit idle, the longer each process takes
+  to wake, so the pause, not the queue, sets most of the number on a virtual machine. Twice:
+  the worker in a process of its own, as deployed, and the worker in this process (one event
+  loop runs both sides). Beside them, the host's floors: a PING round trip after the same pause
+  (one of the path's hops), and
+  a bare relay of the same hops in plain redis-py, with no queue at all: the prober LPUSHes, a
+  relay blocked in BLPOP (in a process of its own, then in this one) PUBLISHes what it popped,
+  and the prober's subscription receives it. No queue that hands a result back through Redis
+  can beat that relay on this host.
 - Waiters: ``--waiters`` tasks are enqueued, then as many ``result()`` calls start while no
   worker runs; once every waiter is subscribed and has read its task's state, the Redis
   connections of this process are counted (``CLIENT LIST``: total, and pub/sub ones), then a
@@ -21,7 +29,9 @@ import argparse
 import asyncio
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import redis.asyncio as redis
 
@@ -43,35 +53,105 @@ queue = Queue("rt", redis.Redis.from_url(sys.argv[1]))
 asyncio.run(Worker(queue, 10, sweep_interval=None, tasks=[time_tasks.echo]).run())
 """
 
+# The bare relay in its own process: BLPOP "relay:in", PUBLISH what it popped on "relay:out".
+_RELAY = """
+import asyncio, sys
+import redis.asyncio as redis
+from result_waiters import relay
+asyncio.run(relay(redis.Redis.from_url(sys.argv[1])))
+"""
 
-async def round_trips(client: redis.Redis, probes: int, own_process: bool) -> list[float]:
+
+async def relay(client: redis.Redis) -> None:
+    """Hand each value LPUSHed on ``relay:in`` back on the ``relay:out`` channel, forever."""
+    while True:
+        _, value = await client.blpop(["relay:in"])  # type: ignore[misc]
+        await client.publish("relay:out", value)
+
+
+Probe = Callable[[int], Awaitable[None]]
+
+
+async def timed(probe: Probe, probes: int, pauses: list[float]) -> dict[float, list[float]]:
+    """Each pause's ``probes`` round trips of ``probe`` (ms, sorted), that pause before each."""
+    lags: dict[float, list[float]] = {}
+    for pause in pauses:
+        lags[pause] = []
+        for i in range(probes):
+            await asyncio.sleep(pause)
+            started = time.perf_counter()
+            await probe(i)
+            lags[pause].append((time.perf_counter() - started) * 1000)
+        lags[pause].sort()
+    return lags
+
+
+async def relay_trips(
+    client: redis.Redis, probes: int, pauses: list[float], own_process: bool
+) -> dict[float, list[float]]:
+    """The bare relay's round trips: LPUSH to a BLPOP that PUBLISHes it back."""
+    url = _url_of(client)
+    if own_process:
+        relaying: Any = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _RELAY, url, cwd=_HERE
+        )
+    else:
+        relaying = asyncio.create_task(relay(redis.Redis.from_url(url)))
+    subscription = client.pubsub()
+    await subscription.subscribe("relay:out")
+    await asyncio.sleep(1.0)
+
+    async def probe(i: int) -> None:
+        await client.lpush("relay:in", i)  # type: ignore[misc]
+        while True:
+            message = await subscription.get_message(timeout=5)
+            if message is not None and message["type"] == "message":
+                break
+        assert int(message["data"]) == i
+
+    lags = await timed(probe, probes, pauses)
+    await subscription.aclose()
+    if own_process:
+        relaying.terminate()
+        await relaying.wait()
+    else:
+        relaying.cancel()
+    return lags
+
+
+async def round_trips(
+    client: redis.Redis, probes: int, pauses: list[float], own_process: bool
+) -> dict[float, list[float]]:
+    """adelayed's enqueue-then-``result()`` round trips on an idle worker."""
     queue = Queue("rt", client)
     if own_process:
-        url = client.get_connection_kwargs()
         worker_process = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", _WORKER, f"redis://{url['host']}:{url['port']}",
-            cwd=_HERE,
-        )  # fmt: skip
+            sys.executable, "-c", _WORKER, _url_of(client), cwd=_HERE
+        )
     else:
         worker = Worker(
             queue, 10, handle_signals=False, sweep_interval=None, tasks=[time_tasks.echo]
         )
         running = asyncio.create_task(worker.run())
     await asyncio.sleep(1.0)
-    lags = []
-    for i in range(probes):
-        started = time.perf_counter()
+
+    async def probe(i: int) -> None:
         handle = await queue.enqueue(PyTask(time_tasks.echo, args=(i,)), keep_result=60)
         assert await handle.result(timeout=5) == i
-        lags.append((time.perf_counter() - started) * 1000)
-        await asyncio.sleep(0.01)
+
+    lags = await timed(probe, probes, pauses)
     if own_process:
         worker_process.terminate()
         await worker_process.wait()
     else:
         worker.stop()
         await running
-    return sorted(lags)
+    return lags
+
+
+def _url_of(client: redis.Redis) -> str:
+    kwargs = client.get_connection_kwargs()
+    return f"redis://{kwargs['host']}:{kwargs['port']}"
 
 
 async def waiters(client: redis.Redis, count: int) -> tuple[int, int, float]:
@@ -96,37 +176,34 @@ async def waiters(client: redis.Redis, count: int) -> tuple[int, int, float]:
     return len(clients), pubsub, elapsed
 
 
-async def floor(client: redis.Redis, probes: int) -> list[float]:
-    """The host's floor: a PING round trip after the same 10 ms pause (ms, sorted)."""
-    lags = []
-    for _ in range(probes):
-        started = time.perf_counter()
-        await client.ping()
-        lags.append((time.perf_counter() - started) * 1000)
-        await asyncio.sleep(0.01)
-    return sorted(lags)
+async def floor(client: redis.Redis, probes: int, pauses: list[float]) -> dict[float, list[float]]:
+    """The host's floor: a PING round trip after each pause."""
+
+    async def probe(i: int) -> None:
+        await client.ping()  # type: ignore[misc]
+
+    return await timed(probe, probes, pauses)
 
 
-async def main(probes: int, count: int) -> None:
+async def main(probes: int, pauses: list[float], count: int) -> None:
     server = Server.start()
     client = redis.Redis.from_url(server.url)
+    rows: dict[str, dict[float, list[float]]] = {}
     try:
-        pings = await floor(client, probes)
-        lags = {
-            where: await round_trips(client, probes, own_process=where == "its own process")
-            for where in ("its own process", "this process")
-        }
+        rows["floor: a PING"] = await floor(client, probes, pauses)
+        for what, measure in (("floor: a bare relay", relay_trips), ("adelayed", round_trips)):
+            for where in ("its own process", "this process"):
+                lags = await measure(client, probes, pauses, own_process=where == "its own process")
+                rows[f"{what}, its worker in {where}"] = lags
         connections, pubsub, elapsed = await waiters(client, count)
     finally:
         await client.aclose()
         server.embedded.stop()
-    print(f"floor: a PING round trip after a 10 ms pause, {probes} probes: p50 "
-          f"{pings[len(pings) // 2]:.3f} ms")  # fmt: skip
-    for where, lag in lags.items():
-        pick = [lag[int(len(lag) * q)] for q in (0.5, 0.9, 0.99)]
-        print(f"enqueue -> result() on an idle worker in {where}, {probes} probes: p50 "
-              f"{pick[0]:.3f} ms, p90 {pick[1]:.3f} ms, p99 {pick[2]:.3f} ms, max "
-              f"{lag[-1]:.3f} ms")  # fmt: skip
+    print(f"round trips, {probes} probes per pause: p50 / p90 / p99 in ms")
+    for what, by_pause in rows.items():
+        for pause, lag in by_pause.items():
+            pick = " / ".join(f"{lag[int(len(lag) * q)]:.3f}" for q in (0.5, 0.9, 0.99))
+            print(f"  {what}, after a {pause * 1000:g} ms pause: {pick}")
     print(f"{count:,} concurrent result() calls: {connections} connections of this process to "
           f"Redis while they waited ({pubsub} pub/sub); all returned {elapsed:.2f} s after the "
           f"worker started ({count / elapsed:,.0f}/s)")  # fmt: skip
@@ -135,6 +212,8 @@ async def main(probes: int, count: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--probes", type=int, default=300)
+    parser.add_argument("--pauses", default="0,1,10", help="ms before each probe, comma-separated")
     parser.add_argument("--waiters", type=int, default=10_000)
     options = parser.parse_args()
-    asyncio.run(main(options.probes, options.waiters))
+    pauses = [float(ms) / 1000 for ms in options.pauses.split(",")]
+    asyncio.run(main(options.probes, pauses, options.waiters))
