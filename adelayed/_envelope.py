@@ -94,11 +94,16 @@ def pack(id_: str, payload: bytes, attempt: int, options: Options) -> bytes:
 
 def unpack(data: bytes) -> Envelope:
     """The envelope ``data`` holds; PayloadError when it is not one."""
+    return Envelope(*parts_of(data))
+
+
+def parts_of(data: bytes) -> tuple[str, bytes, int, float, Options]:
+    """``unpack``'s fields as a plain tuple (a worker's hot path makes its own record)."""
     try:
         due_ms, size = _HEAD.unpack_from(data, len(MAGIC))
         meta = msgpack.unpackb(data[_META_AT : _META_AT + size], use_list=False)
         id_, attempt = str(meta.pop("id")), int(meta.pop("attempt"))
-        return Envelope(id_, data[_META_AT + size :], attempt, due_ms, _cached_options(meta))
+        return id_, data[_META_AT + size :], attempt, due_ms, _cached_options(meta)
     except Exception as exc:
         raise PayloadError(f"unreadable envelope ({exc!r}): {data[:64]!r}") from exc
 

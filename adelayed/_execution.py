@@ -56,7 +56,7 @@ def delivery_of(data: bytes, enveloped: bool) -> Delivery:
     if not enveloped:
         return Delivery(data, None, 1, 0.0, NO_OPTIONS)
     try:
-        id_, payload, attempt, due_ms, options = envelope.unpack(data)
+        id_, payload, attempt, due_ms, options = envelope.parts_of(data)
     except PayloadError as exc:  # its id is unknown: "" has BURY_ENVELOPED take the slot's
         logger.error("%s", exc)
         return Delivery(data, "", 1, 0.0, NO_OPTIONS)
@@ -130,9 +130,11 @@ class Executor:
             await self.results.release_key(options.key, delivery.id or "")
         id_, cancellable = delivery.id or "", is_async(func) or options.isolation == "process"
         stop = self.aborts.watch(id_, cancellable)
-        call = partial(self._call, func, task, options, stop)
         try:
-            value = await (call() if self.hooks is None else self.hooks.run(call))
+            if self.hooks is None:
+                value = await self._call(func, task, options, stop)
+            else:
+                value = await self.hooks.run(partial(self._call, func, task, options, stop))
         except asyncio.CancelledError:
             if not (stop.requested and stop.cancelled):  # the worker's (a hard stop)
                 raise

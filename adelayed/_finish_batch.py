@@ -10,6 +10,8 @@ import asyncio
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+import msgpack
+
 from ._protocol import results as protocol
 from ._protocol.dedup import KEYS_SUFFIX
 
@@ -28,11 +30,11 @@ keep its result, dedup key."""
 def finish_call(queue: Queue, records: Sequence[Record]) -> tuple[list[str], list[Any]]:
     """The KEYS and ARGV of one FINISH_MANY call for ``records``."""
     keys: list[str] = [queue._active_key, queue._jobs_key, queue._name + KEYS_SUFFIX]
-    args: list[Any] = [len(records), queue._results_channel]
+    results, progress = queue._result_prefix, queue._progress_prefix
     for record in records:
-        keys += (queue._result_prefix + record[1], queue._progress_prefix + record[1])
-        args += record
-    return keys, args
+        id_ = record[1]
+        keys += (results + id_, progress + id_)
+    return keys, [queue._results_channel, msgpack.packb(records, use_bin_type=False)]
 
 
 async def finish_records(queue: Queue, wire: Wire, records: Sequence[Record]) -> None:

@@ -25,6 +25,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
+# Return values that a reader decodes whenever msgpack packed them (a map or an array may not
+# be: a map with an array for a key, say), so their check is skipped.
+_READABLE = frozenset({type(None), bool, int, float, str, bytes})
+
 # How long a task's latest progress report is kept after it (refreshed by each report): the
 # task's timeout when it is longer; FINISH deletes it when the result is kept.
 PROGRESS_KEPT = 3600.0
@@ -75,7 +79,8 @@ class KeptResults:
             return self._settle(field, delivery, "done", b"")
         try:
             data: bytes = msgpack.packb(value)
-            msgpack.unpackb(data)
+            if type(value) not in _READABLE:
+                msgpack.unpackb(data)
         except DECODE_ERRORS as exc:
             message = explain_value(task.func_path, value, exc)
             logger.error("queue %r: %s", self._queue.name, message)

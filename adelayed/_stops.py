@@ -47,10 +47,11 @@ class Stop:
     def settled(self) -> None:
         """Takes back the cancel this stop made, once the CancelledError it raised was caught
         (or swallowed by the task itself); safe to call again."""
-        uncancel: Any = getattr(self._task, "uncancel", None)  # Python 3.11+
-        if self.cancelled and uncancel is not None:
-            uncancel()
-        self.cancelled = False
+        if self.cancelled:
+            uncancel: Any = getattr(self._task, "uncancel", None)  # Python 3.11+
+            if uncancel is not None:
+                uncancel()
+            self.cancelled = False
 
     def _cancel(self) -> None:
         task = self._task

@@ -240,11 +240,14 @@ async def test_finish_many_settles_tasks_ending_together_in_one_call_and_twice_c
     await client.hset("jobs_active", mapping={"slot:0": ids[0], "slot:1": ids[1]})
     await client.hset("jobs_jobs", mapping={ids[0]: b"e0", ids[1]: b"e1"})
     await client.hset("jobs_keys", "k", ids[1])
+    import msgpack
+
     keys = ["jobs_active", "jobs_jobs", "jobs_keys"]
-    args: list[Any] = [2, "jobs_results"]
+    records = []
     for slot, (id_, keep, key) in enumerate([(ids[0], 60000, ""), (ids[1], 0, "k")]):
         keys += (f"jobs_result:{id_}", f"jobs_progress:{id_}")
-        args += (f"slot:{slot}", id_, "done", b"\x01", 1, "w", keep, key)
+        records.append((f"slot:{slot}", id_, "done", b"\x01", 1, "w", keep, key))
+    args: list[Any] = ["jobs_results", msgpack.packb(records, use_bin_type=False)]
     pubsub = client.pubsub()
     await pubsub.subscribe("jobs_results")
     try:
@@ -254,8 +257,6 @@ async def test_finish_many_settles_tasks_ending_together_in_one_call_and_twice_c
     finally:
         await pubsub.aclose()
     assert messages[1] is not None  # one message: the kept task's record, its data in it
-    import msgpack
-
     [record] = msgpack.unpackb(messages[1]["data"], raw=True)
     assert record[:5] == [ids[0].encode(), b"done", b"\x01", b"1", b"w"]
     assert await client.hget(f"jobs_result:{ids[0]}", "state") == b"done"

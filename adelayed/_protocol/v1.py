@@ -93,9 +93,9 @@ local function take(k, tokens, first, taken, out, q)
     end
     local ids = redis.call('lpop', k.ready, tokens)
     if ids then
-        local fields = {}
+        local fields, envelopes = {}, redis.call('hmget', k.jobs, unpack(ids))
         for i = 1, #ids do
-            local envelope = redis.call('hget', k.jobs, ids[i])
+            local envelope = envelopes[i]
             if envelope then put(ARGV[first + taken], ids[i], envelope, fields, -taken - 1) end
         end
         if #fields > 0 then redis.call('hset', k.active, unpack(fields)) end
