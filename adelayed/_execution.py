@@ -131,7 +131,9 @@ class Executor:
         id_, cancellable = delivery.id or "", is_async(func) or options.isolation == "process"
         stop = self.aborts.watch(id_, cancellable)
         try:
-            if self.hooks is None:
+            if stop.requested:  # its abort came before it started: it does not run
+                pass
+            elif self.hooks is None:
                 value = await self._call(func, task, options, stop)
             else:
                 value = await self.hooks.run(partial(self._call, func, task, options, stop))
@@ -148,8 +150,6 @@ class Executor:
             return self._bury(field, delivery, error)
         if error is not None:
             return self._after_failure(field, delivery, task, error)
-        if options.keep_result is None and options.key is None:
-            return None  # released in a batch
         return self.results.done(field, delivery, task, value)
 
     async def _call(self, func: TaskFunction, task: PyTask, options: Options, stop: Stop) -> Any:

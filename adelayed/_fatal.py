@@ -22,14 +22,15 @@ if sys.version_info < (3, 11):
 # What an ACL user of a worker and sweeper needs, as ACL SETUSER rules: the keys of each queue
 # NAME and the liveness keys, and the queue's pub/sub channels; the commands the worker sends
 # (the lease's SET and DEL, EVALSHA and SCRIPT LOAD, BLMOVE and LMOVE on tokens, HDEL on
-# releases, SUBSCRIBE to aborts) and those its scripts call (PUBLISH of kept results).
+# releases, SUBSCRIBE to aborts and MGET of the aborts written down) and those its scripts call
+# (PUBLISH of kept results).
 ACL_KEYS = "~{name} ~{name}_* ~adelayed:* &{name}_*"  # & : its channels (results, aborts)
 # First: Redis 6.2 grants every channel by default (acl-pubsub-default allchannels), and refuses
 # a channel pattern added after that grant.
 ACL_CHANNELS_FIRST = "resetchannels"
 ACL_COMMANDS = (
     "+@connection +set +del +exists +pexpire +evalsha +script|load +blmove +blpop +lmove "
-    "+lpop +lpush +rpush +llen +ltrim +hset +hget +hexists +hdel +hmget +hgetall +hincrby "
+    "+lpop +lpush +rpush +llen +ltrim +hset +hget +hexists +hdel +hmget +hgetall +hincrby +mget "
     "+zadd +zrem +zrange +zrangebyscore +zcard +time +publish +subscribe +unsubscribe"
 )
 

@@ -72,11 +72,15 @@ class KeptResults:
         future = asyncio.run_coroutine_threadsafe(self.progress(delivery, fraction, message), loop)
         future.result()
 
-    def done(self, field: str, delivery: Delivery, task: PyTask, value: Any) -> Settle:
-        """Settles a task that returned ``value``; one msgpack cannot carry (or a reader
-        could not decode) makes it a failure, with a message naming the task and the type."""
-        if delivery.options.keep_result is None:  # only its dedup key to free
-            return self._settle(field, delivery, "done", b"")
+    def done(self, field: str, delivery: Delivery, task: PyTask, value: Any) -> Settle | None:
+        """Settles a task that returned ``value`` (None: a release will do, nothing is kept);
+        one msgpack cannot carry (or a reader could not decode) makes it a failure, with a
+        message naming the task and the type."""
+        options = delivery.options
+        if options.keep_result is None:
+            if options.key is None:
+                return None  # released in a batch
+            return self._settle(field, delivery, "done", b"")  # only its dedup key to free
         try:
             data: bytes = msgpack.packb(value)
             if type(value) not in _READABLE:

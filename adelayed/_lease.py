@@ -141,8 +141,9 @@ class Lease:
         lost: list[int]
         try:
             lost = client.evalsha(REFRESH.sha, len(keys), *keys, *args)
-        except NoScriptError:
-            lost = client.eval(REFRESH.text, len(keys), *keys, *args)
+        except NoScriptError:  # loaded, then sent again: the advised ACL has no EVAL
+            client.script_load(REFRESH.text)
+            lost = client.evalsha(REFRESH.sha, len(keys), *keys, *args)
         for slot in lost:
             logger.warning(
                 "worker %s: slot %d's task was requeued by a sweep (this worker missed its "

@@ -55,6 +55,7 @@ class ResultCalls:
         self._progress_prefix = self._name + protocol.PROGRESS_INFIX
         self._results_channel = self._name + protocol.RESULTS_CHANNEL_SUFFIX
         self._abort_channel = self._name + protocol.ABORT_CHANNEL_SUFFIX
+        self._aborting_prefix = self._name + protocol.ABORTING_INFIX
         self._finishes: FinishBatch | None = None
 
     def get(self, id_: str) -> TaskHandle:
@@ -109,6 +110,7 @@ class ResultCalls:
         keys = (
             self._jobs_key, self._scheduled_key, self._ready_key, self._noti_key,
             self._active_key, self._result_prefix + id_, self._progress_prefix + id_,
+            self._aborting_prefix + id_,
         )  # fmt: skip
         keep_ms = round((self._keep_result or ABORTED_KEPT) * 1000)
         args = (id_, keep_ms, self._results_channel, self._abort_channel)

@@ -122,3 +122,36 @@ def _alive(pid: int) -> bool:
         return False
     with open(f"/proc/{pid}/stat") as stat:
         return stat.read().split()[2] != "Z"
+
+
+async def test_an_abort_heard_before_its_task_started_here_aborts_it_unrun(queue: Queue) -> None:
+    """Every worker hears every abort. One heard for a task this worker has taken but not yet
+    started (its message came between the fetch and the start) is kept, and the task is
+    aborted as it starts, without running."""
+    result_tasks.runs.clear()
+    handle = await queue.enqueue(PyTask(result_tasks.counted, args=(7,)), keep_result=60)
+    other = await queue.enqueue(PyTask(result_tasks.counted, args=(8,)), keep_result=60)
+    unwatched = worker(queue)
+    unwatched._aborts.abort(handle._known_id())  # the listener's call, for a task not started
+    async with running(unwatched):
+        with pytest.raises(TaskAborted):
+            await handle.result(timeout=5)
+        assert await other.result(timeout=5) == 8
+    assert result_tasks.runs == {8: 1}  # 7 never ran
+    assert (await handle.status()).state == "aborted"
+
+
+async def test_an_abort_published_while_the_listener_reconnects_still_stops_the_task(
+    client: redis.Redis, queue: Queue
+) -> None:
+    """ABORT writes a running task's abort down: a worker whose abort listener was not
+    subscribed when it was published reads it once subscribed again, and stops the task."""
+    handle = await queue.enqueue(PyTask(result_tasks.until_cancelled, args=("r",)), keep_result=60)
+    async with running(worker(queue, concurrency=1)):
+        await wait_for(lambda: "r started" in result_tasks.events, what="the task")
+        await client.client_kill_filter(_type="pubsub")  # the worker's abort listener
+        assert await handle.abort() == "running"  # published while nobody listens
+        with pytest.raises(TaskAborted):
+            await handle.result(timeout=5)
+    assert "r cancelled" in result_tasks.events
+    assert await client.exists(f"jobs_aborting:{handle._known_id()}") == 1  # expires by itself

@@ -19,9 +19,9 @@ import redis
 import redis.asyncio
 from redis.exceptions import OutOfMemoryError
 
-from adelayed import PyTask, Queue, RedisConfigurationError, Sweeper, _preflight
+from adelayed import PyTask, Queue, RedisConfigurationError, Sweeper, TaskAborted, _preflight
 from adelayed._fatal import ACL_CHANNELS_FIRST, ACL_COMMANDS, ACL_KEYS
-from adelayed._lease import Lease
+from adelayed._lease import Lease, sync_twin
 from adelayed.embedded import EmbeddedRedis
 from tests import tasks
 from tests.helpers import make_worker, running, wait_for
@@ -262,7 +262,8 @@ async def test_the_worker_s_acl_user_with_the_rules_the_message_names_works(
     locked_server: EmbeddedRedis, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A worker whose user has only the advised rules runs plain tasks and tasks with options,
-    keeps results (FINISH_MANY publishes them) and listens for aborts (SUBSCRIBE)."""
+    keeps results (FINISH_MANY publishes them), listens for aborts (SUBSCRIBE) and, once
+    subscribed again, reads the aborts written down meanwhile (MGET)."""
     admin = redis.asyncio.Redis(port=locked_server.port, password=PASSWORD)
     rules = f"{ACL_CHANNELS_FIRST} {ACL_KEYS.format(name='jobs')} {ACL_COMMANDS}".split()
     await admin.execute_command("ACL", "SETUSER", "least", "on", ">pw", *rules)
@@ -277,8 +278,38 @@ async def test_the_worker_s_acl_user_with_the_rules_the_message_names_works(
             await kept.result(timeout=5)  # FINISH_MANY published it
             assert (await kept.status()).state == "done"
             await anyio.sleep(0.3)  # the abort listener has subscribed, or failed to
+            long = await Queue("jobs", admin).enqueue(
+                PyTask(tasks.async_sleep, args=(60,)), keep_result=60
+            )
+            await wait_for(lambda: tasks.active() == 1, what="the long task")
+            await admin.client_kill_filter(_type="pubsub")  # the abort listener reconnects
+            assert await long.abort() == "running"
+            with pytest.raises(TaskAborted):
+                await long.result(timeout=5)
     refused = [r for r in caplog.records if "maxmemory-policy" not in r.getMessage()]
     assert refused == [], caplog.text  # (+config|get is optional: the check is skipped)
+    await admin.aclose()
+    await queue.redis.aclose()
+
+
+async def test_the_lease_refreshes_with_the_advised_rules_where_its_script_is_not_loaded(
+    locked_server: EmbeddedRedis,
+) -> None:
+    """The refresh's EVALSHA finds no script on a server that never ran it (or flushed its
+    scripts): it is loaded (SCRIPT LOAD) and sent again, as the rules have no EVAL."""
+    admin = redis.asyncio.Redis(port=locked_server.port, password=PASSWORD)
+    rules = f"{ACL_CHANNELS_FIRST} {ACL_KEYS.format(name='jobs')} {ACL_COMMANDS}".split()
+    await admin.execute_command("ACL", "SETUSER", "least", "on", ">pw", *rules)
+    await admin.script_flush()
+    queue = locked_queue(locked_server, username="least", password="pw")
+    lease = Lease(queue, 1, 1)
+    await lease.claim()
+    lease.hashes, lease.busy = [queue._processing_key, queue._active_key], lambda: [False]
+    await admin.pexpire(lease.worker_id, 100)
+    with sync_twin(queue.redis, socket_timeout=5) as client:
+        lease._refresh(client)  # raised NoPermissionError on EVAL before
+    assert await admin.pttl(lease.worker_id) > 500  # refreshed
+    await lease.stop()
     await admin.aclose()
     await queue.redis.aclose()
 

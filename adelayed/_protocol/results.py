@@ -99,13 +99,18 @@ return 1
 )
 
 ABORT_CHANNEL_SUFFIX = "_abort"
+ABORTING_INFIX = "_aborting:"  # NAME_aborting:<id>: an abort asked of a running task
 
-# KEYS: jobs, scheduled, ready, noti, active, the task's result key, its progress key.
+# KEYS: jobs, scheduled, ready, noti, active, the task's result key, its progress key, its
+# aborting key.
 # ARGV: id, milliseconds to keep the "aborted" record, the results channel, the abort channel.
 # Returns 'aborted' (it was scheduled or queued: removed with its token, in one step, and
 # recorded as aborted), 'running' (a worker runs it: the abort channel tells every worker,
 # and the one running it cancels it and records it), 'ended' (it has a result already), or
 # 'unknown'. Safe to run twice: a removed task is 'ended' (its record) the second time.
+# A running task's abort is also written down (its aborting key, for as long as the record
+# would be kept), for a worker whose abort listener was reconnecting when it was published:
+# once subscribed again, it reads the aborting keys of the tasks it runs.
 ABORT = Script(
     "abort",
     """
@@ -132,6 +137,7 @@ end
 local slots = redis.call('hvals', active)
 for i = 1, #slots do
     if slots[i] == id then
+        redis.call('set', KEYS[8], '1', 'px', ARGV[2])
         redis.call('publish', ARGV[4], id)
         return 'running'
     end
