@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from typing import Any, ParamSpec, Protocol, TypedDict, TypeVar, cast, overload
 
 from ._functions import register_decorated
-from .errors import TaskDataError
+from .errors import ConfigurationError, TaskDataError
 from .queue import Queue
 from .results import TaskHandle
 from .retry import Backoff
@@ -89,6 +89,11 @@ class delayed:  # noqa: N801 - named after delayed's decorator factory, which us
     """
 
     def __init__(self, queue: Queue) -> None:
+        if not isinstance(queue, Queue):  # ``@delayed`` bare, on the function itself
+            raise ConfigurationError(
+                f"delayed() takes the Queue its tasks go to, not {queue!r}: make the decorator "
+                "first (task = delayed(queue)), then put @task on the function"
+            )
         self._queue = queue
 
     @overload

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import redis.asyncio as redis
 
-from adelayed import Backoff, PyTask, Queue, TaskDataError
+from adelayed import Backoff, ConfigurationError, PyTask, Queue, TaskDataError, delayed
 from adelayed import _envelope as envelope
 from adelayed.delay import call_checker
 from tests import decorated_tasks
@@ -148,3 +148,13 @@ def test_options_and_delay_are_type_checked_against_the_function(tmp_path: Path)
     )  # fmt: skip
     errors = [line for line in result.stdout.splitlines() if ": error:" in line]
     assert len(errors) == 1 and "sample.py:9:" in errors[0], result.stdout
+
+
+def test_the_bare_decorator_says_how_to_use_it() -> None:
+    """``@delayed`` on the function itself (it takes a Queue) says so, not "cannot make a task
+    of <delayed object>" at the first enqueue."""
+
+    async def send(to: str) -> None: ...
+
+    with pytest.raises(ConfigurationError, match=r"task = delayed\(queue\)"):
+        delayed(send)  # type: ignore[arg-type]
