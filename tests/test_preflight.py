@@ -286,10 +286,13 @@ async def test_the_worker_s_acl_user_with_the_rules_the_message_names_works(
             assert await long.abort() == "running"
             with pytest.raises(TaskAborted):
                 await long.result(timeout=5)
-    refused = [r for r in caplog.records if "maxmemory-policy" not in r.getMessage()]
-    assert refused == [], caplog.text  # (+config|get is optional: the check is skipped)
     await admin.aclose()
     await queue.redis.aclose()
+    # (+config|get is optional: the check is skipped; the cut connections are logged as such
+    # where redis-py does not reconnect them by itself, as 5.0 does not)
+    expected = ("maxmemory-policy", "connection lost (Connection closed by server.)")
+    refused = [r for r in caplog.records if not any(e in r.getMessage() for e in expected)]
+    assert refused == [], caplog.text
 
 
 async def test_the_lease_refreshes_with_the_advised_rules_where_its_script_is_not_loaded(
