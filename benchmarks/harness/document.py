@@ -375,8 +375,9 @@ RETRY_NOTE = (
 RESULTS_NOTE = (
     "As processing throughput (async, c=10 and c=100, N pre-filled), but each task returns the "
     "int 1 and the system stores it, each its own documented way: adelayed "
-    "`enqueue_many(tasks, keep_result=60)` (one FINISH script call per finished task: the "
-    "release and the result in one step), arq its default `keep_result` of 3,600 s, saq the "
+    "`enqueue_many(tasks, keep_result=60)` (the tasks that end together settled by one "
+    "FINISH_MANY call, sent with the next fetch: the release and the result in one step), "
+    "arq its default `keep_result` of 3,600 s, saq the "
     "job record (result included) kept its default `ttl` of 600 s, streaq its default result "
     "`ttl` of 5 min, taskiq-redis's `RedisAsyncResultBackend(result_ex_time=60)` on the "
     "ListQueueBroker, docket its default `execution_ttl` of 15 min (it stores a return value "
