@@ -64,8 +64,8 @@ class Aborts:
 
     def abort(self, id_: str) -> None:
         stop = self._running.get(id_)
-        if stop is None:  # another worker's task (every worker hears every abort), or not
-            heard = self._heard  # started yet
+        if stop is None:  # another worker's task (every worker hears every abort), or one
+            heard = self._heard  # this worker took but has not started yet
             heard[id_] = None
             if len(heard) > HEARD_KEPT:
                 del heard[next(iter(heard))]
@@ -106,7 +106,9 @@ class Aborts:
         """Stops the running tasks whose abort was written down (ABORT), which a listener
         that was not subscribed then did not hear."""
         ids = list(self._running)
-        for prefix in prefixes if ids else ():
+        if not ids:
+            return
+        for prefix in prefixes:
             found = await redis.mget([prefix + id_ for id_ in ids])
             for id_, request in zip(ids, found, strict=True):
                 if request is not None and id_ in self._running:

@@ -67,6 +67,7 @@ class Dedup:
         _name: str
         _noti_key: str
         _jobs_key: str
+        _dedup_key: str
         _scheduled_key: str
         _ready_key: str
         _wake_key: str
@@ -86,7 +87,7 @@ class Dedup:
             options = replace(options, key=spec.key, key_while_queued=spec.while_queued)
         keys = (
             self._name, self._noti_key, self._jobs_key, self._scheduled_key, self._ready_key,
-            self._wake_key, self._name + protocol.KEYS_SUFFIX,
+            self._wake_key, self._dedup_key,
             self._name + protocol.KEYS_UNTIL_SUFFIX,
         )  # fmt: skip
         args: tuple[Any, ...] = (
@@ -104,4 +105,4 @@ class Dedup:
         return holder.decode(), outcome.decode()
 
     async def _release_key(self, key: str, id_: str) -> None:
-        await protocol.RELEASE_KEY(self._wire(), (self._name + protocol.KEYS_SUFFIX,), (key, id_))
+        await protocol.RELEASE_KEY(self._wire(), (self._dedup_key,), (key, id_))

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 
 from ._protocol import results as protocol
-from ._protocol.dedup import KEYS_SUFFIX
 
 if TYPE_CHECKING:
     from ._wire import Wire
@@ -29,7 +28,7 @@ keep its result, dedup key."""
 
 def finish_call(queue: Queue, records: Sequence[Record]) -> tuple[list[str], list[Any]]:
     """The KEYS and ARGV of one FINISH_MANY call for ``records``."""
-    keys: list[str] = [queue._active_key, queue._jobs_key, queue._name + KEYS_SUFFIX]
+    keys: list[str] = [queue._active_key, queue._jobs_key, queue._dedup_key]
     results, progress = queue._result_prefix, queue._progress_prefix
     for record in records:
         id_ = record[1]

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 
 from ._finish_batch import FinishBatch
 from ._protocol import results as protocol
-from ._protocol.dedup import KEYS_SUFFIX
 from .errors import ConfigurationError
 from .results import TaskHandle
 from .retry import seconds_of
@@ -39,6 +38,7 @@ class ResultCalls:
         _ready_key: str
         _noti_key: str
         _active_key: str
+        _dedup_key: str
         _dead_key: str
         _dead_letter_limit: int
 
@@ -85,7 +85,7 @@ class ResultCalls:
         keep_ms = keep_ms_of(keep)
         keys = (
             self._active_key, self._jobs_key, self._result_prefix + id_, self._dead_key,
-            self._progress_prefix + id_, self._name + KEYS_SUFFIX,
+            self._progress_prefix + id_, self._dedup_key,
         )  # fmt: skip
         args: tuple[Any, ...] = (
             field, id_, state, data, attempt, worker, keep_ms, self._results_channel, key,

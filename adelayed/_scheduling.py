@@ -13,6 +13,7 @@ from redis.exceptions import RedisError
 from . import _envelope as envelope
 from ._envelope import Options
 from ._protocol import scheduled as protocol
+from ._protocol.dedup import KEYS_SUFFIX
 from .errors import ConfigurationError
 from .retry import Backoff, seconds_of
 from .task import GoTask, Task
@@ -146,6 +147,7 @@ class Scheduling:
         self._ready_key = name + protocol.READY_SUFFIX
         self._active_key = name + protocol.ACTIVE_SUFFIX
         self._wake_key = name + protocol.WAKE_SUFFIX
+        self._dedup_key = name + KEYS_SUFFIX
         self._enqueue_keys: tuple[str, ...] = (name, self._noti_key)  # ENQUEUE's
         if self._max_length:  # due and scheduled tasks count as waiting too
             self._enqueue_keys += (self._ready_key, self._scheduled_key)

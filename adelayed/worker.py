@@ -123,8 +123,9 @@ class Worker:
         queues, name = self._queues, self._queue.name
         self._settler = Settler(self._lease, name)
         self._slots = Slots(self._concurrency)
-        self._thirds = self._concurrency >= _THIRDS_FROM  # tasks taken per fetch, at most:
-        self._batch = min(_MAX_BATCH, -(-self._concurrency // 3) if self._thirds else _MAX_BATCH)
+        self._thirds = self._concurrency >= _THIRDS_FROM
+        third = -(-self._concurrency // 3)
+        self._batch = min(_MAX_BATCH, third) if self._thirds else _MAX_BATCH  # tasks per fetch
         self._threads = ThreadRunner(f"queue {name!r}")
         self._names = ", ".join(repr(q.name) for q in queues)
         self._aborts = aborts = Aborts(queues)  # TaskHandle.abort() of running tasks
