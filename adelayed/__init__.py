@@ -1,5 +1,6 @@
 """adelayed: an asyncio task queue on Redis, wire-compatible with delayed and go-delayed."""
 
+from ._queue_info import MinuteStats, QueueInfo, WorkerInfo
 from .context import NotInTaskError, TaskContext, current_task
 from .delay import DelayedFunction, delayed
 from .errors import (
@@ -50,12 +51,14 @@ __all__ = [
     "FunctionNotAllowedError",
     "GoTask",
     "HookError",
+    "MinuteStats",
     "NotInTaskError",
     "PayloadError",
     "PayloadTooLargeError",
     "PyTask",
     "Queue",
     "QueueFullError",
+    "QueueInfo",
     "RedisConfigurationError",
     "RemoteTaskError",
     "ResultTimeoutError",
@@ -76,6 +79,7 @@ __all__ = [
     "TaskTimeoutError",
     "UnsupportedTaskError",
     "Worker",
+    "WorkerInfo",
     "current_task",
     "decode_task",
     "delayed",

@@ -16,6 +16,7 @@ from . import _envelope as envelope
 from ._envelope import NO_OPTIONS, Options
 from ._functions import FunctionTable, TaskFunction, is_async
 from ._kept_results import KeptResults
+from ._registry import Counts
 from ._retries import Retries
 from ._settle import Settle
 from ._threads import ThreadRunner, call_task
@@ -74,8 +75,10 @@ class Executor:
         retries: Retries,
         hooks: Hooks,
         aborts: Aborts,
+        counts: Counts,
     ) -> None:
         self._queue = queue
+        self.counts = counts  # what its tasks did (sent with the lease: adelayed info)
         self._functions = functions
         self._threads = threads
         self._retries = retries
@@ -117,6 +120,7 @@ class Executor:
             return self._bury(field, delivery or delivery_of(payload, False), exc)
         except (Exception, SystemExit) as exc:
             return self._after_failure(field, delivery or delivery_of(payload, False), task, exc)
+        self.counts.done += 1
         return None
 
     async def _run_enveloped(
@@ -150,6 +154,7 @@ class Executor:
             return self._bury(field, delivery, error)
         if error is not None:
             return self._after_failure(field, delivery, task, error)
+        self.counts.done += 1
         return self.results.done(field, delivery, task, value)
 
     async def _call(self, func: TaskFunction, task: PyTask, options: Options, stop: Stop) -> Any:
@@ -179,8 +184,10 @@ class Executor:
         self, field: str, delivery: Delivery, task: PyTask, error: BaseException
     ) -> Settle | None:
         pause = self._retries.after_failure(task, delivery.options, error, delivery.attempt)
-        queue = self._queue
+        queue, counts = self._queue, self.counts
+        counts.failed += 1
         if pause is not None:
+            counts.retried += 1
             id_ = delivery.id or envelope.new_id()
             next_attempt = envelope.pack(
                 id_, task.retried().serialize(), delivery.attempt + 1, delivery.options
@@ -219,6 +226,7 @@ class Executor:
         trace: str = "",
     ) -> Settle:
         queue, worker, id_, payload = self._queue, self.worker_id, delivery.id, delivery.payload
+        self.counts.dead += 1
         if error is not None:
             logger.error("queue %r: task sent to the dead-letter list: %s", queue.name, error)
             reason = f"{type(error).__name__}: {error}"

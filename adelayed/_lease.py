@@ -26,6 +26,7 @@ from . import _protocol as protocol
 from ._backoff import backoff
 from ._fatal import configuration_error
 from ._protocol.lease import REFRESH
+from ._registry import Registry
 from .queue import Queue
 
 logger = logging.getLogger(__name__)
@@ -75,6 +76,7 @@ class Lease:
         self.fields: list[str] = []
         self.hashes: list[str] = []  # each queue's processing and active (REFRESH checks them)
         self.busy: Callable[[], list[bool]] = lambda: [False] * slots  # which slots run a task
+        self._registry: Registry | None = None
 
     async def claim(self) -> None:
         """Picks a random id no live worker holds, then makes every slot key live; waits out
@@ -110,11 +112,16 @@ class Lease:
                 pipe.set(key, 1, px=self._ttl_ms)
             await pipe.execute()
 
-    def start(self, queues: Sequence[Queue], busy: Callable[[], list[bool]]) -> None:
+    def start(
+        self, queues: Sequence[Queue], busy: Callable[[], list[bool]], registry: Registry
+    ) -> None:
         """Starts refreshing every keep_alive_interval, from a thread of its own; ``busy``
-        says which slots run a task, whose fields the refresh looks for in ``queues``."""
+        says which slots run a task, whose fields the refresh looks for in ``queues``; the
+        worker's entry in ``registry`` is sent at once, then after each refresh."""
         self.hashes = [key for q in queues for key in (q._processing_key, q._active_key)]
-        self.busy = busy
+        self.busy = registry.busy = busy
+        registry.worker_id = self.worker_id
+        self._registry = registry
         client = sync_twin(self._queue.redis, socket_timeout=max(1.0, self._interval))
         self._thread = threading.Thread(
             target=self._keep_alive, args=(client,), name=f"adelayed lease {self.worker_id}",
@@ -124,6 +131,7 @@ class Lease:
 
     def _keep_alive(self, client: redis.Redis) -> None:
         with client:
+            self._register(client)
             while not self._stop.wait(self._interval):
                 try:
                     self._refresh(client)
@@ -132,6 +140,17 @@ class Lease:
                         "worker %s on queue %r: lease refresh failed (%s); retrying in %ss",
                         self.worker_id, self._queue.name, exc, self._interval,
                     )  # fmt: skip
+                    continue
+                self._register(client)
+
+    def _register(self, client: redis.Redis) -> None:
+        """The worker's entry in its queues' fleet keys; a failure costs only the view."""
+        if self._registry is None:
+            return
+        try:
+            self._registry.flush(client)
+        except (RedisError, OSError) as exc:
+            logger.debug("worker %s: fleet entry not sent (%s)", self.worker_id, exc)
 
     def _refresh(self, client: redis.Redis) -> None:
         """One REFRESH call: a slot whose task a sweep took over is not revived."""
@@ -159,3 +178,5 @@ class Lease:
         if self._thread is not None:
             await anyio.to_thread.run_sync(self._thread.join)
         await self._queue.redis.delete(self.worker_id, *self.fields)
+        if self._registry is not None:
+            await self._registry.withdraw()

@@ -31,6 +31,7 @@ from ._dead_letters import DeadLetters, DeadTask
 from ._dedup import Dedup
 from ._enqueue_errors import enqueue_error
 from ._envelope import new_id
+from ._queue_info import QueueInfoCalls
 from ._result_calls import ResultCalls
 from ._scheduling import Scheduling
 from ._wire import Wire, shared_wire
@@ -52,7 +53,7 @@ logger = logging.getLogger(__name__)
 _DELIVERIES_MEMORY_MS = 24 * 3600 * 1000
 
 
-class Queue(DeadLetters, Scheduling, Dedup, ResultCalls, WorkerCalls):
+class Queue(DeadLetters, Scheduling, Dedup, ResultCalls, WorkerCalls, QueueInfoCalls):
     """A named task queue on Redis, compatible with delayed's and go-delayed's.
 
     ``dequeue_timeout``: how long a worker blocks waiting for a task before it looks around.

@@ -30,6 +30,7 @@ from ._lease import Lease
 from ._preflight import check_worker_start
 from ._priority_fetch import PriorityFetch
 from ._promoter import Promoter
+from ._registry import Registry
 from ._releaser import Releaser
 from ._retries import Retries
 from ._schedule_runner import Schedule, ScheduleRunner
@@ -129,10 +130,11 @@ class Worker:
         self._threads = ThreadRunner(f"queue {name!r}")
         self._names = ", ".join(repr(q.name) for q in queues)
         self._aborts = aborts = Aborts(queues)  # TaskHandle.abort() of running tasks
+        self._registry = Registry(queues, self._concurrency)  # what `adelayed info` shows
         self._executors = [
             Executor(q, self._functions, self._threads, Retries(retry_backoff, q.name),
-                     self._hooks, aborts)
-            for q in queues
+                     self._hooks, aborts, counts)
+            for q, counts in zip(queues, self._registry.counts, strict=True)
         ]  # fmt: skip
         self._releaser = Releaser(self._slots, self._settler, self._lease, queues)
         self._priority = None  # serves several queues: their fetches (one queue: none)
@@ -183,7 +185,7 @@ class Worker:
 
     async def _run(self) -> None:
         await self._lease.claim()
-        self._lease.start(self._queues, self._slots.busy)
+        self._lease.start(self._queues, self._slots.busy, self._registry)
         self._hands = [protocol.hand_key(self.id, index) for index in range(len(self._queues))]
         self._hand, self._releaser.hands = self._hands[0], self._hands
         for executor in self._executors:

@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 import redis.asyncio as redis
 
-from adelayed import PyTask, Queue, Worker
-from adelayed.cli import _options
+from adelayed import PyTask, Queue, Worker, _cli_run
+from adelayed._cli_options import QueueOptions
+from adelayed.cli import cli
 from adelayed.embedded import EmbeddedRedis
 from adelayed.errors import ConfigurationError
 from tests.helpers import make_worker, running, wait_for
@@ -229,6 +230,22 @@ async def test_the_sweeper_takes_queue_options_before_or_after_the_command(
     assert await client.llen("jobs") == 0
 
 
+def _options(argv: list[str]) -> QueueOptions:
+    """The merged queue options of a command line, as worker or sweep would use them."""
+    seen: list[QueueOptions] = []
+
+    def capture(_func: object, options: QueueOptions, *_: object) -> int:
+        seen.append(options)
+        return 0
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_cli_run, "run_async", capture)
+        patch.delenv("ADELAYED_REDIS_URL", raising=False)
+        cli.main(argv, "adelayed", standalone_mode=False)
+    [options] = seen
+    return options
+
+
 def test_every_queue_option_parses_the_same_before_and_after_the_command() -> None:
     shared = [
         "--url", "redis://elsewhere:6380/2", "-q", "emails", "--keep-alive-timeout", "7",
@@ -237,18 +254,38 @@ def test_every_queue_option_parses_the_same_before_and_after_the_command() -> No
     ]  # fmt: skip
     for command in (["worker", "app.tasks"], ["sweep"]):
         before, after = _options([*shared, *command]), _options([*command, *shared])
-        assert vars(before) == vars(after)
-        assert (before.url, before.queue, before.max_deliveries) == (shared[1], ["emails"], 2)
+        assert before == after
+        assert (before.redis_url, before.queues, before.max_deliveries) == (
+            shared[1],
+            ("emails",),
+            2,
+        )
         assert before.allow_eviction and before.log_level == "DEBUG"
     defaults = _options(["sweep"])
-    assert (defaults.queue, defaults.max_deliveries, defaults.allow_eviction) == (
-        ["default"],
+    assert (defaults.queues, defaults.max_deliveries, defaults.allow_eviction) == (
+        ("default",),
         5,
         False,
     )
     # A value after the command wins; queues given on both sides add up.
     assert _options(["--max-deliveries", "2", "sweep", "--max-deliveries", "3"]).max_deliveries == 3
-    assert _options(["-q", "a", "sweep", "-q", "b"]).queue == ["a", "b"]
+    assert _options(["-q", "a", "sweep", "-q", "b"]).queues == ("a", "b")
+    # --redis-url is --url's long name, and $ADELAYED_REDIS_URL its default.
+    assert _options(["sweep", "--redis-url", "redis://x:1/0"]).redis_url == "redis://x:1/0"
+
+
+def test_the_redis_url_comes_from_the_environment_unless_given(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[QueueOptions] = []
+    monkeypatch.setattr(_cli_run, "run_async", lambda _f, options, *_: seen.append(options))
+    monkeypatch.setenv("ADELAYED_REDIS_URL", "redis://from-env:6390/3")
+    cli.main(["sweep"], "adelayed", standalone_mode=False)
+    cli.main(["--url", "redis://given:1/0", "sweep"], "adelayed", standalone_mode=False)
+    assert [options.redis_url for options in seen] == [
+        "redis://from-env:6390/3",
+        "redis://given:1/0",
+    ]
 
 
 # Errors and exit codes ----------------------------------------------------------------------
@@ -260,7 +297,7 @@ async def test_a_missing_task_module_is_one_error_line_and_exit_code_1(
     command = run(project, redis_server.url, "--url", redis_server.url, "worker", "app.taskz")
     assert command.process.returncode == 1
     command.assert_short_errors(
-        "adelayed: error: Worker(tasks=...): cannot import module 'app.taskz'",
+        "adelayed: error: adelayed worker: cannot import module 'app.taskz'",
         "No module named 'app.taskz'",
         str(project),  # the directory it looked in
     )
