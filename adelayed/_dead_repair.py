@@ -1,6 +1,6 @@
 """Requeueing or purging the dead letters that match a filter, oldest first, a page at a
 time, with progress: what ``adelayed dead requeue|purge --reason/--function`` (and a
-dashboard) run. Each record moves in its own atomic, repeat-safe call (``_protocol.dead``)."""
+dashboard) run. Each page moves in one atomic, repeat-safe call (``_protocol.dead``)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, cast
 
 from ._dead_letters import DeadTask, _decode
 from ._execution import name_of
-from ._protocol.dead import DROP_DEAD_RECORD, REQUEUE_DEAD_RECORD
+from ._protocol.dead import MOVE_DEAD_RECORDS
 
 if TYPE_CHECKING:
     from .queue import Queue
@@ -54,11 +54,27 @@ async def repair(
 ) -> int:
     """Requeues (or, ``requeue`` False, deletes) every dead letter ``which`` matches; calls
     ``progress`` with each page's count; returns how many."""
+    if which.everything:
+        return await _everything(queue, requeue, progress)
     done, kept = 0, 0  # kept: records at the oldest end that stay (they do not match)
     while page := await _page(queue, kept):
-        chosen = [record for record, dead in page if which.matches(dead)]
+        chosen = [(kept + 1 + i, record) for i, (record, dead) in enumerate(page)
+                  if which.matches(dead)]  # fmt: skip
         moved = await _move(queue, chosen, requeue)
         kept += len(page) - moved  # a record that could not move stays too
+        done += moved
+        progress(moved)
+    return done
+
+
+async def _everything(queue: Queue, requeue: bool, progress: Callable[[int], None]) -> int:
+    """No filter: REQUEUE_DEAD a page at a time (a record that is none stays), or one DEL."""
+    if not requeue:
+        purged = await queue.purge_dead()
+        progress(purged)
+        return purged
+    done, total = 0, await count_matching(queue, DeadFilter())
+    while done < total and (moved := await queue.requeue_dead(min(PAGE, total - done))):
         done += moved
         progress(moved)
     return done
@@ -71,12 +87,10 @@ async def _page(queue: Queue, kept: int) -> list[tuple[bytes, DeadTask]]:
     return [(record, _decode(record)) for record in records]
 
 
-async def _move(queue: Queue, records: list[bytes], requeue: bool) -> int:
-    wire, moved = queue._wire(), 0
-    for record in records:
-        if requeue:
-            keys = (queue._name, queue._noti_key, queue._dead_key)
-            moved += int(await REQUEUE_DEAD_RECORD(wire, keys, (record,)))
-        else:
-            moved += int(await DROP_DEAD_RECORD(wire, (queue._dead_key,), (record,)))
-    return moved
+async def _move(queue: Queue, chosen: list[tuple[int, bytes]], requeue: bool) -> int:
+    """One MOVE_DEAD_RECORDS call: ``chosen`` are (position from the oldest end, record)."""
+    if not chosen:
+        return 0
+    keys = (queue._name, queue._noti_key, queue._dead_key)
+    args = ["1" if requeue else "0", *(item for pair in chosen for item in pair)]
+    return int(await MOVE_DEAD_RECORDS(queue._wire(), keys, args))

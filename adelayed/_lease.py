@@ -77,6 +77,7 @@ class Lease:
         self.hashes: list[str] = []  # each queue's processing and active (REFRESH checks them)
         self.busy: Callable[[], list[bool]] = lambda: [False] * slots  # which slots run a task
         self._registry: Registry | None = None
+        self._registry_failed = False  # warned once
 
     async def claim(self) -> None:
         """Picks a random id no live worker holds, then makes every slot key live; waits out
@@ -150,7 +151,9 @@ class Lease:
         try:
             self._registry.flush(client)
         except (RedisError, OSError) as exc:
-            logger.debug("worker %s: fleet entry not sent (%s)", self.worker_id, exc)
+            log = logger.debug if self._registry_failed else logger.warning
+            self._registry_failed = True
+            log("worker %s: its entry for `adelayed info` not sent (%s)", self.worker_id, exc)
 
     def _refresh(self, client: redis.Redis) -> None:
         """One REFRESH call: a slot whose task a sweep took over is not revived."""

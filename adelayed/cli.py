@@ -16,12 +16,14 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import click
+from redis.exceptions import RedisError
 
 from ._cli_dead import dead
 from ._cli_enqueue import enqueue
 from ._cli_inspect import info, task
 from ._cli_options import shared_options
 from ._cli_run import sweep, worker
+from ._fatal import configuration_error
 from .errors import AdelayedError
 from .worker import Worker
 
@@ -96,7 +98,7 @@ def _exit_code(result: Any) -> int:
 def _reported(exc: BaseException) -> int:
     """Prints adelayed's own errors one line each and returns the exit code; re-raises
     anything else, so an unexpected error keeps its traceback."""
-    leaves = list(_leaves(exc))
+    leaves = [_explained(leaf) for leaf in _leaves(exc)]
     if all(isinstance(leaf, KeyboardInterrupt) for leaf in leaves):
         return INTERRUPTED
     if not all(isinstance(leaf, AdelayedError) for leaf in leaves):
@@ -104,6 +106,20 @@ def _reported(exc: BaseException) -> int:
     for message in dict.fromkeys(str(leaf) for leaf in leaves):  # a worker and its sweeper
         print(f"adelayed: error: {message}", file=sys.stderr)
     return 1
+
+
+def _explained(exc: BaseException) -> BaseException:
+    """A Redis error a command met (the operator's commands do not retry) as adelayed's own:
+    what Redis refused and how to fix it, or that it could not be reached."""
+    if not isinstance(exc, (RedisError, OSError)) or isinstance(exc, AdelayedError):
+        return exc
+    refusal = configuration_error(exc, "Redis")
+    if refusal is not None:
+        return refusal
+    return AdelayedError(
+        f"cannot reach Redis ({exc}); check --redis-url (or $ADELAYED_REDIS_URL) and that the "
+        "server runs"
+    )
 
 
 def _leaves(exc: BaseException) -> Iterator[BaseException]:

@@ -17,9 +17,10 @@ import pytest
 import redis.asyncio as redis
 
 from adelayed import PyTask, Queue
+from adelayed._protocol.dead import MOVE_DEAD_RECORDS
 from adelayed.embedded import EmbeddedRedis
 from tests.helpers import make_worker, running, wait_for
-from tests.test_cli import Command, project  # noqa: F401 - the fixture
+from tests.test_cli import Command, free_port, project  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -269,3 +270,30 @@ async def test_reload_restarts_the_worker_on_a_code_change(
     await wait_for(lambda: _length(client, "ran", 2), what="the second run", timeout=20)
     assert [r.decode() for r in await client.lrange("ran", 0, -1)] == ["v1:a", "v2:b"]
     assert worker.stop(signal.SIGINT) in (0, 130)
+
+
+@pytest.mark.parametrize("command", [["info"], ["task", "0" * 32], ["dead", "list"]])
+def test_an_unreachable_redis_or_a_wrong_password_is_one_line_and_exit_code_1(
+    redis_server: EmbeddedRedis, command: list[str]
+) -> None:
+    nowhere = adelayed(f"redis://127.0.0.1:{free_port()}/0", *command)
+    assert nowhere.code == 1 and "Traceback" not in nowhere.err, nowhere.err
+    assert (
+        nowhere.err.startswith("adelayed: error: cannot reach Redis")
+        and "--redis-url" in nowhere.err
+    )
+    wrong = adelayed(f"redis://nobody:wrong@127.0.0.1:{redis_server.port}/0", *command)
+    assert wrong.code == 1 and "Traceback" not in wrong.err and "password" in wrong.err, wrong.err
+
+
+async def test_moving_a_page_of_dead_letters_twice_moves_it_once(
+    client: redis.Redis, queue: Queue
+) -> None:
+    records = [dead_record("app.a:one", f"e{i}") for i in range(4)]
+    await client.lpush("jobs_dead", *records)  # records[0] is the oldest
+    args = ["1", "1", records[0], "3", records[2], "4", b"not the record there"]
+    keys = ("jobs", "jobs_noti", "jobs_dead")
+    assert await MOVE_DEAD_RECORDS(queue._wire(), keys, args) == 2
+    assert await MOVE_DEAD_RECORDS(queue._wire(), keys, args) == 0  # a re-send
+    assert await client.lrange("jobs_dead", 0, -1) == [records[3], records[1]]
+    assert await client.llen("jobs") == 2 and await client.llen("jobs_noti") == 2

@@ -1,31 +1,45 @@
-"""One dead letter at a time, chosen by its exact record (``adelayed dead requeue/purge`` with
-filters): REQUEUE_DEAD_RECORD and DROP_DEAD_RECORD. Both remove the record with LREM, from
-the oldest end, and act only when it was there: a re-sent call finds nothing and changes
-nothing. LREM scans the list, from its oldest end, where a page of the oldest records lies."""
+"""Dead letters chosen by a filter (``adelayed dead requeue|purge --reason/--function``), a
+page at a time: MOVE_DEAD_RECORDS."""
 
 from __future__ import annotations
 
 from .script import Script
 
-# KEYS: queue, noti, dead.  ARGV: the record (as LRANGE read it).
-# Moves its payload back to the queue, with its token; returns 1, or 0 when it was not there
-# (or is no record with a payload: then it stays).
-REQUEUE_DEAD_RECORD = Script(
-    "requeue_dead_record",
-    """
-local ok, fields = pcall(cmsgpack.unpack, ARGV[1])
-if not (ok and type(fields) == 'table' and type(fields.payload) == 'string') then return 0 end
-if redis.call('lrem', KEYS[3], -1, ARGV[1]) == 0 then return 0 end
-redis.call('rpush', KEYS[1], fields.payload)
-redis.call('rpush', KEYS[2], '1')
-return 1
-""",
-)
+MOVED = "adelayed:moved"  # a placeholder that lives only inside one MOVE_DEAD_RECORDS call
 
-# KEYS: dead.  ARGV: the record.  Deletes it; returns 1, or 0 when it was not there.
-DROP_DEAD_RECORD = Script(
-    "drop_dead_record",
+# KEYS: queue, noti, dead.  ARGV: 1 to requeue (0 to delete), then pairs of [a position counted
+# from the oldest end (1: the oldest), the record found there, byte for byte as LRANGE read it].
+# Each record still at its position is replaced by a placeholder, its payload (when requeued)
+# pushed onto the queue with its token, then the placeholders are removed, from the oldest end:
+# one pass over that end, not one per record. Producers and workers push at the newest end, so
+# a position counted from the oldest end stays put between the read and this call. Returns how
+# many moved. Safe to run twice: the second time the positions hold other records (or none),
+# and nothing moves. A record with no payload is never requeued: it stays.
+MOVE_DEAD_RECORDS = Script(
+    "move_dead_records",
     """
-return redis.call('lrem', KEYS[1], -1, ARGV[1])
+local queue, noti, dead = KEYS[1], KEYS[2], KEYS[3]
+local requeue, moved = ARGV[1] == '1', 0
+for i = 2, #ARGV, 2 do
+    local at, record = -tonumber(ARGV[i]), ARGV[i + 1]
+    if redis.call('lindex', dead, at) == record then
+        local payload = true
+        if requeue then
+            local ok, fields = pcall(cmsgpack.unpack, record)
+            payload = ok and type(fields) == 'table' and type(fields.payload) == 'string'
+                and fields.payload
+            if payload then
+                redis.call('rpush', queue, payload)
+                redis.call('rpush', noti, '1')
+            end
+        end
+        if payload then
+            redis.call('lset', dead, at, 'adelayed:moved')
+            moved = moved + 1
+        end
+    end
+end
+if moved > 0 then redis.call('lrem', dead, -moved, 'adelayed:moved') end
+return moved
 """,
 )
