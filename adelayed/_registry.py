@@ -45,6 +45,8 @@ def fleet_keys(queue_name: str) -> tuple[str, str, str]:
 
 
 class Registry:
+    """One worker's entry in each of its queues' fleet keys, and its per-queue Counts."""
+
     def __init__(self, queues: Sequence[Queue], concurrency: int) -> None:
         self._queues = queues
         self._names = [q.name for q in queues]
@@ -52,7 +54,6 @@ class Registry:
         self._concurrency = concurrency
         self.counts = [Counts() for _ in queues]
         self._sent = [(0, 0, 0, 0) for _ in queues]
-        self._started = int(time.time() * 1000)
         self.worker_id = ""
         self.busy: Callable[[], list[bool]] = lambda: []
 
@@ -93,9 +94,8 @@ class Registry:
                 "version": __version__,
                 "concurrency": self._concurrency,
                 "queues": self._names,
-                "started": self._started,
                 "running": sum(self.busy()),
-                "clock": int(time.time() * 1000),
+                "clock": int(time.time() * 1000),  # its own clock: readers see its skew
             }
         )
         return packed

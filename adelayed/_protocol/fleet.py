@@ -9,8 +9,8 @@ them, and appear in none):
   lease lapses (ms, Redis's clock) unless refreshed; a member past its score is a worker that
   died or was cut off. Members an hour past their score are dropped by the next REGISTER.
 - ``NAME_worker_info``: hash, field = a worker's id, value = ``"<Redis ms when written>:"``
-  followed by the worker's own msgpack map (host, pid, version, concurrency, queues, started,
-  running, clock: the worker's clock in ms when it sent it).
+  followed by the worker's own msgpack map (host, pid, version, concurrency, queues, running,
+  clock: the worker's clock in ms when it sent it, so a reader sees its skew).
 - ``NAME_stats``: hash, a ring of STATS_MINUTES minutes (of Redis's clock): for minute m,
   field ``<m % STATS_MINUTES>:at`` = m and ``<m % STATS_MINUTES>:<kind>`` = how many tasks
   the workers counted for it, kinds STAT_KINDS. A slot whose ``at`` is not the minute asked
