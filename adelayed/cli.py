@@ -19,6 +19,7 @@ import click
 from redis.exceptions import RedisError
 
 from ._cli_dead import dead
+from ._cli_doctor import doctor
 from ._cli_enqueue import enqueue
 from ._cli_inspect import info, task
 from ._cli_options import shared_options
@@ -40,6 +41,7 @@ exit codes:
 1        an error (bad configuration, an unreachable Redis, Redis refusing the settings)
 2        a usage error
 3        what was asked for is not there (an unknown task id, no such dead letter)
+4        doctor found a problem that remains
 130/143  a hard stop (a second SIGINT / SIGTERM: running tasks were requeued; 128 + the
          signal's number), Ctrl-C before the worker started, or a sweeper stopped by Ctrl-C
 """
@@ -52,7 +54,7 @@ def cli(**_: Any) -> None:
     """adelayed: an asyncio task queue on Redis."""
 
 
-for _command in (worker, sweep, info, task, enqueue, dead):
+for _command in (worker, sweep, info, task, enqueue, dead, doctor):
     cli.add_command(_command)
 
 
