@@ -55,3 +55,6 @@ class _Bar:
 
     def advance(self, count: int) -> None:
         self._bar.advance(self._task, count)
+
+    def update(self, completed: int) -> None:
+        self._bar.update(self._task, completed=completed)

@@ -106,6 +106,7 @@ def _worker_probe(queue: Queue) -> list[tuple[Any, ...]]:
         # BLMOVE from a list that is not empty does not block (on Redis 6.2 a short timeout
         # can block for good): the probe's own hand, rotated onto itself.
         ("RPUSH", hand, "probe"),
+        ("PEXPIRE", hand, 10_000),  # a worker killed before the DEL below leaves nothing
         ("BLMOVE", hand, hand, "LEFT", "RIGHT", 1),
         ("RPUSH", wake, 0),  # a wake: a promoter that pops it plans again, nothing more
         ("BLPOP", wake, 1),  # NAME_wake is not empty: does not block

@@ -24,6 +24,7 @@ from ._cli_enqueue import enqueue
 from ._cli_inspect import info, task
 from ._cli_options import shared_options
 from ._cli_run import sweep, worker
+from ._cli_verify import verify_command
 from ._fatal import configuration_error
 from .errors import AdelayedError
 from .worker import Worker
@@ -41,7 +42,7 @@ exit codes:
 1        an error (bad configuration, an unreachable Redis, Redis refusing the settings)
 2        a usage error
 3        what was asked for is not there (an unknown task id, no such dead letter)
-4        doctor found a problem that remains
+4        doctor found a problem that remains; verify found a lost or duplicated task
 130/143  a hard stop (a second SIGINT / SIGTERM: running tasks were requeued; 128 + the
          signal's number), Ctrl-C before the worker started, or a sweeper stopped by Ctrl-C
 """
@@ -54,7 +55,7 @@ def cli(**_: Any) -> None:
     """adelayed: an asyncio task queue on Redis."""
 
 
-for _command in (worker, sweep, info, task, enqueue, dead, doctor):
+for _command in (worker, sweep, info, task, enqueue, dead, doctor, verify_command):
     cli.add_command(_command)
 
 
