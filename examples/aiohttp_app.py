@@ -1,13 +1,14 @@
 """An aiohttp app whose handler enqueues a task: POST /signup queues a welcome email.
 
     pip install aiohttp
-    python -m examples.aiohttp_app            # from the repository root; serves port 8080
+    python -m examples.aiohttp_app            # from the repository root; serves $PORT (8080)
     curl -i -X POST localhost:8080/signup -H 'content-type: application/json' \\
         -d '{"email": "ada@example.com", "user_id": 1}'
 
 Uses $ADELAYED_REDIS_URL when set; otherwise starts a private redis-server with the app (see
-examples/signups.py for the worker that runs the tasks). The Redis client and the Queue are
-made in a cleanup context, on the app's event loop, and closed at shutdown.
+examples/signups.py for the worker that runs the tasks). adelayed.app.AppQueues opens the
+Redis client and the Queue in a cleanup context, on the app's event loop, runs a sweeper
+beside them, and closes it all at shutdown.
 
 Answers: 202 the task is queued; 503 with Retry-After when Redis is down or does not answer
 (the body's "outcome" says "not_accepted", or "unknown" when the task was sent but not
@@ -18,15 +19,15 @@ that cannot be sent as a task; 400 for a body that is not {"email": str, "user_i
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+import os
 from typing import Any
 
 from aiohttp import web
 
-from adelayed import Queue
-from examples.signups import Settings, enqueue_signup, open_queue
+from adelayed.app import AppQueues
+from examples.signups import Settings, app_queues, enqueue_signup
 
-QUEUE = web.AppKey("queue", Queue)
+TASKS = web.AppKey("tasks", AppQueues)
 
 BAD_REQUEST = {
     "outcome": "not_accepted",
@@ -51,22 +52,19 @@ async def signup(request: web.Request) -> web.Response:
         fields = None
     if fields is None:
         return web.json_response(BAD_REQUEST, status=400)
-    answer = await enqueue_signup(request.app[QUEUE], *fields)
+    tasks = request.app[TASKS]
+    answer = await enqueue_signup(tasks[tasks.names[0]], *fields)
     return web.json_response(answer.body, status=answer.status, headers=answer.headers)
 
 
 def create_app(settings: Settings | None = None) -> web.Application:
-    async def queue_context(app: web.Application) -> AsyncIterator[None]:
-        async with open_queue(settings or Settings()) as queue:
-            app[QUEUE] = queue
-            yield
-
     app = web.Application()
-    app.cleanup_ctx.append(queue_context)
+    app[TASKS] = tasks = app_queues(settings or Settings())
+    app.cleanup_ctx.append(tasks.cleanup_ctx)
     app.router.add_post("/signup", signup)
     return app
 
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO)
-    web.run_app(create_app(), host="127.0.0.1", port=8080)
+    web.run_app(create_app(), host="127.0.0.1", port=int(os.environ.get("PORT", "8080")))

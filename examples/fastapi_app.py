@@ -6,8 +6,9 @@
         -d '{"email": "ada@example.com", "user_id": 1}'
 
 Uses $ADELAYED_REDIS_URL when set; otherwise starts a private redis-server with the app (see
-examples/signups.py for the worker that runs the tasks). The Redis client and the Queue are
-made in the lifespan, on the app's event loop, and closed at shutdown.
+examples/signups.py for the worker that runs the tasks). adelayed.app.AppQueues opens the
+Redis client and the Queue in the lifespan, on the app's event loop, runs a sweeper beside
+them, and closes it all at shutdown; its dependency hands the queue to the endpoint.
 
 Answers: 202 the task is queued; 503 with Retry-After when Redis is down or does not answer
 (the body's "outcome" says "not_accepted", or "unknown" when the task was sent but not
@@ -17,16 +18,12 @@ that cannot be sent as a task.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import TypedDict
-
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from adelayed import Queue
-from examples.signups import Settings, enqueue_signup, open_queue
+from examples.signups import Settings, app_queues, enqueue_signup
 
 
 class Signup(BaseModel):
@@ -34,21 +31,14 @@ class Signup(BaseModel):
     user_id: int
 
 
-class State(TypedDict):
-    queue: Queue
-
-
 def create_app(settings: Settings | None = None) -> FastAPI:
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[State]:
-        async with open_queue(settings or Settings()) as queue:
-            yield {"queue": queue}  # each request sees it as request.state.queue
-
-    app = FastAPI(lifespan=lifespan)
+    tasks = app_queues(settings or Settings())
+    app = FastAPI(lifespan=tasks.lifespan)
+    signups_queue = tasks.queue()  # a dependency: the open Queue
 
     @app.post("/signup", status_code=202)
-    async def signup(signup: Signup, request: Request) -> JSONResponse:
-        answer = await enqueue_signup(request.state.queue, signup.email, signup.user_id)
+    async def signup(signup: Signup, queue: Queue = Depends(signups_queue)) -> JSONResponse:
+        answer = await enqueue_signup(queue, signup.email, signup.user_id)
         return JSONResponse(answer.body, answer.status, headers=answer.headers)
 
     return app

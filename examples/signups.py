@@ -10,15 +10,11 @@ URL of the redis-server it starts when ADELAYED_REDIS_URL is not set)::
 from __future__ import annotations
 
 import logging
-import os
 from collections import Counter
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
-import redis.asyncio as redis
 from redis.exceptions import RedisError
 
 from adelayed import (
@@ -31,7 +27,7 @@ from adelayed import (
     RedisConfigurationError,
     TaskDataError,
 )
-from adelayed.embedded import EmbeddedRedis
+from adelayed.app import AppQueues
 
 logger = logging.getLogger(__name__)
 
@@ -61,28 +57,20 @@ class Settings:
     socket_timeout: float = 5.0
 
 
-@asynccontextmanager
-async def open_queue(settings: Settings) -> AsyncIterator[Queue]:
-    """The app's one Redis client and Queue, made at start-up and closed at shutdown (on the
-    event loop that used them)."""
-    async with AsyncExitStack() as stack:
-        url = settings.redis_url or os.environ.get("ADELAYED_REDIS_URL")
-        if url is None:
-            server = stack.enter_context(EmbeddedRedis())
-            url = server.url
-            logger.warning("ADELAYED_REDIS_URL is not set: started a redis-server at %s", url)
-        client = redis.Redis.from_url(
-            url,
-            socket_connect_timeout=settings.socket_connect_timeout,
-            socket_timeout=settings.socket_timeout,
-        )
-        stack.push_async_callback(client.aclose)
-        yield Queue(
-            settings.queue_name,
-            client,
-            max_length=settings.max_length,
-            enqueue_timeout=settings.enqueue_timeout,
-        )
+def app_queues(settings: Settings) -> AppQueues:
+    """The app's Redis client and queue (adelayed.app): opened at start-up on the app's event
+    loop, with an embedded sweeper, and closed at shutdown."""
+    return AppQueues(
+        settings.queue_name,
+        redis_url=settings.redis_url,
+        embedded=True,  # no URL anywhere: a private redis-server, for trying the example out
+        client_options={
+            "socket_connect_timeout": settings.socket_connect_timeout,
+            "socket_timeout": settings.socket_timeout,
+        },
+        max_length=settings.max_length,
+        enqueue_timeout=settings.enqueue_timeout,
+    )
 
 
 @dataclass(frozen=True)

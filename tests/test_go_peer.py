@@ -4,7 +4,9 @@ each side's sweeper recovers the other side's killed workers' tasks."""
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -266,3 +268,26 @@ async def test_tasks_with_options_run_once_on_adelayed_beside_a_go_delayed_worke
     assert sorted(arg for _, arg in go_peer.runs(out)) == list(range(20))
     for key in ("jobs_scheduled", "jobs_ready", "jobs_active", "jobs_jobs"):
         assert not await client.exists(key), key
+
+
+async def test_the_go_tasks_example_hands_each_task_to_go_delayed_once(
+    client: aredis.Redis, go: GoPeer, redis_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    out, log = tmp_path / "runs.txt", tmp_path / "go-worker.log"
+    worker = go.worker("go_jobs", out, log)
+    try:
+        env = {**os.environ, "ADELAYED_REDIS_URL": redis_server.url}
+        sent = await anyio.run_process(
+            [sys.executable, "-m", "examples.go_tasks", "200"], env=env, check=False,
+            cwd=Path(__file__).resolve().parent.parent,
+        )  # fmt: skip
+        assert sent.returncode == 0 and b"enqueued 201 Go task(s)" in sent.stdout, sent.stderr
+        await wait_for(lambda: len(go_peer.runs(out)) >= 201, what="go-delayed ran them all")
+    finally:
+        processes.stop(worker, signal.SIGKILL)
+    ran = go_peer.runs(out)
+    assert sorted(value for name, value in ran if name == "Add") == [2 * i for i in range(200)]
+    assert [value for name, value in ran if name == "Echo"] == [
+        {"from": "python", "sizes": [1, 2, 3]}
+    ]
+    assert await client.llen("go_jobs") == 0 and await client.llen("go_jobs_noti") == 0
