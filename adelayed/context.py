@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -21,8 +22,9 @@ class TaskContext:
     no option counts from 1 again if a sweep requeued it). ``retries_left``: as its ``retry``
     says now (negative: unlimited). ``timeout``: seconds the attempt may run (None: no limit).
     ``due``: when it became due by Redis's clock (None when it was enqueued without a delay
-    and has not been retried). ``state``: the worker's ``state`` dict, shared by all its tasks
-    (filled by its ``on_startup`` hooks, adelayed.hooks).
+    and has not been retried). ``args`` and ``kwargs``: its arguments. ``state``: the
+    worker's ``state`` dict, shared by all its tasks (filled by its ``on_startup`` hooks,
+    adelayed.hooks).
     """
 
     queue: str
@@ -37,6 +39,15 @@ class TaskContext:
     state: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     _executor: Any = field(default=None, compare=False, repr=False)
     _delivery: Any = field(default=None, compare=False, repr=False)
+    _task: Any = field(default=None, compare=False, repr=False)  # the decoded PyTask
+
+    @property
+    def args(self) -> Sequence[Any]:
+        return () if self._task is None else self._task.args
+
+    @property
+    def kwargs(self) -> Mapping[str, Any]:
+        return {} if self._task is None else self._task.kwargs
 
     @property
     def deadline(self) -> float | None:
@@ -91,12 +102,12 @@ def current_task() -> TaskContext:
     if delivery is None:  # a v1 task: its first attempt here, no id, no options
         return TaskContext(
             executor.queue_name, executor.worker_id, None, task.func_path, 1, task.retry,
-            None, None, started, executor.state,
+            None, None, started, executor.state, _task=task,
         )  # fmt: skip
     return TaskContext(
         executor.queue_name, executor.worker_id, delivery.id, task.func_path, delivery.attempt,
         task.retry, delivery.options.timeout, _due_of(delivery.due_ms), started, executor.state,
-        executor, delivery,
+        executor, delivery, task,
     )  # fmt: skip
 
 
