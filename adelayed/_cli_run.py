@@ -51,6 +51,10 @@ def _hook_option(name: str) -> Callable[[F], F]:
     help="run any importable function (only if every writer to Redis is trusted)",
 )  # fmt: skip
 @click.option("--reload", is_flag=True, help="restart on code change (development only)")
+@click.option(
+    "--metrics-port", type=click.IntRange(1, 65535), default=None,
+    help="serve Prometheus metrics on 127.0.0.1:PORT (the prometheus extra)",
+)  # fmt: skip
 @_hook_option("on_startup")
 @_hook_option("on_shutdown")
 @_hook_option("before_task")
@@ -107,10 +111,25 @@ async def _work(options: QueueOptions, tasks: Sequence[str], settings: dict[str,
             schedules=schedules,
             **hooks,
         )
+        if settings["metrics_port"] is not None:
+            _serve_metrics(worker, settings["metrics_port"])
         await worker.run()
         return worker
     finally:
         await client.aclose()
+
+
+def _serve_metrics(worker: Worker, port: int) -> None:
+    try:
+        from .metrics import WorkerMetrics
+    except ImportError:
+        raise ConfigurationError(
+            "--metrics-port needs prometheus-client: pip install 'adelayed[prometheus]'"
+        ) from None
+    try:
+        WorkerMetrics(worker).serve(port)
+    except OSError as exc:
+        raise ConfigurationError(f"--metrics-port {port}: cannot listen ({exc})") from exc
 
 
 def _schedules_of(tasks: Sequence[str]) -> list[Schedule]:

@@ -16,6 +16,7 @@ from . import _envelope as envelope
 from ._envelope import NO_OPTIONS, Options
 from ._functions import FunctionTable, TaskFunction, is_async
 from ._kept_results import KeptResults
+from ._log_fields import task_fields
 from ._registry import Counts
 from ._retries import Retries
 from ._settle import Settle
@@ -227,13 +228,17 @@ class Executor:
     ) -> Settle:
         queue, worker, id_, payload = self._queue, self.worker_id, delivery.id, delivery.payload
         self.counts.dead += 1
+        fields = task_fields(queue.name, name_of(payload).strip("'"), delivery.attempt)
         if error is not None:
-            logger.error("queue %r: task sent to the dead-letter list: %s", queue.name, error)
+            logger.error(
+                "queue %r: task sent to the dead-letter list: %s", queue.name, error, extra=fields
+            )
             reason = f"{type(error).__name__}: {error}"
         else:
             logger.error(
-                "queue %r: failed task sent to the dead-letter list: %s", queue.name, reason
-            )
+                "queue %r: failed task sent to the dead-letter list: %s", queue.name, reason,
+                extra=fields,
+            )  # fmt: skip
         if id_ is None:
             return lambda: queue._bury(field, payload, reason, worker, trace)
         if id_ and (delivery.options.keep_result is not None or delivery.options.key):

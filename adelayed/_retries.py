@@ -12,6 +12,7 @@ import random
 import time
 
 from ._envelope import Options, matches
+from ._log_fields import task_fields
 from .errors import ConfigurationError
 from .retry import Retry
 from .task import PyTask
@@ -91,7 +92,7 @@ class RetryLog:
                 "queue %r: %d more retries of %r in the last %.1fs; the latest: attempt %d "
                 "failed (%r), %s in %.1fs",
                 self._queue_name, unlogged + 1, path, now - last_line, attempt, error,
-                _retry_of(task, attempt), pause,
+                _retry_of(task, attempt), pause, extra=task_fields(self._queue_name, path, attempt),
             )  # fmt: skip
             self._storms[path] = (now, 0)
         else:
@@ -100,6 +101,7 @@ class RetryLog:
                 "are summed up every %gs)",
                 self._queue_name, path, attempt, _retry_of(task, attempt), pause, path,
                 SUMMARY_INTERVAL, exc_info=error,
+                extra=task_fields(self._queue_name, path, attempt),
             )  # fmt: skip
             self._storms[path] = (now, 0)
 
@@ -107,7 +109,7 @@ class RetryLog:
         logger.error(
             "queue %r: task %r failed after %d attempt%s",
             self._queue_name, task.func_path, attempts, "" if attempts == 1 else "s",
-            exc_info=error,
+            exc_info=error, extra=task_fields(self._queue_name, task.func_path, attempts),
         )  # fmt: skip
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import anyio
 
 from .._dead_letters import DeadTask
+from .._observe import add_hooks
 from .._queue_info import _pairs
 from ..context import TaskContext
 from ..errors import AdelayedError
@@ -91,7 +92,7 @@ async def drain(
         options = {"handle_signals": False, "sweep_interval": None, **worker_options}
         worker = Worker(target, tasks=tasks, allow_any_function=not tasks, **options)
     recorder = _Recorder()
-    _observe(worker, recorder)
+    add_hooks(worker, after_task=recorder.after, on_failure=recorder.failed)
     queues: list[Queue] = worker._queues
     dead_before = [await _dead_count(queue) for queue in queues]
     async with anyio.create_task_group() as group:
@@ -106,16 +107,6 @@ async def drain(
         added = await _dead_count(queue) - before
         recorder.drained.dead += await queue.dead_tasks(added) if added > 0 else []
     return recorder.drained
-
-
-def _observe(worker: Worker, recorder: _Recorder) -> None:
-    """Adds the recorder's task hooks to the worker's own (after them)."""
-    hooks = worker._hooks
-    hooks._after.append(recorder.after)
-    hooks._failure.append(recorder.failed)
-    hooks.per_task = True
-    for executor in worker._executors:
-        executor.hooks = hooks
 
 
 async def _until_empty(queues: list[Queue], advance: bool) -> None:
