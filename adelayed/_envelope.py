@@ -12,7 +12,9 @@ adelayed._protocol.scheduled); only adelayed reads those keys. Layout (bytes):
   and the options that are set: ``timeout`` (s), ``backoff`` ([kind, base, cap]), ``retry_on``
   (qualified exception names), ``dlq`` (dead-letter on final failure), ``isolation``,
   ``keep`` (seconds to keep the result, adelayed._protocol.results), ``key`` and ``keyq``
-  (its dedup key, held while it lives, or while it waits: adelayed._protocol.dedup);
+  (its dedup key, held while it lives, or while it waits: adelayed._protocol.dedup), ``trace``
+  (the W3C trace context of the span that enqueued it, as [[header, value], ...]:
+  adelayed.tracing);
 - the v1 payload, unchanged (its retry count is the retries left).
 
 Fixed offsets let a Lua script write the due time and cut out the v1 payload without a msgpack
@@ -48,6 +50,7 @@ class Options:
     keep_result: float | None = None  # seconds to keep the result (None: not kept)
     key: str | None = None  # its dedup key, when held while the task waits or lives
     key_while_queued: bool = False  # the key frees when a worker takes the task
+    trace: tuple[tuple[str, str], ...] = ()  # the enqueuing span's context (adelayed.tracing)
 
 
 NO_OPTIONS = Options()
@@ -88,6 +91,8 @@ def pack(id_: str, payload: bytes, attempt: int, options: Options) -> bytes:
         meta["key"] = options.key
         if options.key_while_queued:
             meta["keyq"] = True
+    if options.trace:
+        meta["trace"] = [list(pair) for pair in options.trace]
     packed: bytes = msgpack.packb(meta)
     return MAGIC + _HEAD.pack(0.0, len(packed)) + packed + payload
 
@@ -115,6 +120,8 @@ _DECODED_MAX = 1024
 
 
 def _cached_options(meta: dict[str, Any]) -> Options:
+    if "trace" in meta:  # each traced task's is its own: not worth a cache entry
+        return _options_of(meta)
     seen = tuple(meta.items())  # the options, as the envelope's map lists them
     try:
         options = _decoded.get(seen)
@@ -139,6 +146,7 @@ def _options_of(meta: dict[str, Any]) -> Options:
         keep_result=meta.get("keep"),
         key=meta.get("key"),
         key_while_queued=bool(meta.get("keyq", False)),
+        trace=tuple((str(k), str(v)) for k, v in meta.get("trace", ())),
     )
 
 

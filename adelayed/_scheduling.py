@@ -44,6 +44,7 @@ def options_of(
     dead_letter_on_failure: bool,
     isolation: str | None,
     keep_result: float | timedelta | None = None,
+    trace: tuple[tuple[str, str], ...] = (),
 ) -> tuple[Options, str]:
     """The checked options of an enqueue, and its due spec for the SCHEDULE script."""
     where = f"queue {queue!r}: task {func_path!r}"
@@ -68,6 +69,7 @@ def options_of(
         dead_letter_on_failure=bool(dead_letter_on_failure),
         isolation=None if isolation == "thread" else isolation,
         keep_result=_kept(where, keep_result),
+        trace=trace,
     )
     return options, _due(where, delay, eta)
 

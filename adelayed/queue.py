@@ -27,6 +27,7 @@ from redis.exceptions import (
 )
 
 from . import _protocol as protocol
+from . import _trace_hook
 from ._dead_letters import DeadLetters, DeadTask
 from ._dedup import Dedup
 from ._enqueue_errors import enqueue_error
@@ -158,18 +159,24 @@ class Queue(DeadLetters, Scheduling, Dedup, ResultCalls, WorkerCalls, QueueInfoC
         not have been added); QueueFullError, TaskDataError, PayloadTooLargeError,
         ConfigurationError or EnqueueError when nothing was added."""
         keep_result = self._keep_result if keep_result is None else keep_result
-        if (
+        producer = _trace_hook.producer  # adelayed.tracing.instrument() sets it
+        if producer is None and (
             key is None and delay is None and eta is None and timeout is None and backoff is None
             and not retry_on and not dead_letter_on_failure and isolation is None
             and keep_result is None and not debounce and key_lifetime == "running"
         ):  # fmt: skip
             await self._enqueue_v1(task)
             return TaskHandle(self, None, task.func_path)
-        return await self._enqueue_one(
-            task, (key, key_lifetime, debounce), delay=delay, eta=eta, timeout=timeout,
-            backoff=backoff, retry_on=retry_on, dead_letter_on_failure=dead_letter_on_failure,
-            isolation=isolation, keep_result=keep_result,
+        given: dict[str, Any] = dict(
+            delay=delay, eta=eta, timeout=timeout, backoff=backoff, retry_on=retry_on,
+            dead_letter_on_failure=dead_letter_on_failure, isolation=isolation,
+            keep_result=keep_result,
         )  # fmt: skip
+        dedup = (key, key_lifetime, debounce)
+        if producer is None:
+            return await self._enqueue_one(task, dedup, **given)
+        with producer.span(self._name, task) as trace:  # its context travels in the envelope
+            return await self._enqueue_one(task, dedup, trace=trace, **given)
 
     async def _enqueue_v1(self, task: Task) -> None:
         payload = self._payload_of(task)
