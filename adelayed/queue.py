@@ -155,12 +155,11 @@ class Queue(DeadLetters, Scheduling, Dedup, ResultCalls, WorkerCalls, QueueInfoC
         (before each retry); ``retry_on`` (only these are retried); ``dead_letter_on_failure``;
         ``isolation="process"``; ``keep_result`` (seconds; default: the Queue's); ``key``,
         ``key_lifetime``, ``debounce`` (adelayed._dedup). See the README for each. Raises
-        EnqueueTimeoutError or EnqueueOutcomeUnknownError when no reply came (it may or may
-        not have been added); QueueFullError, TaskDataError, PayloadTooLargeError,
-        ConfigurationError or EnqueueError when nothing was added."""
+        EnqueueTimeoutError or EnqueueOutcomeUnknownError when no reply came (it may or may not
+        have been added); QueueFullError, TaskDataError, PayloadTooLargeError, ConfigurationError
+        or EnqueueError when nothing was added."""
         keep_result = self._keep_result if keep_result is None else keep_result
-        producer = _trace_hook.producer  # adelayed.tracing.instrument() sets it
-        if producer is None and (
+        if _trace_hook.producer is None and (  # adelayed.tracing.instrument() sets it
             key is None and delay is None and eta is None and timeout is None and backoff is None
             and not retry_on and not dead_letter_on_failure and isolation is None
             and keep_result is None and not debounce and key_lifetime == "running"
@@ -172,7 +171,13 @@ class Queue(DeadLetters, Scheduling, Dedup, ResultCalls, WorkerCalls, QueueInfoC
             dead_letter_on_failure=dead_letter_on_failure, isolation=isolation,
             keep_result=keep_result,
         )  # fmt: skip
-        dedup = (key, key_lifetime, debounce)
+        return await self._enqueue_traced(task, (key, key_lifetime, debounce), given)
+
+    async def _enqueue_traced(
+        self, task: Task, dedup: tuple[Any, ...], given: dict[str, Any]
+    ) -> TaskHandle:
+        """The option path of ``enqueue``, in a span of adelayed.tracing when instrumented."""
+        producer = _trace_hook.producer
         if producer is None:
             return await self._enqueue_one(task, dedup, **given)
         with producer.span(self._name, task) as trace:  # its context travels in the envelope

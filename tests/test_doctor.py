@@ -40,6 +40,8 @@ async def test_a_healthy_queue_is_ok_with_exit_code_0(
     async with running(make_worker(queue)):
         await queue.enqueue(PyTask("tests.tasks:async_record", args=(1,)))
         await queue.enqueue(PyTask("tests.tasks:async_record", args=(2,)), delay=3600)
+        await wait_for(lambda: _live(queue, 1), what="the worker registered")
+        await wait_for(lambda: _taken(queue), what="the queued task taken")
         ran = doctor(redis_server.url)
     assert ran.code == 0 and ran.out.strip() == "jobs: ok", ran.out + ran.err
 
@@ -133,6 +135,10 @@ async def test_a_worker_an_hour_off_and_mixed_versions_are_reported(
         fleet.stop(worker)
     assert sorted(checks(ran)) == ["clock", "versions"], ran.out
     assert "+3600" in ran.out and "0.0.9" in ran.out
+
+
+async def _taken(queue: Queue) -> bool:
+    return await queue.len() == 0 and await queue.in_flight() == 0
 
 
 async def _live(queue: Queue, wanted: int) -> bool:

