@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -33,16 +34,37 @@ async def running(worker: Worker) -> AsyncIterator[Worker]:
         worker.stop()
 
 
-async def wait_for(
-    condition: Callable[[], bool | Awaitable[bool]], timeout: float = 10, what: str = ""
-) -> None:
+async def wait_for(condition: Callable[[], object], timeout: float = 10, what: str = "") -> None:
+    """Waits until ``condition()`` (or what it returns, awaited) is true."""
     deadline = time.monotonic() + timeout
     while True:
         result = condition()
-        if not isinstance(result, bool):
+        if inspect.isawaitable(result):
             result = await result
         if result:
             return
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
         await anyio.sleep(0.01)
+
+
+def texts(items: Iterable[Any]) -> list[str]:
+    """Redis replies (a list's items, a hash's fields, a sorted set's members) as text."""
+    return [item.decode() if isinstance(item, bytes) else str(item) for item in items]
+
+
+def text(item: bytes | str | None) -> str:
+    """One Redis reply as text (AssertionError when the key or field is missing)."""
+    assert item is not None, "missing in Redis"
+    return item.decode() if isinstance(item, bytes) else item
+
+
+def raw(item: bytes | str | None) -> bytes:
+    """One Redis reply as bytes (AssertionError when missing)."""
+    assert item is not None, "missing in Redis"
+    return item if isinstance(item, bytes) else item.encode()
+
+
+async def command(client: Any, *args: Any) -> Any:
+    """``client.execute_command(*args)`` (redis-py leaves it untyped)."""
+    return await client.execute_command(*args)

@@ -17,6 +17,7 @@ import redis.asyncio as redis
 from adelayed import PyTask, Queue
 from adelayed.embedded import EmbeddedRedis
 from tests import processes
+from tests.helpers import raw, text, texts
 
 TASKS = 5000
 WORKERS = 3
@@ -63,16 +64,16 @@ async def test_sigkill_chaos_loses_no_task(
             if worker_id is not None:
                 entries = await client.hgetall("jobs_processing")
                 for field, payload in entries.items():
-                    if field.decode().startswith(worker_id + ":"):
-                        held_by_killed[payload] += 1
+                    if text(field).startswith(worker_id + ":"):
+                        held_by_killed[raw(payload)] += 1
             workers[victim] = start()
     finally:
         for process, _ in workers:
             processes.stop(process, signal.SIGTERM)
         processes.stop(sweeper, signal.SIGTERM)
 
-    runs = Counter(run.decode().split("|")[0] for run in await client.lrange("runs", 0, -1))
-    done = Counter(run.decode().split("|")[0] for run in await client.lrange("done", 0, -1))
+    runs = Counter(run.split("|")[0] for run in texts(await client.lrange("runs", 0, -1)))
+    done = Counter(run.split("|")[0] for run in texts(await client.lrange("done", 0, -1)))
     tags = {f"t{i}" for i in range(TASKS)}
     lost = tags - set(done)
     duplicates = {tag: count for tag, count in runs.items() if count > 1}

@@ -22,7 +22,7 @@ from adelayed._cli_options import QueueOptions
 from adelayed.cli import cli
 from adelayed.embedded import EmbeddedRedis
 from adelayed.errors import ConfigurationError
-from tests.helpers import make_worker, running, wait_for
+from tests.helpers import make_worker, running, texts, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -143,7 +143,7 @@ def run(project: Path, url: str, *args: str) -> Command:
 
 
 async def ran(client: redis.Redis, *tags: str) -> bool:
-    return [item.decode() for item in await client.lrange("ran", 0, -1)] == list(tags)
+    return texts(await client.lrange("ran", 0, -1)) == list(tags)
 
 
 async def count(client: redis.Redis, key: str, wanted: int) -> bool:

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import msgpack
 import pytest
@@ -19,7 +20,7 @@ import redis.asyncio as redis
 from adelayed import PyTask, Queue
 from adelayed._protocol.dead import MOVE_DEAD_RECORDS
 from adelayed.embedded import EmbeddedRedis
-from tests.helpers import make_worker, running, wait_for
+from tests.helpers import make_worker, running, texts, wait_for
 from tests.test_cli import Command, free_port, project  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.timeout(120)
@@ -29,7 +30,7 @@ class Ran:
     def __init__(self, done: subprocess.CompletedProcess[str]) -> None:
         self.code, self.out, self.err = done.returncode, done.stdout, done.stderr
 
-    def json(self) -> object:
+    def json(self) -> Any:
         return json.loads(self.out)
 
 
@@ -61,7 +62,7 @@ async def test_info_counts_each_state_and_the_workers_and_what_they_did(
     await queue.enqueue_many([PyTask("tests.tasks:async_record", args=(i,)) for i in range(3)])
     await queue.enqueue(PyTask("tests.tasks:async_record", args=("later",)), delay=3600)
     await client.lpush("jobs_dead", dead_record("app:gone", "ImportError: gone"))
-    [before] = adelayed(redis_server.url, "-q", "jobs", "info", "--json").json()  # type: ignore[misc]
+    [before] = adelayed(redis_server.url, "-q", "jobs", "info", "--json").json()
     assert (before["queued"], before["scheduled"], before["dead"]) == (3, 1, 1)
     assert (before["in_flight"], before["live_workers"], before["tokens"]) == (0, 0, 3)
     assert before["earliest_due"] is not None
@@ -69,7 +70,7 @@ async def test_info_counts_each_state_and_the_workers_and_what_they_did(
     async with running(make_worker(queue, keep_alive_interval=0.2)):
         await wait_for(lambda: _done_counted(queue, 3), what="the counts sent at a refresh")
         during = adelayed(redis_server.url, "-q", "jobs", "info", "--json").json()
-        assert during[0]["live_workers"] == 1 and during[0]["queued"] == 0  # type: ignore[index]
+        assert during[0]["live_workers"] == 1 and during[0]["queued"] == 0
         table = adelayed(redis_server.url, "info", "-q", "jobs", "--minutes", "2")
         assert table.code == 0 and "jobs" in table.out and "workers" in table.out, table.err
         [worker] = await queue.workers()
@@ -107,13 +108,13 @@ async def test_task_shows_a_result_an_error_and_exit_code_3_for_an_unknown_id(
     done = await queue.enqueue(PyTask("tests.result_tasks:echo", args=("ab",)), keep_result=60)
     failed = await queue.enqueue(PyTask("tests.tasks:fail_timed", args=("x",)), keep_result=60)
     waiting = adelayed(redis_server.url, "task", str(done.id), "-q", "jobs", "--json")
-    assert waiting.code == 0 and waiting.json()["state"] == "queued"  # type: ignore[index]
+    assert waiting.code == 0 and waiting.json()["state"] == "queued"
     async with running(make_worker(queue, tasks=["tests.tasks", "tests.result_tasks"])):
         await wait_for(lambda: _ended(queue, str(failed.id)), what="both tasks")
     shown = adelayed(redis_server.url, "-q", "jobs", "task", str(done.id))
     assert shown.code == 0 and "state: done" in shown.out and "result:" in shown.out, shown.out
     error = adelayed(redis_server.url, "-q", "jobs", "task", str(failed.id), "--json").json()
-    assert error["state"] == "failed" and "Traceback" in error["traceback"]  # type: ignore[index]
+    assert error["state"] == "failed" and "Traceback" in error["traceback"]
     unknown = adelayed(redis_server.url, "-q", "jobs", "task", "0" * 32)
     assert unknown.code == 3 and "knows no task" in unknown.err
 
@@ -154,10 +155,10 @@ async def test_dead_list_show_requeue_and_purge_by_function_and_reason(
     await client.lpush("jobs_dead", *records)  # newest first: the last one is #0
     url = redis_server.url
     listed = adelayed(url, "-q", "jobs", "dead", "list", "--json").json()
-    assert [d["function"] for d in listed] == ["app.a:one", "app.b:two", "app.a:one"]  # type: ignore[union-attr,index]
+    assert [d["function"] for d in listed] == ["app.a:one", "app.b:two", "app.a:one"]
     only = adelayed(url, "dead", "list", "-q", "jobs", "--json", "--function", "app.a:one",
                     "--reason", "ImportError").json()  # fmt: skip
-    assert [d["#"] for d in only] == [0]  # type: ignore[union-attr,index]
+    assert [d["#"] for d in only] == [0]
     shown = adelayed(url, "-q", "jobs", "dead", "show", "1")
     assert shown.code == 0 and "app.b:two" in shown.out and "ImportError: gone" in shown.out
     assert adelayed(url, "-q", "jobs", "dead", "show", "7").code == 3
@@ -231,7 +232,7 @@ async def test_the_worker_runs_its_modules_schedules_and_the_hooks_it_is_given(
     worker = Command(project, redis_server.url, args)
     await wait_for(lambda: _length(client, "ticks", 2), what="two ticks", timeout=20)
     assert worker.stop(signal.SIGTERM) == 0
-    assert [hook.decode() for hook in await client.lrange("hooks", 0, -1)] == ["startup"]
+    assert texts(await client.lrange("hooks", 0, -1)) == ["startup"]
     missing = Command(project, redis_server.url, [*args[:-1], "app.periodic:nothing"])
     assert missing.wait() == 1
     missing.assert_short_errors("--on-startup 'app.periodic:nothing'", "has no function")
@@ -268,7 +269,7 @@ async def test_reload_restarts_the_worker_on_a_code_change(
     await wait_for(lambda: worker.log().count("started on queue") == 2, what="the new worker")
     await jobs.enqueue(PyTask("app.live:record", args=("b",)))
     await wait_for(lambda: _length(client, "ran", 2), what="the second run", timeout=20)
-    assert [r.decode() for r in await client.lrange("ran", 0, -1)] == ["v1:a", "v2:b"]
+    assert texts(await client.lrange("ran", 0, -1)) == ["v1:a", "v2:b"]
     assert worker.stop(signal.SIGINT) in (0, 130)
 
 

@@ -17,7 +17,7 @@ from adelayed import Backoff, ConfigurationError, PyTask, Queue, TaskDataError, 
 from adelayed import _envelope as envelope
 from adelayed.delay import call_checker
 from tests import decorated_tasks
-from tests.helpers import make_worker, running, wait_for
+from tests.helpers import make_worker, raw, running, texts, wait_for
 
 
 @pytest.mark.parametrize(
@@ -110,14 +110,14 @@ async def test_options_delay_a_call_and_the_decorator_sets_defaults(
 ) -> None:
     decorated_tasks.bind(queue)
     await decorated_tasks.double.options(delay=30, retry=4).delay(21)
-    [id_] = await client.zrange("jobs_scheduled", 0, -1)
-    waiting = envelope.unpack(await client.hget("jobs_jobs", id_))
+    [id_] = texts(await client.zrange("jobs_scheduled", 0, -1))
+    waiting = envelope.unpack(raw(await client.hget("jobs_jobs", id_)))
     assert waiting.payload == PyTask("tests.decorated_tasks:double", (21,), retry=4).serialize()
     timed = decorated_tasks.timed  # @task(retry=2, timeout=5, backoff=Backoff.fixed(1))
     await timed.delay(1)
     await timed.options(dead_letter_on_failure=True).delay(2)
     ready = [
-        envelope.unpack(await client.hget("jobs_jobs", i))
+        envelope.unpack(raw(await client.hget("jobs_jobs", i)))
         for i in await client.lrange("jobs_ready", 0, -1)
     ]
     assert [entry.options.timeout for entry in ready] == [5, 5]

@@ -18,7 +18,7 @@ import redis.asyncio as redis
 from adelayed import EnqueueError, PyTask, Queue
 from adelayed.embedded import EmbeddedRedis
 from tests import processes
-from tests.helpers import wait_for
+from tests.helpers import texts, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -52,14 +52,14 @@ async def fleet(
     try:
         yield started
         for process in started:
-            assert process.poll() is None, f"process {process.args} died"
+            assert process.poll() is None, f"process {process.args!r} died"
     finally:
         for process in started:
             processes.stop(process, signal.SIGTERM)
 
 
 async def runs(client: redis.Redis, key: str = "finished") -> Counter[str]:
-    return Counter(item.decode() for item in await client.lrange(key, 0, -1))
+    return Counter(texts(await client.lrange(key, 0, -1)))
 
 
 async def empty(client: redis.Redis) -> bool:

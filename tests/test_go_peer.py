@@ -18,7 +18,7 @@ from adelayed import GoTask, PyTask, Queue, decode_task
 from adelayed.embedded import EmbeddedRedis
 from tests import go_peer, processes, tasks
 from tests.go_peer import GoPeer
-from tests.helpers import make_worker, running, wait_for
+from tests.helpers import make_worker, running, texts, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -237,7 +237,7 @@ async def in_flight(client: aredis.Redis, count: int) -> bool:
 
 
 async def listed(client: aredis.Redis, key: str) -> list[str]:
-    return [item.decode() for item in await client.lrange(key, 0, -1)]
+    return texts(await client.lrange(key, 0, -1))
 
 
 async def swept(queue: Queue) -> bool:
@@ -264,8 +264,8 @@ async def test_tasks_with_options_run_once_on_adelayed_beside_a_go_delayed_worke
     async with running(make_worker(queue)):
         await wait_for(lambda: len(tasks.ran) == 20, timeout=20, what="every task with options")
         await anyio.sleep(0.5)
-    assert sorted(tasks.ran) == sorted(f"opt{i}" for i in range(20))  # each once
-    assert sorted(arg for _, arg in go_peer.runs(out)) == list(range(20))
+    assert sorted(map(str, tasks.ran)) == sorted(f"opt{i}" for i in range(20))  # each once
+    assert sorted(int(str(arg)) for _, arg in go_peer.runs(out)) == list(range(20))
     for key in ("jobs_scheduled", "jobs_ready", "jobs_active", "jobs_jobs"):
         assert not await client.exists(key), key
 
@@ -286,7 +286,7 @@ async def test_the_go_tasks_example_hands_each_task_to_go_delayed_once(
     finally:
         processes.stop(worker, signal.SIGKILL)
     ran = go_peer.runs(out)
-    assert sorted(value for name, value in ran if name == "Add") == [2 * i for i in range(200)]
+    assert sorted(int(str(v)) for name, v in ran if name == "Add") == [2 * i for i in range(200)]
     assert [value for name, value in ran if name == "Echo"] == [
         {"from": "python", "sizes": [1, 2, 3]}
     ]

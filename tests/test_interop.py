@@ -20,7 +20,7 @@ from delayed.task import PyTask as DelayedPyTask
 from adelayed import PyTask, Queue, Sweeper
 from adelayed.embedded import EmbeddedRedis
 from tests import processes, tasks
-from tests.helpers import make_worker, running, wait_for
+from tests.helpers import make_worker, running, texts, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -33,7 +33,7 @@ def their_queue(redis_server: EmbeddedRedis) -> Iterator[DelayedQueue]:
 
 
 async def listed(client: aredis.Redis, key: str) -> list[str]:
-    return [item.decode() for item in await client.lrange(key, 0, -1)]
+    return texts(await client.lrange(key, 0, -1))
 
 
 async def has(client: aredis.Redis, key: str, count: int) -> bool:

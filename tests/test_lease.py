@@ -16,7 +16,7 @@ import redis.asyncio as redis
 from adelayed import PyTask, Queue, Sweeper
 from adelayed.embedded import EmbeddedRedis
 from tests import processes, tasks
-from tests.helpers import make_worker, running, wait_for
+from tests.helpers import make_worker, running, text, wait_for
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -62,7 +62,7 @@ async def test_no_task_is_taken_until_a_stalled_loop_runs_freely(
         await wait_for(lambda: _length(client, "started", 4), what="the quick tasks")
     finally:
         processes.stop(worker, signal.SIGTERM)
-    stall_ended = float((await client.lindex("finished", 0)).split()[1])
+    stall_ended = float(text(await client.lindex("finished", 0)).split()[1])
     quick = [float(s.split()[1]) for s in await client.lrange("started", 1, -1)]
     # Held back until the watchdog saw the loop run freely for a period (0.25 s); without
     # it the worker, waiting on a token, starts them within milliseconds.
@@ -89,7 +89,7 @@ async def test_a_loop_stalled_while_waiting_for_a_token_holds_back_one_task_at_m
         processes.stop(stalled, signal.SIGTERM)
         if other is not None:
             processes.stop(other, signal.SIGTERM)
-    stall_ended = float((await client.lindex("finished", 0)).split()[1])
+    stall_ended = float(text(await client.lindex("finished", 0)).split()[1])
     quick = [float(s.split()[1]) for s in await client.lrange("started", 1, -1)]
     assert sum(started < stall_ended for started in quick) >= 3, (quick, stall_ended)
 

@@ -28,7 +28,7 @@ from adelayed import PyTask, Queue
 from adelayed import _protocol as protocol
 from adelayed._wire import Wire
 from adelayed.embedded import EmbeddedRedis
-from tests.helpers import make_worker, running, wait_for
+from tests.helpers import make_worker, running, text, texts, wait_for
 from tests.proxy import redis_proxy
 
 pytestmark = pytest.mark.timeout(60)
@@ -208,7 +208,7 @@ async def queue_state(client: redis.Redis) -> tuple[int, int, int]:
 
 
 async def attempts(client: redis.Redis) -> dict[str, int]:
-    return {tag.decode(): int(count) for tag, count in (await client.hgetall("attempts")).items()}
+    return {text(tag): int(count) for tag, count in (await client.hgetall("attempts")).items()}
 
 
 async def settled(client: redis.Redis, work: Workload) -> bool:
@@ -246,7 +246,7 @@ async def test_lost_replies_lose_no_task_and_run_none_twice(
     )
 
     assert await attempts(client) == work.attempts
-    done = Counter(item.decode() for item in await client.lrange("done", 0, -1))
+    done = Counter(texts(await client.lrange("done", 0, -1)))
     assert done == Counter(work.done)  # each exactly once
     dead = await producer.dead_tasks(limit=1000)
     assert Counter(letter.payload for letter in dead) == Counter(work.dead)  # each exactly once

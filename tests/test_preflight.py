@@ -10,7 +10,7 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any
 
 import anyio
@@ -24,14 +24,14 @@ from adelayed._fatal import ACL_CHANNELS_FIRST, ACL_COMMANDS, ACL_KEYS
 from adelayed._lease import Lease, sync_twin
 from adelayed.embedded import EmbeddedRedis
 from tests import tasks
-from tests.helpers import make_worker, running, wait_for
+from tests.helpers import command, make_worker, running, wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
 PASSWORD = "s3cret pass"
 QUEUE_KEYS = ("~jobs", "~jobs_*", "~adelayed:*")
 
-Start = Callable[[Queue], Awaitable[None]]
+Start = Callable[[Queue], Coroutine[Any, Any, None]]
 
 
 async def start_worker(queue: Queue) -> None:
@@ -136,15 +136,15 @@ async def no_config_user(
     client: redis.asyncio.Redis, redis_server: EmbeddedRedis
 ) -> AsyncIterator[redis.asyncio.Redis]:
     """A client of an ACL user that may do everything a worker does, but not CONFIG."""
-    await client.execute_command(
-        "ACL", "SETUSER", "no-config", "on", ">pw", *QUEUE_KEYS, "+@all", "-config"
+    await command(
+        client, "ACL", "SETUSER", "no-config", "on", ">pw", *QUEUE_KEYS, "+@all", "-config"
     )
     user = redis.asyncio.Redis(port=redis_server.port, username="no-config", password="pw")
     try:
         yield user
     finally:
         await user.aclose()
-        await client.execute_command("ACL", "DELUSER", "no-config")
+        await command(client, "ACL", "DELUSER", "no-config")
 
 
 async def test_a_user_refused_config_starts_with_one_warning(
@@ -181,12 +181,12 @@ def locked_server() -> Iterator[EmbeddedRedis]:
     """A server with a password, 4 databases and two ACL users that lack what adelayed needs."""
     with EmbeddedRedis({"requirepass": PASSWORD, "databases": "4"}) as server:
         admin = redis.Redis(port=server.port, password=PASSWORD)
-        admin.execute_command("ACL", "SETUSER", "app", "on", ">app pw", *QUEUE_KEYS, "+@all")
-        admin.execute_command(
+        admin.execute_command("ACL", "SETUSER", "app", "on", ">app pw", *QUEUE_KEYS, "+@all")  # type: ignore[no-untyped-call]
+        admin.execute_command(  # type: ignore[no-untyped-call]
             "ACL", "SETUSER", "no-scripts", "on", ">pw", *QUEUE_KEYS, "+@all", "-@scripting"
         )
-        admin.execute_command("ACL", "SETUSER", "other-keys", "on", ">pw", "~other:*", "+@all")
-        admin.execute_command(
+        admin.execute_command("ACL", "SETUSER", "other-keys", "on", ">pw", "~other:*", "+@all")  # type: ignore[no-untyped-call]
+        admin.execute_command(  # type: ignore[no-untyped-call]
             "ACL", "SETUSER", "no-blocking", "on", ">pw", *QUEUE_KEYS, "+@all", "-@blocking"
         )
         admin.close()
@@ -266,7 +266,7 @@ async def test_the_worker_s_acl_user_with_the_rules_the_message_names_works(
     subscribed again, reads the aborts written down meanwhile (MGET)."""
     admin = redis.asyncio.Redis(port=locked_server.port, password=PASSWORD)
     rules = f"{ACL_CHANNELS_FIRST} {ACL_KEYS.format(name='jobs')} {ACL_COMMANDS}".split()
-    await admin.execute_command("ACL", "SETUSER", "least", "on", ">pw", *rules)
+    await command(admin, "ACL", "SETUSER", "least", "on", ">pw", *rules)
     await Queue("jobs", admin).enqueue(PyTask(tasks.async_record, args=("least",)))
     kept = await Queue("jobs", admin).enqueue(
         PyTask(tasks.async_record, args=("kept",)), keep_result=60
@@ -274,7 +274,7 @@ async def test_the_worker_s_acl_user_with_the_rules_the_message_names_works(
     queue = locked_queue(locked_server, username="least", password="pw")
     with caplog.at_level(logging.WARNING, logger="adelayed"):
         async with running(make_worker(queue, sweep_interval=0.1)):
-            await wait_for(lambda: sorted(tasks.ran) == ["kept", "least"])
+            await wait_for(lambda: sorted(map(str, tasks.ran)) == ["kept", "least"])
             await kept.result(timeout=5)  # FINISH_MANY published it
             assert (await kept.status()).state == "done"
             await anyio.sleep(0.3)  # the abort listener has subscribed, or failed to
@@ -302,7 +302,7 @@ async def test_the_lease_refreshes_with_the_advised_rules_where_its_script_is_no
     scripts): it is loaded (SCRIPT LOAD) and sent again, as the rules have no EVAL."""
     admin = redis.asyncio.Redis(port=locked_server.port, password=PASSWORD)
     rules = f"{ACL_CHANNELS_FIRST} {ACL_KEYS.format(name='jobs')} {ACL_COMMANDS}".split()
-    await admin.execute_command("ACL", "SETUSER", "least", "on", ">pw", *rules)
+    await command(admin, "ACL", "SETUSER", "least", "on", ">pw", *rules)
     await admin.script_flush()
     queue = locked_queue(locked_server, username="least", password="pw")
     lease = Lease(queue, 1, 1)
@@ -386,17 +386,15 @@ async def test_an_acl_revoked_while_the_worker_runs_ends_it_and_its_tasks_go_bac
     ran), ends run() with RedisConfigurationError instead of retrying forever; the task it was
     running is put back when the refusal is lifted (requeued at stop, or by a sweep)."""
     admin = redis.asyncio.Redis(host="127.0.0.1", port=locked_server.port, password=PASSWORD)
-    await admin.execute_command(
-        "ACL", "SETUSER", "revoked", "on", ">pw", *QUEUE_KEYS, "+@all", "-config"
-    )
+    await command(admin, "ACL", "SETUSER", "revoked", "on", ">pw", *QUEUE_KEYS, "+@all", "-config")
     queue = locked_queue(locked_server, username="revoked", password="pw")
     await queue.enqueue(PyTask(tasks.async_sleep, args=(0.5, "survivor")))
     worker = asyncio.ensure_future(make_worker(queue, concurrency=2).run())
     await wait_for(lambda: queue.in_flight(), what="the task started")
-    await admin.execute_command("ACL", "SETUSER", "revoked", "-evalsha")
+    await command(admin, "ACL", "SETUSER", "revoked", "-evalsha")
     with pytest.raises(RedisConfigurationError, match="ACL"):
         await asyncio.wait_for(worker, 10)
-    await admin.execute_command("ACL", "SETUSER", "revoked", "+evalsha")
+    await command(admin, "ACL", "SETUSER", "revoked", "+evalsha")
     await Queue("jobs", admin).requeue_lost()  # its lease is gone: a sweep puts it back
     assert (await admin.llen("jobs"), await admin.hlen("jobs_processing")) == (1, 0)
     await queue.redis.aclose()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import Any
 
 import anyio
@@ -36,6 +37,10 @@ def record(name: str) -> PyTask:
 
 def sleep(name: str, seconds: float) -> PyTask:
     return PyTask(timed_tasks.sleep, args=(name, seconds))
+
+
+def _started_once(prefix: str) -> bool:
+    return len(started(prefix)) == 1
 
 
 def started(prefix: str) -> list[dict[str, Any]]:
@@ -91,7 +96,7 @@ async def test_an_idle_worker_wakes_for_any_of_its_queues(queues: list[Queue]) -
         for queue in reversed(queues):
             sent = time.monotonic()
             await queue.enqueue(record(queue.name))
-            await wait_for(lambda q=queue: len(started(q.name)) == 1, timeout=5)
+            await wait_for(partial(_started_once, queue.name), timeout=5)
             assert started(queue.name)[0]["at"] - sent < 0.1
 
 

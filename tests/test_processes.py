@@ -14,13 +14,13 @@ import redis.asyncio as redis
 from adelayed import PyTask, Queue
 from adelayed.embedded import EmbeddedRedis
 from tests import processes
-from tests.helpers import wait_for
+from tests.helpers import texts, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
 
 async def listed(client: redis.Redis, key: str) -> list[str]:
-    return [item.decode() for item in await client.lrange(key, 0, -1)]
+    return texts(await client.lrange(key, 0, -1))
 
 
 async def settled(client: redis.Redis) -> tuple[int, int, int]:

@@ -258,7 +258,7 @@ async def test_finish_many_settles_tasks_ending_together_in_one_call_and_twice_c
         assert await FINISH_MANY(queue._wire(), keys, args) == [0, 0]  # a re-send
         messages = [await pubsub.get_message(timeout=1) for _ in range(2)]
     finally:
-        await pubsub.aclose()
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
     assert messages[1] is not None  # one message: the kept task's record, its data in it
     [record] = msgpack.unpackb(messages[1]["data"], raw=True)
     assert record[:5] == [ids[0].encode(), b"done", b"\x01", b"1", b"w"]

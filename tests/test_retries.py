@@ -18,7 +18,7 @@ from adelayed import _envelope as envelope
 from adelayed import _retries as retries
 from adelayed._retries import RetryBackoff
 from tests import tasks
-from tests.helpers import make_worker, running, wait_for
+from tests.helpers import make_worker, raw, running, texts, wait_for
 
 
 async def queue_state(client: redis.Redis) -> tuple[int, int, int]:
@@ -110,9 +110,9 @@ async def test_a_retry_waits_in_the_scheduled_set_with_its_attempt_and_a_stop_do
         stopped = time.monotonic()
         worker.stop(now=now)
     assert time.monotonic() - stopped < 2  # not the pause, not the grace period
-    [id_] = await client.zrange("jobs_scheduled", 0, -1)
-    retry = envelope.unpack(await client.hget("jobs_jobs", id_))
-    assert retry.attempt == 2 and retry.id == id_.decode()
+    [id_] = texts(await client.zrange("jobs_scheduled", 0, -1))
+    retry = envelope.unpack(raw(await client.hget("jobs_jobs", id_)))
+    assert retry.attempt == 2 and retry.id == id_
     retried = PyTask(tasks.fail_timed, args=("paused",), retry=4)  # one retry used up
     assert retry.payload == retried.serialize()
     assert await copies(client) == 1

@@ -22,7 +22,7 @@ from adelayed import (
 )
 from adelayed import _envelope as envelope
 from tests import timed_tasks
-from tests.helpers import make_worker, running, wait_for
+from tests.helpers import make_worker, raw, running, text, wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -283,12 +283,15 @@ async def snapshot(client: redis.Redis, *names: str) -> dict[bytes, Any]:
     """Every key of these queues, with its content."""
     state: dict[bytes, Any] = {}
     for key in sorted(await client.keys("*")):
-        if not any(key.decode().startswith(name) for name in names):
+        if not any(text(key).startswith(name) for name in names):
             continue
-        kind = (await client.type(key)).decode()
-        read = {"list": lambda k: client.lrange(k, 0, -1), "hash": client.hgetall,
-                "zset": lambda k: client.zrange(k, 0, -1, withscores=True)}[kind]  # fmt: skip
-        state[key] = await read(key)
+        kind = text(await client.type(key))
+        if kind == "list":
+            state[raw(key)] = await client.lrange(key, 0, -1)
+        elif kind == "hash":
+            state[raw(key)] = await client.hgetall(key)
+        else:
+            state[raw(key)] = await client.zrange(key, 0, -1, withscores=True)
     return state
 
 
@@ -369,9 +372,9 @@ async def test_max_length_counts_due_and_scheduled_tasks_for_every_enqueue(
     queue = Queue("jobs", client, max_length=2)
     await queue.enqueue(task(timed_tasks.record, "later"), delay=60)
     await queue.enqueue(task(timed_tasks.record, "due"), timeout=5)
-    for options in ({}, {"delay": 60}):
+    for delay in (None, 60):
         with pytest.raises(QueueFullError):
-            await queue.enqueue(task(timed_tasks.record, "one too many"), **options)
+            await queue.enqueue(task(timed_tasks.record, "one too many"), delay=delay)
     assert await queue.scheduled() == 1 and await queue.len() == 1
 
 

@@ -46,7 +46,7 @@ from adelayed.embedded import EmbeddedRedis
 from adelayed.task import decode_task
 from tests import processes
 from tests import scheduled_fleet as fleet
-from tests.helpers import wait_for
+from tests.helpers import raw, text, texts, wait_for
 from tests.proxy import redis_proxy
 
 pytestmark = pytest.mark.timeout(60)
@@ -77,14 +77,14 @@ async def stamps(client: aredis.Redis) -> dict[str, tuple[int, int]]:
     """Tag -> (Redis's time, the worker's wall clock) of each run of ``fleet.stamp`` (ms)."""
     found: dict[str, tuple[int, int]] = {}
     for item in await client.lrange(fleet.STAMPS, 0, -1):
-        tag, ran, wall = item.decode().split()
+        tag, ran, wall = text(item).split()
         assert tag not in found, f"{tag} ran twice"
         found[tag] = (int(ran), int(wall))
     return found
 
 
 async def runs(client: aredis.Redis) -> Counter[str]:
-    return Counter(item.decode() for item in await client.lrange(fleet.RUNS, 0, -1))
+    return Counter(texts(await client.lrange(fleet.RUNS, 0, -1)))
 
 
 async def drained(client: aredis.Redis) -> bool:
@@ -394,7 +394,7 @@ async def test_an_enveloped_task_of_a_killed_worker_is_requeued_by_our_sweeper_o
         (slot, id_), = (await client.hgetall(ACTIVE)).items()  # fmt: skip
         stored = await client.hget(JOBS, id_)
     # SIGKILLed (worker_process's exit): the task stays in its slot until its lease lapses.
-    await wait_for(lambda: _gone(client, slot), timeout=5, what="the killed worker's lease")
+    await wait_for(lambda: _gone(client, raw(slot)), timeout=5, what="the killed worker's lease")
     state = await _state(client)
     for _ in range(5):
         assert their_queue.requeue_lost() == 0  # delayed's sweeper: nothing of its own lost
@@ -408,7 +408,7 @@ async def test_an_enveloped_task_of_a_killed_worker_is_requeued_by_our_sweeper_o
         "active": {}, "jobs": {}, "ready": [id_], "noti": 1, "queue": 0,
         "processing": 0, "scheduled": 0,
     }  # fmt: skip
-    before, requeued = envelope.unpack(stored), envelope.unpack(after["jobs"][id_])
+    before, requeued = envelope.unpack(raw(stored)), envelope.unpack(raw(after["jobs"][id_]))
     # The envelope went back with its options, payload and due time, as the next delivery:
     assert (requeued.id, requeued.payload, requeued.options) == (
         before.id,
@@ -419,7 +419,7 @@ async def test_an_enveloped_task_of_a_killed_worker_is_requeued_by_our_sweeper_o
     async with worker_process(tmp_path / "second.log", redis_server.url):
         await wait_for(lambda: drained(client), what="another worker to run it")
     assert await runs(client) == {"victim": 1}
-    assert [s.decode() for s in await client.lrange(fleet.STARTS, 0, -1)] == ["victim"] * 2
+    assert texts(await client.lrange(fleet.STARTS, 0, -1)) == ["victim"] * 2
 
 
 async def _gone(client: aredis.Redis, key: bytes) -> bool:
@@ -504,7 +504,7 @@ async def test_a_mixed_fleet_runs_every_task_once_and_strands_none(
     ran = await runs(client)
     assert set(ran) == tags
     assert max(ran.values()) == 1
-    by = {tag.decode(): int(who) for tag, who in (await client.hgetall(fleet.BY)).items()}
+    by = {text(tag): int(who) for tag, who in (await client.hgetall(fleet.BY)).items()}
     theirs_ran = {tag for tag, who in by.items() if who == theirs.pid}
     assert theirs_ran  # delayed's worker took part
     assert all(tag.startswith("v") for tag in theirs_ran)  # and ran v1 tasks only
@@ -733,10 +733,10 @@ async def test_a_worker_that_lost_its_lease_changes_nothing_when_it_wakes(
     async with worker_process(log, redis_server.url, concurrency=1) as stale:
         await wait_for(lambda: listed(client, "fenced:f"), what="the first attempt")
         [(field, _)] = (await client.hgetall(ACTIVE)).items()
-        stale_id = field.decode().rsplit(":", 1)[0]
+        stale_id = text(field).rsplit(":", 1)[0]
         os.killpg(stale.pid, signal.SIGSTOP)
         try:
-            await wait_for(lambda: _gone(client, field), timeout=5, what="its lease to lapse")
+            await wait_for(lambda: _gone(client, raw(field)), timeout=5, what="its lease to lapse")
             assert await Sweeper([queue], interval=1).sweep() == 1
             async with worker_process(tmp_path / "second.log", redis_server.url) as second:
                 value = await handle.result(timeout=10)
@@ -754,5 +754,5 @@ async def test_a_worker_that_lost_its_lease_changes_nothing_when_it_wakes(
     assert await client.zcard(SCHEDULED) == 0 and await client.hlen(JOBS) == 0  # no retry
     assert await handle.result(timeout=1) == value  # the newer delivery's result stands
     assert (await handle.status()).worker == status.worker != stale_id
-    starts = [s.decode() for s in await client.lrange("fenced:f", 0, -1)]
+    starts = texts(await client.lrange("fenced:f", 0, -1))
     assert [s.split(":")[1] for s in starts] == ["1", "2"]

@@ -9,6 +9,7 @@ import itertools
 import logging
 import re
 import signal
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -39,7 +40,7 @@ from adelayed._wire import Wire
 from adelayed.embedded import EmbeddedRedis
 from adelayed.schedules import Schedule
 from tests import processes, tasks
-from tests.helpers import make_worker, running, wait_for
+from tests.helpers import command, make_worker, raw, running, text, wait_for
 from tests.proxy import redis_proxy
 from tests.run_scheduled_workers import RECORDS
 
@@ -68,7 +69,9 @@ async def redis_ms(client: redis.Redis) -> int:
 
 async def field(client: redis.Redis, name: str) -> tuple[int, str, str] | None:
     value = await client.hget("jobs_schedules", name)
-    return None if value is None else wire_protocol.decode_value(value.decode(errors="replace"))
+    return (
+        None if value is None else wire_protocol.decode_value(raw(value).decode(errors="replace"))
+    )
 
 
 @asynccontextmanager
@@ -236,7 +239,7 @@ async def test_tick_sent_again_changes_nothing(client: redis.Redis, wire: Wire) 
     again = await wire_protocol.TICK(wire, KEYS, args)
     assert (first[0], again[0]) == (wire_protocol.RAN, wire_protocol.MOVED)
     assert await client.llen("jobs") == await client.llen("jobs_noti") == 1
-    assert (await client.hget("jobs_schedules", "every")).decode() == args[2]
+    assert text(await client.hget("jobs_schedules", "every")) == args[2]
 
 
 async def test_tick_is_not_run_before_it_is_due_on_redis_clock(
@@ -457,7 +460,7 @@ def test_a_worker_checks_its_schedules_when_made(queue: Queue) -> None:
 async def test_a_worker_whose_acl_refuses_the_tick_script_ends_with_the_fix(
     client: redis.Redis, redis_server: EmbeddedRedis
 ) -> None:
-    await client.execute_command(
+    await command(client,
         "ACL", "SETUSER", "no-hget", "on", ">pw", "~jobs", "~jobs_*", "~adelayed:*", "+@all",
         "-hget",
     )  # fmt: skip
@@ -468,7 +471,7 @@ async def test_a_worker_whose_acl_refuses_the_tick_script_ends_with_the_fix(
             await worker.run()  # not retried forever
     finally:
         await user.aclose()
-        await client.execute_command("ACL", "DELUSER", "no-hget")
+        await command(client, "ACL", "DELUSER", "no-hget")
 
 
 # Worker processes.
@@ -519,7 +522,7 @@ async def test_three_worker_processes_run_each_tick_once_while_one_is_killed(
         for log in logs:
             print(log.name, log.read_text()[-3000:])
     records = await client.lrange(RECORDS, 0, -1)
-    counts = Counter(_tick_of(record) for record in records)
+    counts = Counter(_tick_of(raw(record)) for record in records)
     lags = sorted(int(record.split()[0]) % INTERVAL_MS for record in records)  # a few ms
     assert [counts[tick] for tick in window] == [1] * len(window), (counts, lags)
     runners = {record.split()[1] for record in records}
@@ -532,7 +535,7 @@ def _last_tick_won(log: Path) -> int:
     return int(won[-1]) if won else 0
 
 
-def _scheduled_worker(url: str, log: Path) -> processes.subprocess.Popen[bytes]:
+def _scheduled_worker(url: str, log: Path) -> subprocess.Popen[bytes]:
     return processes._spawn(
         [sys.executable, "-m", "tests.run_scheduled_workers", url, "jobs",
          str(INTERVAL_MS / 1000)],

@@ -13,7 +13,7 @@ from redis.exceptions import NoPermissionError
 from adelayed import PyTask, Queue, RedisConfigurationError, Sweeper
 from adelayed.embedded import EmbeddedRedis
 from tests import tasks
-from tests.helpers import make_worker, running, wait_for
+from tests.helpers import command, make_worker, running, wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -25,7 +25,7 @@ async def round_trip(client: redis.Redis) -> None:
     await queue.enqueue(PyTask(tasks.sync_record, args=("secured",)))
     kept = await queue.enqueue(PyTask(tasks.sync_record, args=("kept",)), keep_result=60)
     async with running(make_worker(queue, keep_alive_interval=0.2)):
-        await wait_for(lambda: sorted(tasks.ran) == ["kept", "secured"])
+        await wait_for(lambda: sorted(map(str, tasks.ran)) == ["kept", "secured"])
         await kept.result(timeout=5)
         assert await Sweeper([queue]).sweep() == 0
     assert await queue.len() == 0 and await queue.in_flight() == 0
@@ -64,7 +64,7 @@ async def test_an_enqueue_with_a_wrong_or_missing_password_says_so(
 async def test_a_least_privilege_acl_user_works(password_server: EmbeddedRedis) -> None:
     admin = redis.Redis(host="127.0.0.1", port=password_server.port, password="s3cret pass")
     # The keys of queue 'jobs' and the workers' liveness keys; no dangerous commands.
-    await admin.execute_command(
+    await command(admin,
         "ACL", "SETUSER", "jobs-app", "on", ">app pass", "resetkeys", "~jobs", "~jobs_*",
         "~adelayed:*", "resetchannels", "&jobs_*", "-@all", "+@read", "+@write", "+@list",
         "+@hash", "+@string", "+@keyspace", "+@scripting", "+@connection", "+@sortedset",

@@ -15,7 +15,7 @@ from adelayed import (
 )
 from tests import tasks
 
-GOLDEN = [
+GOLDEN: list[tuple[PyTask | GoTask, str]] = [
     (PyTask("mod.sub:func"), "91ac6d6f642e7375623a66756e63"),
     (PyTask("mod:add", args=(1, 2)), "92a76d6f643a616464920102"),
     (PyTask("mod:add", args=(1,), kwargs={"b": 2}), "93a76d6f643a616464910181a16202"),
@@ -35,7 +35,7 @@ GOLDEN = [
     (GoTask("main.f"), "92a66d61696e2e66c401c0"),
 ]
 # Bytes delayed 1.2 writes that adelayed reads but no longer writes.
-DELAYED_ONLY = [(GoTask("main.f"), "a66d61696e2e66")]
+DELAYED_ONLY: list[tuple[PyTask | GoTask, str]] = [(GoTask("main.f"), "a66d61696e2e66")]
 
 
 @pytest.mark.parametrize(("task", "golden"), GOLDEN, ids=[hex_ for _, hex_ in GOLDEN])

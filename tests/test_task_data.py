@@ -10,7 +10,7 @@ from typing import Any
 import msgpack
 import pytest
 import redis.asyncio as redis
-from delayed.task import PyTask as DelayedPyTask  # type: ignore[import-untyped]
+from delayed.task import PyTask as DelayedPyTask
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -52,7 +52,7 @@ async def test_the_attempt_is_a_child_of_the_span_that_enqueued_it(
     assert publish.kind == trace.SpanKind.PRODUCER and ok.kind == trace.SpanKind.CONSUMER
     assert ok.context.trace_id == request.get_span_context().trace_id
     assert ok.parent is not None and ok.parent.span_id == publish.context.span_id
-    assert ok.attributes["messaging.message.id"] == handle.id
+    assert ok.attributes is not None and ok.attributes["messaging.message.id"] == handle.id
     assert ok.attributes["adelayed.function"] == "tests.tasks:async_record"
     assert failed.parent is not None and failed.parent.span_id == failed_publish.context.span_id
     assert failed.status.status_code == trace.StatusCode.ERROR

@@ -157,7 +157,7 @@ async def test_a_connect_whose_caller_was_cancelled_fails_unseen() -> None:
 
     server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    client = redis.Redis(host="127.0.0.1", port=port, retry_on_error=[], retry=None)
+    client = redis.Redis(host="127.0.0.1", port=port, retry_on_error=[], retry=None)  # type: ignore[arg-type]  # no retries at all
     wire = Wire(client, "test wire")
     try:
         with anyio.move_on_after(0.05):

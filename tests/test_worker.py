@@ -11,7 +11,7 @@ import redis.asyncio as redis
 
 from adelayed import ConfigurationError, GoTask, PyTask, Queue, Worker
 from tests import tasks
-from tests.helpers import make_worker, running, wait_for
+from tests.helpers import make_worker, running, text, wait_for
 
 
 async def queue_state(client: redis.Redis) -> tuple[int, int, int]:
@@ -185,7 +185,7 @@ async def test_each_running_task_has_a_live_namespaced_processing_field(
         fields = await client.hkeys("jobs_processing")
         assert len(set(fields)) == 3
         for field in fields:
-            assert field.decode().startswith(worker.id + ":")
+            assert text(field).startswith(worker.id + ":")
             assert worker.id.startswith("adelayed:worker:")
             assert await client.get(field) == b"1"
             assert await client.pttl(field) > 0
