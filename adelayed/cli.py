@@ -25,6 +25,7 @@ from ._cli_inspect import info, task
 from ._cli_options import shared_options
 from ._cli_run import sweep, worker
 from ._cli_verify import verify_command
+from ._cli_web import web
 from ._fatal import configuration_error
 from .errors import AdelayedError
 from .worker import Worker
@@ -55,7 +56,7 @@ def cli(**_: Any) -> None:
     """adelayed: an asyncio task queue on Redis."""
 
 
-for _command in (worker, sweep, info, task, enqueue, dead, doctor, verify_command):
+for _command in (worker, sweep, info, task, enqueue, dead, doctor, verify_command, web):
     cli.add_command(_command)
 
 

@@ -25,7 +25,7 @@ from examples import signups
 from tests.helpers import make_worker, running, wait_for
 from tests.test_cli import free_port
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 ROOT = Path(__file__).resolve().parent.parent
 SIGNUPS = 3000

@@ -73,7 +73,8 @@ return 1
 
 # KEYS: NAME, noti, ready, scheduled, processing, active, dead, workers, stats.
 # ARGV: how many minutes of stats (1 to STATS_MINUTES - 1), the current one included.
-# Read-only, O(1) in the queue's length (LLEN, ZCARD, HLEN, ZCOUNT, one HMGET). Returns
+# Read-only, O(1) in the queue's length (LLEN, ZCARD, HLEN, ZCOUNT, one HMGET of 5 fields a
+# minute). Returns
 # {now ms, LLEN NAME, LLEN ready, LLEN noti, ZCARD scheduled, the earliest scheduled due ms
 # (false when none), HLEN processing, HLEN active, LLEN dead, live workers, then per minute,
 # oldest first, the counts of STAT_KINDS (zeros for a minute nobody counted)}.
@@ -87,15 +88,17 @@ local out = {now, redis.call('llen', KEYS[1]), redis.call('llen', KEYS[3]),
     redis.call('llen', KEYS[2]), redis.call('zcard', KEYS[4]), earliest[2] or false,
     redis.call('hlen', KEYS[5]), redis.call('hlen', KEYS[6]), redis.call('llen', KEYS[7]),
     redis.call('zcount', KEYS[8], now, '+inf')}
-local minute = math.floor(now / 60000)
-local kinds = {'done', 'failed', 'retried', 'dead'}
-for m = minute - tonumber(ARGV[1]) + 1, minute do
+local minute, minutes = math.floor(now / 60000), tonumber(ARGV[1])
+local kinds, fields = {'done', 'failed', 'retried', 'dead'}, {}
+for m = minute - minutes + 1, minute do
     local ring = tostring(m % 64) .. ':'
-    local fields = {ring .. 'at'}
-    for i = 1, 4 do fields[i + 1] = ring .. kinds[i] end
-    local values = redis.call('hmget', KEYS[9], unpack(fields))
-    local current = values[1] == tostring(m)
-    for i = 1, 4 do out[#out + 1] = current and tonumber(values[i + 1]) or 0 end
+    fields[#fields + 1] = ring .. 'at'
+    for i = 1, 4 do fields[#fields + 1] = ring .. kinds[i] end
+end
+local values = redis.call('hmget', KEYS[9], unpack(fields))
+for j = 0, minutes - 1 do
+    local current = values[5 * j + 1] == tostring(minute - minutes + 1 + j)
+    for i = 1, 4 do out[#out + 1] = current and tonumber(values[5 * j + 1 + i]) or 0 end
 end
 return out
 """,
