@@ -20,7 +20,7 @@ import redis.asyncio as redis
 from adelayed import PyTask, Queue
 from adelayed._protocol.dead import MOVE_DEAD_RECORDS
 from adelayed.embedded import EmbeddedRedis
-from tests.helpers import make_worker, running, texts, wait_for
+from tests.helpers import command, make_worker, running, texts, wait_for
 from tests.test_cli import Command, free_port, project  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.timeout(120)
@@ -298,3 +298,18 @@ async def test_moving_a_page_of_dead_letters_twice_moves_it_once(
     assert await MOVE_DEAD_RECORDS(queue._wire(), keys, args) == 0  # a re-send
     assert await client.lrange("jobs_dead", 0, -1) == [records[3], records[1]]
     assert await client.llen("jobs") == 2 and await client.llen("jobs_noti") == 2
+
+
+@pytest.mark.parametrize("args", [["info"], ["dead", "list"], ["doctor"]])
+async def test_a_refused_acl_is_one_line_naming_the_refusal(
+    client: redis.Redis, redis_server: EmbeddedRedis, args: list[str]
+) -> None:
+    rules = ["~*", "+@all", "-@scripting", "-lrange"]  # no scripts, no LRANGE
+    await command(client, "ACL", "SETUSER", "blind", "on", ">pw", *rules)
+    try:
+        url = f"redis://blind:pw@127.0.0.1:{redis_server.port}/0"
+        refused = adelayed(url, "-q", "jobs", *args)
+    finally:
+        await command(client, "ACL", "DELUSER", "blind")
+    assert refused.code == 1 and "Traceback" not in refused.err, refused.err
+    assert refused.err.startswith("adelayed: error: Redis") and "ACL" in refused.err, refused.err
