@@ -103,9 +103,15 @@ async def test_the_page_shows_redis_and_a_click_requeues_a_dead_letter(
     await page.click("[data-requeue]")
     await wait_for(lambda: _requeued(client), what="the dead letter back in the queue")
     await page.wait_for_selector('[data-count="dead"]:text-is("0")')
+    kept = await queue.enqueue(PyTask("tests.tasks:async_record", args=("kept",)), keep_result=60)
     async with running(make_worker(queue)):
         await wait_for(lambda: "back from the dead" in tasks.ran, what="the worker ran it")
+        await kept.result(timeout=10)
     await page.wait_for_selector('[data-count="queued"]:text-is("0")')
+    await page.fill("#lookup-queue", "jobs")  # a task looked up by id
+    await page.fill("#lookup-id", str(kept.id))
+    await page.click("#lookup button")
+    await page.wait_for_selector('#lookup-result:has-text("done")')
 
 
 async def _requeued(client: redis.Redis) -> bool:
