@@ -16,7 +16,7 @@ from . import _envelope as envelope
 from ._envelope import NO_OPTIONS, Options
 from ._functions import FunctionTable, TaskFunction, is_async
 from ._kept_results import KeptResults
-from ._log_fields import task_fields
+from ._log_fields import not_run_fields, task_fields
 from ._registry import Counts
 from ._retries import Retries
 from ._settle import Settle
@@ -105,14 +105,14 @@ class Executor:
             task = self._decode(payload if delivery is None else delivery.payload)
             func = self._functions.resolve(task.func_path)
         except TaskError as exc:
-            return self._bury(field, delivery or delivery_of(payload, False), exc)
+            return self._bury(field, delivery or delivery_of(payload, False), exc, ran=False)
         except Exception as exc:  # a decoder or import bug must not end the worker
             error = PayloadError(f"unreadable task: {exc!r}")
-            return self._bury(field, delivery or delivery_of(payload, False), error)
+            return self._bury(field, delivery or delivery_of(payload, False), error, ran=False)
         if delivery is not None and delivery.options is not NO_OPTIONS:
             return await self._run_enveloped(field, delivery, task, func)
         try:
-            enter((self, delivery, task, 0.0))
+            enter((self, delivery, task, time.monotonic()))  # its logs' duration
             if self.hooks is None:
                 await call_task(func, task, self._threads)
             else:
@@ -225,10 +225,15 @@ class Executor:
         *,
         reason: str = "",
         trace: str = "",
+        ran: bool = True,  # False: refused before it ran (this coroutine's context is stale)
     ) -> Settle:
         queue, worker, id_, payload = self._queue, self.worker_id, delivery.id, delivery.payload
         self.counts.dead += 1
-        fields = task_fields(queue.name, name_of(payload).strip("'"), delivery.attempt)
+        function = name_of(payload).strip("'")
+        if ran:
+            fields = task_fields(queue.name, function, delivery.attempt)
+        else:
+            fields = not_run_fields(queue.name, function, delivery.attempt, id_ or None, worker)
         if error is not None:
             logger.error(
                 "queue %r: task sent to the dead-letter list: %s", queue.name, error, extra=fields

@@ -35,7 +35,7 @@ class TaskContext:
     retries_left: int
     timeout: float | None
     due: datetime | None
-    started: float  # time.monotonic() when the attempt started (0.0 when it has no timeout)
+    started: float  # time.monotonic() when the attempt started
     state: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     _executor: Any = field(default=None, compare=False, repr=False)
     _delivery: Any = field(default=None, compare=False, repr=False)
@@ -78,7 +78,7 @@ class NotInTaskError(AdelayedError, LookupError):
 
 
 # Set for every task: (the executor, the delivery or None for a v1 task, the decoded task,
-# when the attempt started or 0.0), made into a TaskContext only when asked: the hot path
+# when the attempt started), made into a TaskContext only when asked: the hot path
 # pays for a 4-tuple and a ContextVar.set, not for a dataclass.
 # A worker with task hooks pins the TaskContext itself (pin), so its hooks and the task share
 # one object.

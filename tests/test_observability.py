@@ -8,6 +8,7 @@ import logging
 import signal
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as redis
@@ -28,16 +29,28 @@ async def test_failures_retries_and_dead_letters_carry_the_tasks_fields(
     flaky = await queue.enqueue(
         PyTask("tests.tasks:fail_until", args=("k", 0), retry=1), backoff=Backoff.fixed(0)
     )
-    await queue.enqueue(PyTask("app_gone:run"))
-    async with running(make_worker(queue)) as worker:
-        await wait_for(lambda: len(_records(caplog)) == 3, what="retry, failure, dead letter")
-    retry, failure, dead = sorted(_records(caplog), key=lambda r: (r.levelno, r.getMessage()))
-    for record in (retry, failure):
-        assert (record.queue, record.function) == ("jobs", "tests.tasks:fail_until")  # type: ignore[attr-defined]
-        assert record.task_id == flaky.id and record.worker == worker.id  # type: ignore[attr-defined]
-        assert record.duration is not None and record.duration >= 0  # type: ignore[attr-defined]
-    assert (retry.attempt, failure.attempt) == (1, 2)  # type: ignore[attr-defined]
-    assert (dead.queue, dead.function, dead.task_id) == ("jobs", "app_gone:run", None)  # type: ignore[attr-defined]
+    await queue.enqueue(PyTask("app_gone:run"))  # refused before it runs, after flaky ran
+    await queue.enqueue(PyTask("tests.tasks:fail_until", args=("plain", 0)))  # no option
+    async with running(make_worker(queue, concurrency=1)) as worker:  # one slot: in turn
+        await wait_for(lambda: len(_records(caplog)) == 4, what="the four records")
+    retry, dead, plain, failure = sorted(
+        _records(caplog), key=lambda r: (r.levelno, _field(r, "function"), _field(r, "attempt"))
+    )
+    for record, attempt in ((retry, 1), (failure, 2)):
+        assert (_field(record, "queue"), _field(record, "function")) == (
+            "jobs",
+            "tests.tasks:fail_until",
+        )
+        assert _field(record, "task_id") == flaky.id and _field(record, "attempt") == attempt
+        assert _field(record, "worker") == worker.id and _field(record, "duration") >= 0
+    assert _field(plain, "task_id") is None and _field(plain, "duration") >= 0  # timed too
+    # Refused before it ran: its own fields, not those of the task before it in the slot.
+    assert (_field(dead, "function"), _field(dead, "task_id")) == ("app_gone:run", None)
+    assert _field(dead, "duration") is None and _field(dead, "worker") == worker.id
+
+
+def _field(record: logging.LogRecord, name: str) -> Any:
+    return getattr(record, name, None)
 
 
 def _records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
