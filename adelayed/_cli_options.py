@@ -23,7 +23,6 @@ from .queue import Queue
 F = TypeVar("F", bound=Callable[..., Any])
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-_PANEL = "queue options (before or after the command)"
 
 _OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("--redis-url", "--url", "redis_url"), {
