@@ -23,6 +23,7 @@ class Slots:
         self._count = count
         self._free = dict.fromkeys(range(count))  # an ordered set: O(1) removal
         self._finished: list[int] = []
+        self._done = [False] * count  # finished: its task ended, its release not yet landed
         self._changed: asyncio.Event | None = None
         self._closed = False
         self._fetching = True
@@ -42,9 +43,12 @@ class Slots:
         return list(self._free)
 
     def busy(self) -> list[bool]:
-        """Which slots run a task (or hold one not yet released); safe from another thread."""
-        free = self._free.copy()  # one call: atomic under the GIL
-        return [slot not in free for slot in range(self._count)]
+        """Which slots run a task, for the lease's REFRESH; safe from another thread. A
+        finished slot is not busy: its release may have landed (its field gone) before the
+        worker read the reply, and REFRESH must not take that for a sweep's requeue and let
+        the slot's key lapse (a sweep would then requeue the slot's next task while it runs)."""
+        free, done = self._free.copy(), self._done.copy()  # each one call: atomic under the GIL
+        return [slot not in free and not done[slot] for slot in range(self._count)]
 
     def hand(self, slot: int, payload: bytes, enveloped: bool = False) -> None:
         """Gives ``payload`` (an envelope if ``enveloped``) to the runner of the free
@@ -103,6 +107,7 @@ class Slots:
         if record is not None:
             self.finishes[slot] = record
             self._finishing += 1
+        self._done[slot] = True
         self._finished.append(slot)
         self._wake()
 
@@ -118,6 +123,9 @@ class Slots:
                 if finishes[slot] is not None:
                     finishes[slot] = None
                     self._finishing -= 1
+        done = self._done
+        for slot in slots:
+            done[slot] = False
         self._free.update(dict.fromkeys(slots))
         if slots:
             self._wake()
