@@ -21,18 +21,26 @@ if TYPE_CHECKING:
 _MAX_BATCH = 500  # tasks per call: bounds what one script call unpacks and holds Redis
 
 
-Record = tuple[str, str, str, bytes, int, str, int, str]
-"""What FINISH_MANY takes of one task: its slot field, id, state, data, attempt, worker, ms to
-keep its result, dedup key."""
+Record = tuple[str, str, int, str, bytes, int]
+"""What FINISH_MANY takes of one task: its slot field, id, ms to keep its result, dedup key,
+result record without its end time (``unfinished_record``), and 1 when it may have a progress
+key to delete (else 0)."""
+
+
+def unfinished_record(state: str, data: Any, attempt: int, worker: str) -> bytes:
+    """A result record (adelayed._protocol.results) but for its last item, which FINISH and
+    FINISH_MANY append: the msgpack array header of five items, then the four packed here
+    (``data``: the return value; an error's type name, message and traceback; or None)."""
+    packed: bytes = msgpack.packb((state, data, attempt, worker))
+    return b"\x95" + packed[1:]  # a fixarray of 4 becomes one of 5
 
 
 def finish_call(queue: Queue, records: Sequence[Record]) -> tuple[list[str], list[Any]]:
     """The KEYS and ARGV of one FINISH_MANY call for ``records``."""
-    keys: list[str] = [queue._active_key, queue._jobs_key, queue._dedup_key]
     results, progress = queue._result_prefix, queue._progress_prefix
-    for record in records:
-        id_ = record[1]
-        keys += (results + id_, progress + id_)
+    keys = [queue._active_key, queue._jobs_key, queue._dedup_key]
+    keys += [results + record[1] for record in records]
+    keys += [progress + record[1] for record in records if record[5]]
     return keys, [queue._results_channel, msgpack.packb(records, use_bin_type=False)]
 
 

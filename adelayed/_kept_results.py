@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 from redis.exceptions import RedisError
 
+from ._finish_batch import unfinished_record
 from ._result_calls import ABORTED_KEPT, keep_ms_of
 from ._settle import BatchedSettle, Settle
 from ._values import DECODE_ERRORS, explain_value
@@ -32,6 +33,10 @@ _READABLE = frozenset({type(None), bool, int, float, str, bytes})
 # How long a task's latest progress report is kept after it (refreshed by each report): the
 # task's timeout when it is longer; FINISH deletes it when the result is kept.
 PROGRESS_KEPT = 3600.0
+# How many ids of tasks that reported progress are remembered until they end: a task that
+# ended with no FINISH (no result kept, no key) is forgotten when the oldest is dropped; a
+# dropped id's progress key is then left to expire (status() reads the result first anyway).
+PROGRESSED_KEPT = 10_000
 
 
 class KeptResults:
@@ -39,6 +44,8 @@ class KeptResults:
         self._queue = queue
         self.worker_id = ""
         self._loop: asyncio.AbstractEventLoop | None = None  # the worker's, for threads
+        # ids of tasks that reported progress, until they end (an ordered set, bounded)
+        self._progressed: dict[str, None] = {}
 
     def bind(self, worker_id: str) -> None:
         """The worker's id and event loop (called on that loop, as the worker starts)."""
@@ -54,6 +61,11 @@ class KeptResults:
                 f"{fraction!r}"
             )
         keep = max(PROGRESS_KEPT, delivery.options.timeout or 0.0)
+        progressed = self._progressed
+        if delivery.id not in progressed:
+            if len(progressed) >= PROGRESSED_KEPT:
+                del progressed[next(iter(progressed))]
+            progressed[delivery.id] = None
         await self._queue._progress(delivery.id, fraction, str(message), keep)
 
     async def release_key(self, key: str, id_: str) -> None:
@@ -79,22 +91,24 @@ class KeptResults:
         options = delivery.options
         if options.keep_result is None:
             if options.key is None:
+                if self._progressed:
+                    self._progressed.pop(delivery.id or "", None)
                 return None  # released in a batch
-            return self._settle(field, delivery, "done", b"")  # only its dedup key to free
+            return self._settle(field, delivery, "done", None)  # only its dedup key to free
         try:
-            data: bytes = msgpack.packb(value)
+            stored = unfinished_record("done", value, delivery.attempt, self.worker_id)
             if type(value) not in _READABLE:
-                msgpack.unpackb(data)
+                msgpack.unpackb(msgpack.packb(value))
         except DECODE_ERRORS as exc:
             message = explain_value(task.func_path, value, exc)
             logger.error("queue %r: %s", self._queue.name, message)
-            return self._settle(field, delivery, "failed", _packed_error("TaskDataError", message))
-        return self._settle(field, delivery, "done", data)
+            return self._settle(field, delivery, "failed", ("TaskDataError", message, ""))
+        return self._batched(field, delivery, stored)
 
     def failed(self, field: str, delivery: Delivery, error: BaseException, dead: bool) -> Settle:
         """Settles a task out of retries: its error kept (and, ``dead``, its dead letter)."""
         trace = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-        data = _packed_error(type(error).__name__, str(error), trace)
+        data = (type(error).__name__, str(error), trace)
         if not dead:
             return self._settle(field, delivery, "failed", data)
         reason = f"{type(error).__name__}: {error} (after {delivery.attempt} attempt(s))"
@@ -104,14 +118,14 @@ class KeptResults:
         """Settles a task dead-lettered before it ran (its payload unreadable, its function
         not allowed): kept as dead, with the reason as its error."""
         type_name, _, message = reason.partition(": ")
-        data = _packed_error(type_name, message, trace)
+        data = (type_name, message, trace)
         return self._settle(field, delivery, "dead", data, (delivery.payload, reason, trace))
 
     def aborted(self, field: str, delivery: Delivery) -> Settle:
         """Settles an attempt stopped by an abort: recorded as aborted, never retried."""
         keep_ms = keep_ms_of(delivery.options.keep_result or ABORTED_KEPT)
-        record = (field, delivery.id or "", "aborted", b"", delivery.attempt, self.worker_id,
-                  keep_ms, "")  # fmt: skip
+        stored = unfinished_record("aborted", None, delivery.attempt, self.worker_id)
+        record = (field, delivery.id or "", keep_ms, "", stored, self._progress_of(delivery))
         return BatchedSettle(self._queue, record)
 
     def _settle(
@@ -119,18 +133,34 @@ class KeptResults:
         field: str,
         delivery: Delivery,
         state: str,
-        data: bytes,
+        data: Any,
         dead: tuple[bytes, str, str] | None = None,
     ) -> Settle:
-        queue, id_, attempt = self._queue, delivery.id or "", delivery.attempt
-        keep, worker = delivery.options.keep_result or 0.0, self.worker_id
-        key = delivery.options.key or ""
-        if dead is None:  # batched
-            record = (field, id_, state, data, attempt, worker, keep_ms_of(keep), key)
-            return BatchedSettle(queue, record)
-        return lambda: queue._finish(field, id_, state, data, attempt, worker, keep, dead, key)
+        """Settles a task that ended in ``state`` with ``data`` (its value, or its error's
+        type, message and traceback), dead-lettered with ``dead`` (payload, reason, trace)."""
+        keep = delivery.options.keep_result
+        stored = unfinished_record(state, data, delivery.attempt, self.worker_id) if keep else b""
+        if dead is None:
+            return self._batched(field, delivery, stored)
+        self._progress_of(delivery)
+        queue, id_, key = self._queue, delivery.id or "", delivery.options.key or ""
+        worker = self.worker_id
+        return lambda: queue._finish(field, id_, state, stored, worker, keep or 0.0, dead, key)
 
+    def _batched(self, field: str, delivery: Delivery, stored: bytes) -> Settle:
+        """A FINISH_MANY record's settle: ``stored``, the unfinished result record (b"": none
+        is kept)."""
+        options = delivery.options
+        keep_ms = keep_ms_of(options.keep_result or 0.0)
+        progressed = self._progress_of(delivery)
+        record = (field, delivery.id or "", keep_ms, options.key or "", stored, progressed)
+        return BatchedSettle(self._queue, record)
 
-def _packed_error(type_name: str, message: str, trace: str = "") -> bytes:
-    packed: bytes = msgpack.packb([type_name, message, trace])
-    return packed
+    def _progress_of(self, delivery: Delivery) -> int:
+        """1 when the ending attempt's task may have a progress key (it reported progress, or
+        an earlier attempt may have), else 0: FINISH_MANY deletes only those."""
+        progressed = self._progressed
+        if progressed and delivery.id in progressed:
+            del progressed[delivery.id]
+            return 1
+        return 1 if delivery.attempt > 1 else 0

@@ -76,22 +76,22 @@ class ResultCalls:
         return reply
 
     async def _finish(
-        self, field: str, id_: str, state: str, data: bytes, attempt: int, worker: str,
-        keep: float, dead: tuple[bytes, str, str], key: str = "",
+        self, field: str, id_: str, state: str, stored: bytes, worker: str, keep: float,
+        dead: tuple[bytes, str, str], key: str = "",
     ) -> None:  # fmt: skip
-        """Releases an enveloped task's slot, keeps its result for ``keep`` seconds (0: none),
-        frees its dedup ``key`` and buries it (``dead``: the payload, reason and traceback of
-        its dead letter). Tasks that end otherwise go through FINISH_MANY (BatchedSettle)."""
-        keep_ms = keep_ms_of(keep)
+        """Releases an enveloped task's slot, keeps its result record (``stored``, but for
+        its end time) for ``keep`` seconds (0: none), frees its dedup ``key`` and buries it
+        (``dead``: the payload, reason and traceback of its dead letter). Tasks that end
+        otherwise go through FINISH_MANY (BatchedSettle)."""
         keys = (
             self._active_key, self._jobs_key, self._result_prefix + id_, self._dead_key,
             self._progress_prefix + id_, self._dedup_key,
         )  # fmt: skip
-        args: tuple[Any, ...] = (
-            field, id_, state, data, attempt, worker, keep_ms, self._results_channel, key,
-        )  # fmt: skip
         payload, reason, trace = dead
-        args += (self._dead_letter_limit, payload, reason, worker, trace)
+        args = (
+            field, id_, state, stored, keep_ms_of(keep), self._results_channel, key,
+            self._dead_letter_limit, payload, reason, worker, trace,
+        )  # fmt: skip
         await protocol.FINISH(self._wire(), keys, args)
 
     def _finish_batch(self) -> FinishBatch:

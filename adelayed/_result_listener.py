@@ -66,7 +66,7 @@ class ResultListener:
         channel: str,
         id_: str,
         read: Callable[[], Awaitable[T | None]],
-        parse: Callable[[list[Any]], T | None],
+        parse: Callable[[bytes], T | None],
         deadline: float,
     ) -> T | None:
         """``read()``'s first non-None value, read once subscribed and again at each wake
@@ -184,17 +184,19 @@ class ResultListener:
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
 
 
-def _ended(data: bytes | str) -> list[tuple[str, list[Any] | None]]:
-    """The ids a results message names, each with its record when it brought one: a msgpack
-    array of records (FINISH_MANY), or ids separated by spaces (FINISH, ABORT)."""
+def _ended(data: bytes | str) -> list[tuple[str, bytes | None]]:
+    """The ids a results message names, each with its result record when it brought one: a
+    msgpack array of id, record (false: not brought), id, record, ... (FINISH_MANY), or ids
+    separated by spaces (FINISH, ABORT)."""
     if (
         isinstance(data, bytes)
         and data[:1]
         and (0x90 <= data[0] <= 0x9F or data[0] in (0xDC, 0xDD))
     ):
         try:
-            records = msgpack.unpackb(data, raw=True)
-            return [(record[0].decode(), record) for record in records]
+            flat = msgpack.unpackb(data, raw=True)
+            pairs = zip(flat[::2], flat[1::2], strict=True)
+            return [(id_.decode(), record or None) for id_, record in pairs]
         except (ValueError, TypeError, IndexError, AttributeError, msgpack.UnpackException):
             logger.warning("result listener: an unreadable results message: %r", data[:64])
             return []

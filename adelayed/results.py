@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import msgpack
 
@@ -116,16 +116,11 @@ class TaskHandle:
             )
         if reply[0] != b"result":
             return None
-        return _ended_of(_fields(reply[1]), self.id or "")
+        return _ended_of(reply[1], self.id or "")
 
-    def _published(self, record: list[Any]) -> _Ended | None:
-        """What a results message said of this task (None: its data was not in it)."""
-        _, state, data, attempt, worker, finished = record
-        if data is False:
-            return None
-        fields = {b"state": state, b"data": data, b"attempt": attempt, b"worker": worker,
-                  b"finished": finished}  # fmt: skip
-        return _ended_of(fields, self.id or "")
+    def _published(self, record: bytes) -> _Ended:
+        """What a results message said of this task: its result record."""
+        return _ended_of(record, self.id or "")
 
     def _known_id(self) -> str:
         if self.id is None:
@@ -144,23 +139,37 @@ class _Ended:
     error: TaskFailed | None
 
 
-def _ended_of(fields: dict[bytes, Any], id_: str) -> _Ended:
-    state = fields[b"state"].decode()
+class _Record(NamedTuple):
+    """A result record (adelayed._protocol.results), as read."""
+
+    state: str
+    data: Any  # the return value, or the error's [type name, message, traceback]
+    attempt: int
+    worker: str
+    finished: float  # ms, Redis's clock
+
+
+def _record_of(stored: bytes) -> _Record:
+    return _Record(*msgpack.unpackb(stored))
+
+
+def _ended_of(stored: bytes, id_: str) -> _Ended:
+    record = _record_of(stored)
+    state = record.state
     if state == "done":
-        return _Ended(state, msgpack.unpackb(fields[b"data"]), None)
+        return _Ended(state, record.data, None)
     if state == "aborted":
         return _Ended(state, None, None)
-    return _Ended(state, None, _error_of(fields, id_))
+    return _Ended(state, None, _error_of(record, id_))
 
 
 def _fields(flat: list[bytes]) -> dict[bytes, bytes]:
     return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
-def _error_of(fields: dict[bytes, bytes], id_: str) -> TaskFailed:
-    type_name, message, trace = msgpack.unpackb(fields[b"data"])
-    state = fields[b"state"].decode()
-    return TaskFailed(type_name, message, trace, task_id=id_, dead=state == "dead")
+def _error_of(record: _Record, id_: str) -> TaskFailed:
+    type_name, message, trace = record.data
+    return TaskFailed(type_name, message, trace, task_id=id_, dead=record.state == "dead")
 
 
 def _when(ms: bytes | float) -> datetime:
@@ -173,12 +182,12 @@ def status_of(reply: list[Any]) -> TaskStatus:
     if where == "unknown":
         return TaskStatus("unknown")
     if where == "result":
-        fields = _fields(reply[1])
-        state = fields[b"state"].decode()
-        error = None if state in ("done", "aborted") else _error_of(fields, "")
+        record = _record_of(reply[1])
+        state = record.state
+        error = None if state in ("done", "aborted") else _error_of(record, "")
         return TaskStatus(
-            state, int(fields[b"attempt"]), fields[b"worker"].decode(),  # type: ignore[arg-type]
-            finished=_when(fields[b"finished"]), error=error,
+            state, record.attempt, record.worker,  # type: ignore[arg-type]
+            finished=_when(record.finished), error=error,
         )  # fmt: skip
     attempt = envelope.unpack(reply[1]).attempt
     if where == "scheduled":

@@ -237,6 +237,7 @@ async def test_a_decorated_function_returns_its_handle(client: redis.Redis) -> N
 async def test_finish_many_settles_tasks_ending_together_in_one_call_and_twice_changes_nothing(
     client: redis.Redis, queue: Queue
 ) -> None:
+    from adelayed._finish_batch import unfinished_record
     from adelayed._protocol.results import FINISH_MANY
 
     ids = ["a" * 32, "b" * 32]
@@ -248,8 +249,8 @@ async def test_finish_many_settles_tasks_ending_together_in_one_call_and_twice_c
     keys = ["jobs_active", "jobs_jobs", "jobs_keys"]
     records = []
     for slot, (id_, keep, key) in enumerate([(ids[0], 60000, ""), (ids[1], 0, "k")]):
-        keys += (f"jobs_result:{id_}", f"jobs_progress:{id_}")
-        records.append((f"slot:{slot}", id_, "done", b"\x01", 1, "w", keep, key))
+        keys.append(f"jobs_result:{id_}")
+        records.append((f"slot:{slot}", id_, keep, key, unfinished_record("done", 1, 1, "w"), 0))
     args: list[Any] = ["jobs_results", msgpack.packb(records, use_bin_type=False)]
     pubsub = client.pubsub()
     await pubsub.subscribe("jobs_results")
@@ -260,9 +261,9 @@ async def test_finish_many_settles_tasks_ending_together_in_one_call_and_twice_c
     finally:
         await pubsub.aclose()  # type: ignore[no-untyped-call]
     assert messages[1] is not None  # one message: the kept task's record, its data in it
-    [record] = msgpack.unpackb(messages[1]["data"], raw=True)
-    assert record[:5] == [ids[0].encode(), b"done", b"\x01", b"1", b"w"]
-    assert await client.hget(f"jobs_result:{ids[0]}", "state") == b"done"
+    id_, record = msgpack.unpackb(messages[1]["data"], raw=True)
+    assert id_ == ids[0].encode() and record == await client.get(f"jobs_result:{ids[0]}")
+    assert msgpack.unpackb(record)[:4] == ["done", 1, 1, "w"]
     assert await client.exists(f"jobs_result:{ids[1]}") == 0  # not kept: its key only
     assert await client.keys("jobs_*") == [b"jobs_result:" + ids[0].encode()]
 
