@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
 from ._dead_letters import DeadTask, _decode
-from ._execution import name_of
+from ._execution import function_path_of
 from ._protocol.dead import MOVE_DEAD_RECORDS
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ class DeadFilter:
 
 
 def function_of(dead: DeadTask) -> str:
-    return name_of(dead.payload).strip("'")
+    return function_path_of(dead.payload)
 
 
 async def count_matching(queue: Queue, which: DeadFilter) -> int:

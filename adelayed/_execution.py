@@ -229,7 +229,7 @@ class Executor:
     ) -> Settle:
         queue, worker, id_, payload = self._queue, self.worker_id, delivery.id, delivery.payload
         self.counts.dead += 1
-        function = name_of(payload).strip("'")
+        function = function_path_of(payload)
         if ran:
             fields = task_fields(queue.name, function, delivery.attempt)
         else:
@@ -251,9 +251,15 @@ class Executor:
         return lambda: queue._bury_enveloped(field, id_, payload, reason, worker, trace)
 
 
-def name_of(payload: bytes) -> str:
-    """The function path of a payload, for a log line."""
+def function_path_of(payload: bytes) -> str:
+    """The function path of a payload ("(undecodable)" when it cannot be read)."""
     try:
-        return repr(decode_task(payload).func_path)
+        return decode_task(payload).func_path
     except Exception:
         return "(undecodable)"
+
+
+def name_of(payload: bytes) -> str:
+    """The function path of a payload, quoted, for a log line."""
+    name = function_path_of(payload)
+    return name if name == "(undecodable)" else repr(name)

@@ -11,7 +11,7 @@ from typing import Any, cast
 from .._dead_letters import DeadTask, _decode
 from .._dead_repair import function_of
 from .._envelope import parts_of
-from .._execution import name_of
+from .._execution import function_path_of
 from .._protocol.dead import MOVE_DEAD_RECORDS
 from .._queue_info import _as_dict, _pairs
 from ..queue import Queue
@@ -41,7 +41,7 @@ async def _running(queue: Queue) -> dict[str, list[str]]:
     active = await wire.send("HGETALL", queue._active_key)
     by_worker: dict[str, list[str]] = {}
     for slot, payload in _as_dict(await wire.reply_to(v1)).items():
-        by_worker.setdefault(slot.decode().rsplit(":", 1)[0], []).append(_named(payload))
+        by_worker.setdefault(slot.decode().rsplit(":", 1)[0], []).append(function_path_of(payload))
     ids = _as_dict(await wire.reply_to(active))
     envelopes = await _envelopes(queue, [id_.decode() for id_ in ids.values()])
     for slot, id_ in ids.items():
@@ -50,17 +50,13 @@ async def _running(queue: Queue) -> dict[str, list[str]]:
     return by_worker
 
 
-def _named(payload: bytes) -> str:
-    return name_of(payload).strip("'")
-
-
 async def _envelopes(queue: Queue, ids: list[str]) -> dict[str, str]:
     """Id -> function of these enveloped tasks (one HMGET)."""
     if not ids:
         return {}
     found = cast(list[bytes | None], await queue._wire().call("HMGET", queue._jobs_key, *ids))
     return {
-        id_: _named(parts_of(data)[1]) if data else "(gone)"
+        id_: function_path_of(parts_of(data)[1]) if data else "(gone)"
         for id_, data in zip(ids, found, strict=True)
     }
 
