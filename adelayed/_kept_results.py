@@ -123,10 +123,9 @@ class KeptResults:
 
     def aborted(self, field: str, delivery: Delivery) -> Settle:
         """Settles an attempt stopped by an abort: recorded as aborted, never retried."""
-        keep_ms = keep_ms_of(delivery.options.keep_result or ABORTED_KEPT)
         stored = unfinished_record("aborted", None, delivery.attempt, self.worker_id)
-        record = (field, delivery.id or "", keep_ms, "", stored, self._progress_of(delivery))
-        return BatchedSettle(self._queue, record)
+        keep = delivery.options.keep_result or ABORTED_KEPT
+        return self._batched(field, delivery, stored, keep, key="")
 
     def _settle(
         self,
@@ -147,13 +146,17 @@ class KeptResults:
         worker = self.worker_id
         return lambda: queue._finish(field, id_, state, stored, worker, keep or 0.0, dead, key)
 
-    def _batched(self, field: str, delivery: Delivery, stored: bytes) -> Settle:
+    def _batched(
+        self, field: str, delivery: Delivery, stored: bytes, keep: float | None = None,
+        key: str | None = None,
+    ) -> Settle:  # fmt: skip
         """A FINISH_MANY record's settle: ``stored``, the unfinished result record (b"": none
-        is kept)."""
+        is kept), kept ``keep`` seconds (default: the task's keep_result), freeing ``key``
+        (default: the task's dedup key)."""
         options = delivery.options
-        keep_ms = keep_ms_of(options.keep_result or 0.0)
-        progressed = self._progress_of(delivery)
-        record = (field, delivery.id or "", keep_ms, options.key or "", stored, progressed)
+        keep_ms = keep_ms_of((options.keep_result or 0.0) if keep is None else keep)
+        key = (options.key or "") if key is None else key
+        record = (field, delivery.id or "", keep_ms, key, stored, self._progress_of(delivery))
         return BatchedSettle(self._queue, record)
 
     def _progress_of(self, delivery: Delivery) -> int:
