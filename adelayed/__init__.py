@@ -1,5 +1,6 @@
 """adelayed: an asyncio task queue on Redis, wire-compatible with delayed and go-delayed."""
 
+from ._durable import Durable
 from ._queue_info import MinuteStats, QueueInfo, WorkerInfo
 from .context import NotInTaskError, TaskContext, current_task
 from .delay import DelayedFunction, delayed
@@ -7,6 +8,7 @@ from .errors import (
     AdelayedError,
     ConfigurationError,
     EnqueueError,
+    EnqueueNotDurableError,
     EnqueueOutcomeUnknownError,
     EnqueueTimeoutError,
     FunctionNotAllowedError,
@@ -44,7 +46,9 @@ __all__ = [
     "Cron",
     "DeadTask",
     "DelayedFunction",
+    "Durable",
     "EnqueueError",
+    "EnqueueNotDurableError",
     "EnqueueOutcomeUnknownError",
     "EnqueueTimeoutError",
     "Every",

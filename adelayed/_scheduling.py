@@ -22,7 +22,6 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
 
     from ._dedup import KeySpec
-    from ._protocol.script import Script
     from ._wire import Wire
     from .errors import QueueFullError
     from .results import TaskHandle
@@ -137,10 +136,6 @@ class Scheduling:
         def _deadline(self) -> float | None: ...
         def _full_error(self, admitted: int) -> QueueFullError: ...
         def _enqueue_error(self, exc: RedisError, tasks: Sequence[Task]) -> Exception: ...
-        async def _run_pipelined(
-            self, script: Script, keys: Sequence[str], calls: Sequence[Sequence[Any]],
-            deadline: float | None,
-        ) -> list[Any]: ...  # fmt: skip
 
     def _init_scheduling(self) -> None:
         name = self._name
@@ -216,7 +211,7 @@ class Scheduling:
             self._name, self._noti_key, self._jobs_key, self._scheduled_key, self._ready_key,
             self._wake_key,
         )  # fmt: skip
-        replies = await self._run_pipelined(protocol.SCHEDULE, keys, groups, self._deadline())
+        replies = await protocol.SCHEDULE.pipelined(self._wire(), keys, groups, self._deadline())
         if -1 in replies:
             raise self._full_error(len(payloads))
         return sum(replies)

@@ -338,22 +338,23 @@ def _seen(task: asyncio.Task[Any]) -> None:
         task.exception()
 
 
-_shared: weakref.WeakKeyDictionary[Redis, dict[asyncio.AbstractEventLoop, Wire]] = (
-    weakref.WeakKeyDictionary()
-)
+_Shared = dict[tuple[asyncio.AbstractEventLoop, type["Wire"]], "Wire"]
+_shared: weakref.WeakKeyDictionary[Redis, _Shared] = weakref.WeakKeyDictionary()
 _shared_lock = threading.Lock()  # loops of different threads may ask at once
 
 
-def shared_wire(redis: Redis) -> Wire:
+def shared_wire(redis: Redis, kind: type[Wire] = Wire) -> Wire:
     """The wire every Queue call through ``redis`` on the running event loop shares: any number
     of concurrent enqueues go out pipelined on its one connection (redis-py's pool would open
-    one connection per command in flight, up to its limit, then fail). Each loop has its own."""
+    one connection per command in flight, up to its limit, then fail). Each loop has its own.
+    ``kind``: a Wire subclass, for a wire of its own beside the shared one (adelayed._durable)."""
     loop = asyncio.get_running_loop()
     with _shared_lock:
         wires = _shared.setdefault(redis, {})
-        wire = wires.get(loop)
+        wire = wires.get((loop, kind))
         if wire is None:
-            for closed in [other for other in wires if other.is_closed()]:
+            for closed in [other for other in wires if other[0].is_closed()]:
                 del wires[closed]  # their connections are closed by the next wire that opens
-            wire = wires[loop] = Wire(redis, "adelayed's connection")
+            name = "adelayed's connection" if kind is Wire else f"adelayed's {kind.__name__}"
+            wire = wires[loop, kind] = kind(redis, name)
     return wire

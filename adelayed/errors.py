@@ -58,6 +58,11 @@ class EnqueueTimeoutError(EnqueueOutcomeUnknownError, TimeoutError):
     enqueued."""
 
 
+class EnqueueNotDurableError(EnqueueOutcomeUnknownError):
+    """A durable enqueue ran on the primary, but too few replicas acknowledged it in time (or
+    the connection was lost before they could be asked): it may be lost in a failover."""
+
+
 class RedisConfigurationError(ConfigurationError):
     """Redis refuses this client or is set up so that tasks would be lost or run twice (a
     wrong or missing password, an unknown database, a refused ACL, an evicting

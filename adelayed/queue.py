@@ -14,22 +14,21 @@ may not be in the queue), ``EnqueueError`` when nothing was.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import (
-    NoScriptError,
-    RedisError,
-)
+from redis.exceptions import RedisError
 
 from . import _protocol as protocol
 from . import _trace_hook
 from ._dead_letters import DeadLetters, DeadTask
 from ._dedup import Dedup
+from ._durable import Durable, durable_context, durable_setting, run_durable
 from ._enqueue_errors import enqueue_error
 from ._envelope import new_id
 from ._queue_info import QueueInfoCalls
@@ -68,7 +67,8 @@ class Queue(DeadLetters, Scheduling, Dedup, ResultCalls, WorkerCalls, QueueInfoC
     ``enqueue_timeout``: the most an ``enqueue`` or ``enqueue_many`` waits, connecting included
     (seconds; None: no deadline but the client's ``socket_timeout``). When it passes after the
     task was sent, EnqueueTimeoutError: the task may or may not have been enqueued; before
-    (still connecting), EnqueueError: nothing was added.
+    (still connecting), EnqueueError: nothing was added. ``durable``: enqueues wait for
+    replicas by default (True, or a Durable; adelayed._durable).
     """
 
     def __init__(
@@ -84,6 +84,7 @@ class Queue(DeadLetters, Scheduling, Dedup, ResultCalls, WorkerCalls, QueueInfoC
         dead_letter_limit: int = 10_000,
         enqueue_timeout: float | None = 5,
         keep_result: float | timedelta | None = None,
+        durable: bool | Durable = False,
     ) -> None:
         _check_settings(
             name, dequeue_timeout=dequeue_timeout, keep_alive_timeout=keep_alive_timeout,
@@ -108,6 +109,7 @@ class Queue(DeadLetters, Scheduling, Dedup, ResultCalls, WorkerCalls, QueueInfoC
         self._loop_wire: tuple[asyncio.AbstractEventLoop | None, Wire | None] = (None, None)
         self._init_scheduling()
         self._init_results(keep_result)
+        self._durable = durable_setting(durable, None)
 
     @property
     def name(self) -> str:
@@ -147,31 +149,49 @@ class Queue(DeadLetters, Scheduling, Dedup, ResultCalls, WorkerCalls, QueueInfoC
         key: str | None = None,
         key_lifetime: str | float | timedelta = "running",
         debounce: bool = False,
+        durable: bool | Durable | None = None,
     ) -> TaskHandle:
         """Adds one task in one round trip; returns its handle (adelayed.results). A task with
-        no option stays delayed 1.2's bytes (its handle has no id); only adelayed's workers
-        run tasks with options: ``delay`` (seconds, a timedelta) or ``eta`` (an aware
-        datetime), by Redis's clock; ``timeout`` (seconds an attempt may run); ``backoff``
-        (before each retry); ``retry_on`` (only these are retried); ``dead_letter_on_failure``;
-        ``isolation="process"``; ``keep_result`` (seconds; default: the Queue's); ``key``,
-        ``key_lifetime``, ``debounce`` (adelayed._dedup). See the README for each. Raises
-        EnqueueTimeoutError or EnqueueOutcomeUnknownError when no reply came (it may or may not
-        have been added); QueueFullError, TaskDataError, PayloadTooLargeError, ConfigurationError
-        or EnqueueError when nothing was added."""
+        no option stays delayed 1.2's bytes (its handle has no id). Options, each in the README:
+        ``delay`` or ``eta`` (by Redis's clock), ``timeout``, ``backoff``, ``retry_on``,
+        ``dead_letter_on_failure``, ``isolation``, ``keep_result``, ``key``, ``key_lifetime``
+        and ``debounce`` (adelayed._dedup), only adelayed's workers run such tasks; ``durable``
+        (adelayed._durable). Raises EnqueueTimeoutError or EnqueueOutcomeUnknownError when no
+        reply came (it may or may not have been added); QueueFullError, TaskDataError,
+        PayloadTooLargeError, ConfigurationError or EnqueueError when nothing was added."""
         keep_result = self._keep_result if keep_result is None else keep_result
-        if _trace_hook.producer is None and (  # adelayed.tracing.instrument() sets it
+        plain = (
             key is None and delay is None and eta is None and timeout is None and backoff is None
             and not retry_on and not dead_letter_on_failure and isolation is None
             and keep_result is None and not debounce and key_lifetime == "running"
-        ):  # fmt: skip
+        )  # fmt: skip
+        if plain and _trace_hook.producer is None and durable is None and self._durable is None:
             await self._enqueue_v1(task)
             return TaskHandle(self, None, task.func_path)
         given: dict[str, Any] = dict(
             delay=delay, eta=eta, timeout=timeout, backoff=backoff, retry_on=retry_on,
             dead_letter_on_failure=dead_letter_on_failure, isolation=isolation,
-            keep_result=keep_result,
+            keep_result=keep_result, key=key, key_lifetime=key_lifetime, debounce=debounce,
         )  # fmt: skip
-        return await self._enqueue_traced(task, (key, key_lifetime, debounce), given)
+        return await self._enqueue_durable(task, plain, durable, given)
+
+    async def _enqueue_durable(
+        self, task: Task, plain: bool, durable: bool | Durable | None, given: dict[str, Any]
+    ) -> TaskHandle:
+        """The rest of ``enqueue``: a plain task as delayed's bytes, any other through
+        ``_enqueue_traced``; with ``durable`` (or the Queue's), waiting for replicas."""
+        enqueue: Callable[[], Awaitable[TaskHandle | None]]
+        if plain and _trace_hook.producer is None:  # adelayed.tracing.instrument() sets it
+            enqueue = functools.partial(self._enqueue_v1, task)
+        else:
+            dedup = (given.pop("key"), given.pop("key_lifetime"), given.pop("debounce"))
+            enqueue = functools.partial(self._enqueue_traced, task, dedup, given)
+        setting = durable_setting(durable, self._durable)
+        if setting is None:
+            handle = await enqueue()
+        else:
+            handle = await run_durable(self._redis, setting, enqueue, (self._name, [task]))
+        return handle or TaskHandle(self, None, task.func_path)
 
     async def _enqueue_traced(
         self, task: Task, dedup: tuple[Any, ...], given: dict[str, Any]
@@ -208,27 +228,33 @@ class Queue(DeadLetters, Scheduling, Dedup, ResultCalls, WorkerCalls, QueueInfoC
         dead_letter_on_failure: bool = False,
         isolation: str | None = None,
         keep_result: float | timedelta | None = None,
+        durable: bool | Durable | None = None,
     ) -> int:
         """Adds many tasks in one round trip; returns how many. Up to MAX_ITEMS_PER_CALL
         (10,000) tasks go in one atomic script call: all of them or, on an error, none (with
         options: up to 1,000 per call). The options, as ``enqueue``'s, apply to every task.
         Raises as ``enqueue`` does; ``enqueue_timeout`` bounds the whole call."""
+        given: dict[str, Any] = dict(
+            delay=delay, eta=eta, timeout=timeout, backoff=backoff, retry_on=retry_on,
+            dead_letter_on_failure=dead_letter_on_failure, isolation=isolation,
+            keep_result=self._keep_result if keep_result is None else keep_result,
+        )  # fmt: skip
         tasks = list(tasks)
+        setting = durable_setting(durable, self._durable)
+        if setting is None:
+            return await self._enqueue_many(tasks, given)
+        enqueue = functools.partial(self._enqueue_many, tasks, given)
+        return await run_durable(self._redis, setting, enqueue, (self._name, tasks))
+
+    async def _enqueue_many(self, tasks: list[Task], given: dict[str, Any]) -> int:
         payloads = [self._payload_of(task) for task in tasks]
         if not payloads:
             return 0
-        keep_result = self._keep_result if keep_result is None else keep_result
-        if not (
-            delay is None and eta is None and timeout is None and backoff is None
-            and not retry_on and not dead_letter_on_failure and isolation is None
-            and keep_result is None
-        ):  # fmt: skip
-            return await self._enqueue_with_options(
-                tasks, payloads, [new_id() for _ in payloads], delay=delay, eta=eta,
-                timeout=timeout, backoff=backoff, retry_on=retry_on,
-                dead_letter_on_failure=dead_letter_on_failure, isolation=isolation,
-                keep_result=keep_result,
-            )  # fmt: skip
+        if any(
+            value is not None and value is not False and value != () for value in given.values()
+        ):
+            ids = [new_id() for _ in payloads]
+            return await self._enqueue_with_options(tasks, payloads, ids, **given)
         return await self._enqueue_many_v1(tasks, payloads)
 
     async def _enqueue_many_v1(self, tasks: list[Task], payloads: list[bytes]) -> int:
@@ -295,7 +321,10 @@ class Queue(DeadLetters, Scheduling, Dedup, ResultCalls, WorkerCalls, QueueInfoC
     # Internals.
 
     def _wire(self) -> Wire:
-        """The client's wire on the running loop (remembered for the loop that used it last)."""
+        """The client's wire on the running loop (remembered for the loop that used it last),
+        or, inside a durable enqueue, the durable wire it runs on."""
+        if (durable := durable_context.get()) is not None:
+            return durable[0]
         loop = asyncio.get_running_loop()
         used_on, wire = self._loop_wire
         if used_on is not loop or wire is None:
@@ -325,7 +354,7 @@ class Queue(DeadLetters, Scheduling, Dedup, ResultCalls, WorkerCalls, QueueInfoC
         limit = 0 if admitted is None else self._max_length
         args = [(limit, admitted or 0, *group) for group in groups]
         keys = self._enqueue_keys
-        replies = await self._run_pipelined(protocol.ENQUEUE, keys, args, deadline)
+        replies = await protocol.ENQUEUE.pipelined(self._wire(), keys, args, deadline)
         if -1 in replies:
             raise self._full_error(admitted or 0)
 
@@ -339,36 +368,10 @@ class Queue(DeadLetters, Scheduling, Dedup, ResultCalls, WorkerCalls, QueueInfoC
             "or raise Queue(max_length=...)"
         )
 
-    async def _run_pipelined(
-        self,
-        script: protocol.Script,
-        keys: Sequence[str],
-        calls: Sequence[Sequence[Any]],
-        deadline: float | None,
-    ) -> list[Any]:
-        """Runs ``script`` once per ``calls`` entry, all sent before the first reply is read;
-        raises the first error once every reply is in."""
-        wire = self._wire()
-        if len(calls) == 1:
-            return [await script(wire, keys, calls[0], deadline)]
-        command = ("EVALSHA", script.sha, len(keys), *keys)
-        sent = [await wire.send(*command, *args, deadline=deadline) for args in calls]
-        replies: list[Any] = []
-        for waiter in sent:
-            try:
-                replies.append(await wire.reply_to(waiter))
-            except RedisError as exc:
-                replies.append(exc)
-        unloaded = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
-        if unloaded:  # those calls did not run: load the script and send them again
-            await wire.call("SCRIPT", "LOAD", script.text, deadline=deadline)
-            again = await self._run_pipelined(script, keys, [calls[i] for i in unloaded], deadline)
-            for i, reply in zip(unloaded, again, strict=True):
-                replies[i] = reply
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
-        return replies
+
+def _is_given(option: object) -> bool:
+    """Whether an option of ``enqueue_many`` differs from its default (None, False or ())."""
+    return not (option is None or option is False or option == ())
 
 
 def _check_settings(name: str, **settings: float) -> None:

@@ -6,7 +6,7 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, RedisError
 
 from .._wire import Wire
 
@@ -34,3 +34,33 @@ class Script:
         except NoScriptError:
             await wire.call("SCRIPT", "LOAD", self.text, deadline=deadline)
             return await wire.call("EVALSHA", self.sha, len(keys), *keys, *args, deadline=deadline)
+
+    async def pipelined(
+        self,
+        wire: Wire,
+        keys: Sequence[str],
+        calls: Sequence[Sequence[Any]],
+        deadline: float | None,
+    ) -> list[Any]:
+        """Runs the script once per ``calls`` entry (its args), all sent before the first reply
+        is read; raises the first error once every reply is in."""
+        if len(calls) == 1:
+            return [await self(wire, keys, calls[0], deadline)]
+        command = ("EVALSHA", self.sha, len(keys), *keys)
+        sent = [await wire.send(*command, *args, deadline=deadline) for args in calls]
+        replies: list[Any] = []
+        for waiter in sent:
+            try:
+                replies.append(await wire.reply_to(waiter))
+            except RedisError as exc:
+                replies.append(exc)
+        unloaded = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if unloaded:  # those calls did not run: load the script and send them again
+            await wire.call("SCRIPT", "LOAD", self.text, deadline=deadline)
+            again = await self.pipelined(wire, keys, [calls[i] for i in unloaded], deadline)
+            for i, reply in zip(unloaded, again, strict=True):
+                replies[i] = reply
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
