@@ -34,6 +34,7 @@ from ._envelope import new_id
 from ._queue_info import QueueInfoCalls
 from ._result_calls import ResultCalls
 from ._scheduling import Scheduling
+from ._sweep import Sweeping
 from ._wire import Wire, shared_wire
 from ._worker_calls import WorkerCalls
 from .errors import (
@@ -50,10 +51,8 @@ __all__ = ["DeadTask", "Queue"]
 
 logger = logging.getLogger(__name__)
 
-_DELIVERIES_MEMORY_MS = 24 * 3600 * 1000
 
-
-class Queue(DeadLetters, Scheduling, Dedup, ResultCalls, WorkerCalls, QueueInfoCalls):
+class Queue(DeadLetters, Scheduling, Sweeping, Dedup, ResultCalls, WorkerCalls, QueueInfoCalls):
     """A named task queue on Redis, compatible with delayed's and go-delayed's.
 
     ``dequeue_timeout``: how long a worker blocks waiting for a task before it looks around.
@@ -290,33 +289,6 @@ class Queue(DeadLetters, Scheduling, Dedup, ResultCalls, WorkerCalls, QueueInfoC
     async def schedules(self) -> list[ScheduledRun]:
         """Each periodic task's (name, next run, description), soonest first (see Cron, Every)."""
         return await next_runs(self)
-
-    async def requeue_lost(self) -> int:
-        """Puts back the tasks of dead workers (dead-lettering those whose workers died
-        max_deliveries times) and restores missing tokens; returns how many tasks were
-        requeued. Run it periodically: a Sweeper does."""
-        keys = (
-            self._name,
-            self._noti_key,
-            self._processing_key,
-            self._deliveries_key,
-            self._dead_key,
-            self._ready_key,
-            self._active_key,
-            self._jobs_key,
-        )
-        args = (self._max_deliveries, self._dead_letter_limit, _DELIVERIES_MEMORY_MS)
-        requeued, buried, tokens = await protocol.REQUEUE_LOST(self._wire(), keys, args)
-        if buried:
-            logger.error(
-                "queue %r: %d task(s) dead-lettered: their workers died on each of %d deliveries",
-                self._name, buried, self._max_deliveries,
-            )  # fmt: skip
-        if requeued or tokens:
-            logger.info(
-                "queue %r: requeued %d lost task(s); tokens %+d", self._name, requeued, tokens
-            )
-        return int(requeued)
 
     # Internals.
 

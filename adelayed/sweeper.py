@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Sequence
 
 import anyio
@@ -18,12 +19,15 @@ logger = logging.getLogger(__name__)
 
 
 class Sweeper:
-    """Every ``interval`` seconds (and once at start), runs ``requeue_lost()`` on each queue,
+    """Every ``interval`` seconds (and once at start), sweeps each queue (``requeue_lost()``)
     and promotes its due tasks (workers' promoters do too; each task moves once).
 
     Sweeping is atomic and idempotent, so any number of sweepers may run side by side, with
-    delayed's and go-delayed's too. Connection trouble is logged and the next sweep tries
-    again; what retrying cannot fix (credentials, database, ACL) raises RedisConfigurationError.
+    delayed's and go-delayed's too. adelayed's share a lease per queue: a queue another
+    sweeper swept less than ``interval`` ago is not swept again, so a fleet of workers, each
+    with its sweeper, sweeps each queue about once per interval, not once per worker.
+    Connection trouble is logged and the next sweep tries again; what retrying cannot fix
+    (credentials, database, ACL) raises RedisConfigurationError.
 
     At start, ``run()`` refuses a Redis whose ``maxmemory-policy`` can evict the workers'
     liveness keys (their tasks would run twice) unless ``allow_eviction=True``.
@@ -38,17 +42,22 @@ class Sweeper:
             raise ConfigurationError(f"sweeper interval must be positive seconds, not {interval!r}")
         self._queues = list(queues)
         self._interval = interval
+        self.id = secrets.token_hex(8)  # its name on the queues' sweep leases
         self._allow_eviction = allow_eviction
         self._stopped = anyio.Event()
         self._starting: anyio.CancelScope | None = None
 
     async def sweep(self) -> int:
-        """One pass over every queue; returns how many tasks were requeued. Raises
-        RedisConfigurationError for what retrying cannot fix; logs other Redis errors."""
+        """One pass over every queue but those another sweeper swept less than ``interval``
+        ago; returns how many tasks were requeued. Raises RedisConfigurationError for what
+        retrying cannot fix; logs other Redis errors."""
         requeued = 0
         for queue in self._queues:
             try:
-                requeued += await queue.requeue_lost()
+                swept = await queue._sweep(self.id, self._interval)
+                if swept is None:
+                    continue  # another sweeper's turn
+                requeued += swept
                 await _promote_all(queue)
             except (RedisError, OSError) as exc:
                 fatal = configuration_error(exc, f"sweeper of queue {queue.name!r}")

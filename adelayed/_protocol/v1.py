@@ -227,9 +227,21 @@ return 1
 """,
 )
 
-# KEYS: queue, noti, processing, deliveries, dead, ready, active, jobs.
-# ARGV: max deliveries (0: no limit), dead-list cap, deliveries memory (ms).
-# Returns {tasks requeued, tasks dead-lettered, tokens added (negative: trimmed)}.
+# KEYS: queue, noti, processing, deliveries, dead, ready, active, jobs, sweep.
+# ARGV: max deliveries (0: no limit), dead-list cap, deliveries memory (ms), the hash this call
+# pages through ('processing' or 'active'), its HSCAN cursor, page size, the sweeper's id, its
+# interval (ms; 0: sweep regardless, as ``Queue.requeue_lost()``).
+# Returns {the next cursor ('0': that hash is done), tasks requeued, tasks dead-lettered,
+# tokens added (negative: trimmed)}, or {'skip', 0, 0, 0}: another sweeper swept the queue
+# less than an interval ago.
+#
+# A sweep is a series of calls: processing from cursor 0 until it returns '0', then active.
+# Each is bounded by the page size (Redis latency stays flat however many tasks are in flight)
+# and leaves the queue consistent; a call re-sent after a lost reply re-reads a page it already
+# swept and finds nothing more to do. The sweep's first call (processing, cursor 0) takes the
+# queue's sweep lease, the string ``sweep`` = "<Redis ms>:<sweeper id>" that lives an interval:
+# while another sweeper's lease is younger than this sweeper's interval, it returns 'skip'. So
+# however many workers run a sweeper, a queue is swept about once per interval.
 #
 # v1's requeue-lost, plus:
 # - EXISTS instead of GET: a field naming an application's hash must not make the script fail;
@@ -249,10 +261,22 @@ REQUEUE_LOST = Script(
     "requeue_lost",
     """
 local queue, noti, processing, deliveries, dead = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local ready, active, jobs = KEYS[6], KEYS[7], KEYS[8]
+local ready, active, jobs, sweep = KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 local max_deliveries, cap = tonumber(ARGV[1]), tonumber(ARGV[2])
+local which, cursor, holder, interval = ARGV[4], ARGV[5], ARGV[7], tonumber(ARGV[8])
 local clock = redis.call('time')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1e6
+local now_ms = math.floor(now * 1000)
+if which == 'processing' and cursor == '0' and interval > 0 then
+    local last = redis.call('get', sweep)
+    if last then
+        local at, by = string.match(last, '^(%d+):(.*)$')
+        if by ~= holder and at and now_ms - tonumber(at) < interval then
+            return {'skip', 0, 0, 0}
+        end
+    end
+    redis.call('set', sweep, now_ms .. ':' .. holder, 'px', interval)
+end
 local missing = redis.call('llen', queue) + redis.call('llen', ready) - redis.call('llen', noti)
 local requeued, buried = 0, 0
 local function redelivered(envelope)  -- the envelope, its attempt number one higher
@@ -275,30 +299,28 @@ local function poisoned(field, digest, payload)
     buried = buried + 1
     return true
 end
-local entries = redis.call('hgetall', processing)
+local page = redis.call('hscan', which == 'processing' and processing or active, cursor,
+    'count', ARGV[6])
+local entries = page[2]
 for i = 1, #entries, 2 do
-    local field, task = entries[i], entries[i + 1]
-    if redis.call('exists', field) == 0 then
+    local field, value = entries[i], entries[i + 1]
+    if redis.call('exists', field) == 1 then  -- its holder lives
+    elseif which == 'processing' then
         redis.call('hdel', processing, field)
-        if not poisoned(field, redis.sha1hex(task), task) then
-            redis.call('rpush', queue, task)
+        if not poisoned(field, redis.sha1hex(value), value) then
+            redis.call('rpush', queue, value)
             requeued = requeued + 1
         end
-    end
-end
-entries = redis.call('hgetall', active)
-for i = 1, #entries, 2 do
-    local field, id = entries[i], entries[i + 1]
-    if redis.call('exists', field) == 0 then
+    else
         redis.call('hdel', active, field)
-        local envelope = redis.call('hget', jobs, id)
+        local envelope = redis.call('hget', jobs, value)
         if envelope then
             local task = string.sub(envelope, 16 + struct.unpack('>I4', envelope, 12))
-            if poisoned(field, id, task) then
-                redis.call('hdel', jobs, id)
+            if poisoned(field, value, task) then
+                redis.call('hdel', jobs, value)
             else
-                redis.call('hset', jobs, id, redelivered(envelope))
-                redis.call('lpush', ready, id)
+                redis.call('hset', jobs, value, redelivered(envelope))
+                redis.call('lpush', ready, value)
                 requeued = requeued + 1
             end
         end
@@ -313,7 +335,7 @@ while left > 0 do
     left = left - #group
 end
 if tokens < 0 then redis.call('ltrim', noti, 0, tokens - 1) end
-return {requeued, buried, tokens}
+return {page[1], requeued, buried, tokens}
 """,
 )
 
