@@ -15,11 +15,14 @@ import logging
 import secrets
 import threading
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import anyio
 import anyio.to_thread
 import redis
 import redis.asyncio
+import redis.sentinel
+from redis.asyncio.sentinel import SentinelConnectionPool
 from redis.exceptions import NoScriptError, RedisError
 
 from . import _protocol as protocol
@@ -42,11 +45,15 @@ _SSL_SETTINGS = (
 
 
 def sync_twin(client: redis.asyncio.Redis, socket_timeout: float) -> redis.Redis:
-    """A blocking client for the same server, database and credentials as ``client``."""
+    """A blocking client for the same server, database and credentials as ``client`` (through
+    the same sentinels, for a client of ``redis.asyncio.sentinel``)."""
     pool = client.connection_pool
     settings = pool.connection_kwargs
     kind = pool.connection_class
     chosen = {name: settings[name] for name in _SHARED_SETTINGS if name in settings}
+    chosen["socket_timeout"] = socket_timeout
+    if isinstance(pool, SentinelConnectionPool):
+        return _sentinel_twin(pool, chosen)
     connection_class: type[redis.Connection] | type[redis.UnixDomainSocketConnection]
     if issubclass(kind, redis.asyncio.UnixDomainSocketConnection):
         connection_class = redis.UnixDomainSocketConnection
@@ -58,10 +65,29 @@ def sync_twin(client: redis.asyncio.Redis, socket_timeout: float) -> redis.Redis
         chosen.update({name: settings[name] for name in _SSL_SETTINGS if name in settings})
     else:
         connection_class = redis.Connection
-    chosen["socket_timeout"] = socket_timeout
     return redis.Redis(
         connection_pool=redis.ConnectionPool(connection_class=connection_class, **chosen)
     )
+
+
+def _sentinel_twin(pool: SentinelConnectionPool, chosen: dict[str, Any]) -> redis.Redis:
+    """The primary of ``pool``'s service, as blocking redis-py finds it through the same
+    sentinels (asked again after a failover)."""
+    manager = pool.sentinel_manager
+    addresses = [
+        (sentinel.connection_pool.connection_kwargs.get("host", "localhost"),
+         sentinel.connection_pool.connection_kwargs.get("port", 26379))
+        for sentinel in manager.sentinels
+    ]  # fmt: skip
+    for name in ("host", "port"):
+        chosen.pop(name, None)
+    if issubclass(pool.connection_class, redis.asyncio.SSLConnection):
+        settings = pool.connection_kwargs
+        chosen.update({name: settings[name] for name in _SSL_SETTINGS if name in settings})
+        chosen["ssl"] = True
+    sentinels = redis.sentinel.Sentinel(addresses, sentinel_kwargs=manager.sentinel_kwargs)  # type: ignore[no-untyped-call]
+    twin: redis.Redis = sentinels.master_for(pool.service_name, **chosen)  # type: ignore[no-untyped-call]
+    return twin
 
 
 class Lease:

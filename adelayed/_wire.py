@@ -274,6 +274,8 @@ class Wire:
                 message = f"{self._name}: no reply within {self._socket_timeout}s (socket_timeout)"
             raise ReplyTimeoutError(message, deadline=exc.deadline) from None
         if isinstance(reply, _ReplyError):
+            if str(reply).startswith("READONLY"):  # the primary became a replica (failover)
+                self.close()  # the next call connects again: to the new primary, via Sentinel
             _raise_error(reply)
         return reply
 
