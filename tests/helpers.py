@@ -9,8 +9,21 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
+import redis
 
 from adelayed import Queue, Worker
+from adelayed.embedded import EmbeddedRedis
+
+FAST_SYNC = {"repl-diskless-sync": "yes", "repl-diskless-sync-delay": "0"}  # replicas sync at once
+
+
+def start_replica(primary: EmbeddedRedis) -> EmbeddedRedis:
+    """A new server, made a replica of ``primary`` (by REPLICAOF: Redis 6.2 cannot take
+    ``--replicaof host port`` as one argument)."""
+    replica = EmbeddedRedis(dict(FAST_SYNC)).start()
+    with redis.Redis(port=replica.port) as client:
+        client.replicaof("127.0.0.1", str(primary.port))
+    return replica
 
 
 def make_worker(queue: Queue, **options: Any) -> Worker:

@@ -18,6 +18,7 @@ from pathlib import Path
 import redis
 
 from adelayed.embedded import EmbeddedRedis, find_redis_server
+from tests.helpers import start_replica
 
 SERVICE = "jobs-primary"
 DOWN_AFTER_MS = 1000  # a primary silent this long is down; sentinels then fail over
@@ -65,11 +66,6 @@ class Sentinels:
             time.sleep(0.05)
         raise AssertionError(f"no failover within {within}s")
 
-    def rejoin(self, server: EmbeddedRedis) -> None:
-        """Restarts a killed server as a replica of the current primary."""
-        server.config["replicaof"] = f"127.0.0.1 {self.primary_port()}"
-        server.start()
-
 
 def _writable(port: int) -> bool:
     try:
@@ -96,10 +92,7 @@ def _sentinel_conf(folder: Path, port: int, primary: int) -> Path:
 def sentinel_setup(replicas: int = 1) -> Iterator[Sentinels]:
     """A primary, ``replicas`` replicas and three sentinels (quorum 2), watching each other."""
     primary = EmbeddedRedis(dict(_SYNC)).start()
-    servers = [primary] + [
-        EmbeddedRedis({**_SYNC, "replicaof": f"127.0.0.1 {primary.port}"}).start()
-        for _ in range(replicas)
-    ]
+    servers = [primary] + [start_replica(primary) for _ in range(replicas)]
     folder = Path(tempfile.mkdtemp(prefix="adelayed-sentinel-"))
     setup = Sentinels(servers, [_free_port() for _ in range(3)], folder, replicas=replicas)
     try:

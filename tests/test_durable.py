@@ -29,13 +29,9 @@ from adelayed import (
 from adelayed._durable import durable_setting, durable_wire, run_durable, wait_for_aof
 from adelayed.embedded import EmbeddedRedis
 from tests import tasks
+from tests.helpers import FAST_SYNC, start_replica
 
-_FAST_SYNC = {"repl-diskless-sync": "yes", "repl-diskless-sync-delay": "0"}
-
-
-def _replica_of(primary: EmbeddedRedis) -> EmbeddedRedis:
-    """A replica of ``primary``, not started yet."""
-    return EmbeddedRedis({**_FAST_SYNC, "replicaof": f"127.0.0.1 {primary.port}"})
+_FAST_SYNC = FAST_SYNC
 
 
 async def _in_sync(primary: redis.Redis, replicas: int = 1, within: float = 20) -> None:
@@ -59,11 +55,15 @@ def _paused(server: EmbeddedRedis) -> Iterator[None]:
 
 @pytest.fixture
 async def pair() -> AsyncIterator[tuple[EmbeddedRedis, EmbeddedRedis, redis.Redis]]:
-    with EmbeddedRedis(_FAST_SYNC) as primary, _replica_of(primary) as replica:
+    with EmbeddedRedis(_FAST_SYNC) as primary:
+        replica = start_replica(primary)
         client = redis.Redis(port=primary.port)
-        await _in_sync(client)
-        yield primary, replica, client
-        await client.aclose()
+        try:
+            await _in_sync(client)
+            yield primary, replica, client
+        finally:
+            await client.aclose()
+            replica.close()
 
 
 def _task(n: int) -> PyTask:
@@ -196,7 +196,7 @@ async def _fail_over(primary: EmbeddedRedis, replica: EmbeddedRedis) -> Embedded
     promoted = redis.Redis(port=replica.port)
     try:
         await promoted.replicaof("NO", "ONE")
-        successor = _replica_of(replica).start()
+        successor = start_replica(replica)
         await _in_sync(promoted)
     finally:
         await promoted.aclose()
@@ -227,7 +227,7 @@ async def _failovers(durable: bool, rounds: int = 20, per_round: int = 500) -> t
     half after its link is cut; then the primary is SIGKILLed and the replica promoted.
     Returns (acknowledged, acknowledged but lost)."""
     primary = EmbeddedRedis(_FAST_SYNC).start()
-    replica = _replica_of(primary).start()
+    replica = start_replica(primary)
     acknowledged: set[int] = set()
     try:
         for round_ in range(rounds):
