@@ -132,6 +132,7 @@ class DurableWire(Wire):
         stale = sent_on is not call.replies or covers < call.write or asked != durable
         if waiting is None or stale:
             waiting = asyncio.ensure_future(self._send_wait(call.replies, durable))
+            waiting.add_done_callback(self._forget_failed)
             self._wait = (call.replies, self._writes, durable, waiting)
         got = await asyncio.shield(waiting)
         if len(got) == 2 and int(got[0][0]) < 1:
@@ -139,6 +140,13 @@ class DurableWire(Wire):
         if int(got[-1]) < durable.replicas:
             return f"only {int(got[-1])} of {durable.replicas} replica(s) acknowledged it"
         return None
+
+    def _forget_failed(self, waiting: asyncio.Future[list[Any]]) -> None:
+        """A WAIT that failed (its error seen here, whoever still awaits it) is not joined by
+        the enqueues that come after it: they send their own."""
+        failed = waiting.cancelled() or waiting.exception() is not None
+        if failed and self._wait[3] is waiting:
+            self._wait = (None, 0, None, None)
 
     async def _send_wait(self, replies: _Replies, durable: Durable) -> list[Any]:
         """Sends WAIT (after WAITAOF, where the server can) on the connection ``replies``
