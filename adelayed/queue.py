@@ -92,6 +92,7 @@ class Queue(DeadLetters, Scheduling, Sweeping, Dedup, ResultCalls, WorkerCalls, 
         )  # fmt: skip
         if enqueue_timeout is not None:  # None: no deadline
             _check_settings(name, enqueue_timeout=enqueue_timeout)
+        _check_client(name, redis)
         self._name = name
         self._redis = redis
         self._dequeue_timeout = dequeue_timeout
@@ -344,6 +345,25 @@ class Queue(DeadLetters, Scheduling, Sweeping, Dedup, ResultCalls, WorkerCalls, 
 def _is_given(option: object) -> bool:
     """Whether an option of ``enqueue_many`` differs from its default (None, False or ())."""
     return not (option is None or option is False or option == ())
+
+
+def _check_client(name: str, client: object) -> None:
+    """Refuses, saying what to pass instead, a client adelayed cannot drive."""
+    if isinstance(client, Redis):
+        return
+    kind = f"{type(client).__module__}.{type(client).__qualname__}"
+    if "cluster" in kind.lower():
+        raise ConfigurationError(
+            f"queue {name!r}: Redis Cluster ({kind}) is not supported yet; give the Queue a "
+            "redis.asyncio.Redis of one server, or of a primary under Sentinel "
+            "(Sentinel(...).master_for(...), docs/redis.md); docs/scaling.md says how to "
+            "spread queues over several servers"
+        )
+    hint = " (the blocking client): adelayed is asyncio-native" if kind.startswith("redis.") else ""
+    raise ConfigurationError(
+        f"queue {name!r} needs a redis.asyncio.Redis client, not {kind}{hint}; make one with "
+        "redis.asyncio.Redis.from_url(url)"
+    )
 
 
 def _check_settings(name: str, **settings: float) -> None:
