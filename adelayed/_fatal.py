@@ -29,9 +29,10 @@ ACL_KEYS = "~{name} ~{name}_* ~adelayed:* &{name}_*"  # & : its channels (result
 # a channel pattern added after that grant.
 ACL_CHANNELS_FIRST = "resetchannels"
 ACL_COMMANDS = (
-    "+@connection +set +del +exists +pexpire +evalsha +script|load +blmove +blpop +lmove "
-    "+lpop +lpush +rpush +llen +ltrim +hset +hget +hexists +hdel +hmget +hgetall +hincrby +mget "
-    "+zadd +zrem +zrange +zrangebyscore +zcard +time +publish +subscribe +unsubscribe"
+    "+@connection +get +set +del +exists +pexpire +evalsha +script|load +blmove +blpop +lmove "
+    "+lpop +lpush +rpush +llen +ltrim +hset +hget +hexists +hdel +hmget +hgetall +hscan "
+    "+hincrby +mget +zadd +zrem +zrange +zrangebyscore +zcard +time +publish +subscribe "
+    "+unsubscribe"
 )
 
 _NO_PASSWORD_GIVEN = ("Authentication required", "must be called with the client already auth")

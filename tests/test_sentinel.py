@@ -95,17 +95,21 @@ async def test_a_wire_on_a_demoted_primary_reconnects(setup: Sentinels) -> None:
 
 
 async def _fail(setup: Sentinels, failure: str) -> tuple[EmbeddedRedis, float]:
-    """Fails the primary (SIGKILL, or SIGSTOP); returns it and when the sentinels' new
-    primary took writes."""
+    """Fails the primary (SIGKILL, or SIGSTOP: it stays frozen until ``_end``); returns it
+    and when the sentinels' new primary took writes."""
     old = setup.primary()
     if failure == "kill":
         old.stop(kill=True)
     else:
         os.kill(old.pid, signal.SIGSTOP)
     switched = await asyncio.to_thread(setup.wait_for_new_primary, old.port)
-    if failure == "stop":
-        os.kill(old.pid, signal.SIGCONT)  # back: the sentinels make it a replica
     return old, switched
+
+
+def _end(old: EmbeddedRedis, failure: str) -> None:
+    """A frozen primary thaws (the sentinels then make it a replica of the new one)."""
+    if failure == "stop":
+        os.kill(old.pid, signal.SIGCONT)
 
 
 @pytest.mark.slow
@@ -129,11 +133,12 @@ async def _run_through_failover(
     async with running(make_worker(queue, concurrency=10, keep_alive_interval=0.5)):
         filling = asyncio.create_task(producer.run())
         await wait_for(lambda: len(tasks.ran) >= 20, what="tasks running before the failure")
-        _, switched = await _fail(setup, failure)
+        old, switched = await _fail(setup, failure)
         done_at_switch = len(tasks.ran)
         await wait_for(lambda: len(tasks.ran) > done_at_switch + 5, timeout=5,
                        what="the worker running tasks within 5 s of the switch")  # fmt: skip
         resumed = time.monotonic() - switched
+        _end(old, failure)
         await wait_for(lambda: any(at > switched for at in producer.acknowledged.values()),
                        timeout=10, what="an enqueue acknowledged after the switch")  # fmt: skip
         await asyncio.sleep(1)
