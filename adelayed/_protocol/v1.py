@@ -304,15 +304,15 @@ local page = redis.call('hscan', which == 'processing' and processing or active,
 local entries = page[2]
 for i = 1, #entries, 2 do
     local field, value = entries[i], entries[i + 1]
+    -- HSCAN may return a field twice: only the call that removes it requeues its task
     if redis.call('exists', field) == 1 then  -- its holder lives
     elseif which == 'processing' then
-        redis.call('hdel', processing, field)
-        if not poisoned(field, redis.sha1hex(value), value) then
+        if redis.call('hdel', processing, field) == 1 and
+                not poisoned(field, redis.sha1hex(value), value) then
             redis.call('rpush', queue, value)
             requeued = requeued + 1
         end
-    else
-        redis.call('hdel', active, field)
+    elseif redis.call('hdel', active, field) == 1 then
         local envelope = redis.call('hget', jobs, value)
         if envelope then
             local task = string.sub(envelope, 16 + struct.unpack('>I4', envelope, 12))
