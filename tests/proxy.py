@@ -167,7 +167,8 @@ class RedisProxy:
     ) -> None:
         try:
             async for reply, raw in _messages(upstream):
-                if raw.startswith(b">"):  # a RESP3 push answers no command
+                if raw.startswith(b">") or not connection.pending:
+                    # a RESP3 push, or a RESP2 pub/sub message: it answers no command
                     await client.send(raw)
                     continue
                 pending = connection.pending.popleft()
